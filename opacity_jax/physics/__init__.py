@@ -1,0 +1,1 @@
+"""Physics shared by the data generators and the physics-informed losses (one implementation)."""
