@@ -38,3 +38,29 @@ KRAMERS_FF_CGS = 3.692e8
 # Stefan-Boltzmann-type integrals of the Planck kernel in x = E/kT.
 PLANCK_INTEGRAL = 3.141592653589793**4 / 15.0          # int_0^inf x^3/(e^x-1) dx
 DPLANCK_INTEGRAL = 4.0 * 3.141592653589793**4 / 15.0   # int_0^inf x^4 e^x/(e^x-1)^2 dx
+
+# Atomic units and molecular data (used by physics.molecular; CODATA 2018 unless noted).
+HARTREE_CM1 = 219474.6313632            # Hartree energy in wavenumbers [cm^-1]
+BOHR_ANGSTROM = 0.529177210903          # Bohr radius [Angstrom]
+PROTON_MASS_AMU = 1.007276466621        # proton mass [u]
+PROTON_ELECTRON_MASS_RATIO = 1836.15267343  # m_p / m_e
+AMU_ELECTRON_MASSES = 1.0 / ELECTRON_MASS_AMU  # 1 u in electron masses (~1822.888)
+# Neutral-atom masses of the isotopes used for the molecular ions [u]
+# (AME2020: W. J. Huang et al., Chin. Phys. C 45, 030002 (2021); M. Wang et al., ibid. 030003).
+ATOMIC_MASS_H1_AMU = 1.00782503223
+ATOMIC_MASS_HE4_AMU = 4.00260325413
+ATOMIC_MASS_LI7_AMU = 7.0160034366
+ATOMIC_MASS_NA23_AMU = 22.9897692820
+# First ionization energies of the neutral atoms [eV] (NIST ASD, Kramida et al.).
+IONIZATION_H_EV = 13.598434599702
+IONIZATION_HE_EV = 24.587389011
+IONIZATION_LI_EV = 5.391714996
+IONIZATION_NA_EV = 5.13907696
+# Static electric-dipole polarizabilities of the ground-state atoms [a.u. = a0^3]:
+# H(1s) 9/2 exactly; He 1.383191 (Lach, Jeziorski & Szalewicz, PRL 92, 233001 (2004));
+# Li(2s) 164.11 (Tang, Zhang, Mitroy & Bromley, PRA 80, 042511 (2009));
+# Na(3s) 162.7 (Ekstrom et al., PRA 51, 3883 (1995), measured +-0.8).
+POLARIZABILITY_H_AU = 4.5
+POLARIZABILITY_HE_AU = 1.383191
+POLARIZABILITY_LI_AU = 164.11
+POLARIZABILITY_NA_AU = 162.7

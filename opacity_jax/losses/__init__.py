@@ -1,0 +1,4 @@
+"""Losses: data losses (mse, wmse, msle) and the registry of physics losses."""
+
+from opacity_jax.losses.data import (gradient_weights, masked_mean, mse, msle, wmse,
+                                     get_data_loss, DATA_LOSSES)

@@ -1,0 +1,1 @@
+"""Model families, one module each (flax linen: params are a pytree, apply is pure)."""

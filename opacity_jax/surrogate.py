@@ -1,0 +1,233 @@
+"""The public inference API: `Surrogate.load(workdir)` and batched, jit'd opacity queries.
+
+    s = Surrogate.load("runs/cae")                     # everything comes from the workdir
+    kappa = s.spectrum("Nd", temperature_ev=[0.3, 1.0], density_gcc=[1e-13, 1e-12])  # (2, nE)
+    kp = s.planck_mean("Nd", 0.3, 1e-13)               # cm^2/g
+    dk_dt, dk_drho = s.derivatives("Nd", 0.3, 1e-13)   # smooth regressors only
+
+Queries outside the training domain raise `DomainError` (or warn with `on_domain_error="warn"`);
+nothing is silently extrapolated. Unknown elements raise ValueError naming the allowed ones.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from opacity_jax.data import grid as _grid
+from opacity_jax.data import transforms
+from opacity_jax.errors import DomainError
+from opacity_jax.models.cae import CAE
+from opacity_jax.models.fcnn import FCNN, MLP
+from opacity_jax.physics import elements as _el
+from opacity_jax.physics import planck
+from opacity_jax.train.checkpoint import Checkpointer
+from opacity_jax.train.experiment import MODEL_FILE, SpectrumScaling
+
+
+def _restore_params(workdir: Path, label: str):
+    ck = Checkpointer(workdir / "checkpoints" / label)
+    if not ck.steps():
+        raise FileNotFoundError(f"no checkpoint in {ck.directory}; train first")
+    out = ck.restore_any()
+    ck.close()
+    if out is None:
+        raise IOError(f"no readable checkpoint in {ck.directory}")
+    return jax.tree_util.tree_map(jnp.asarray, out[1]["best_params"])
+
+
+class Surrogate:
+    """A trained opacity surrogate loaded from a workdir (see module docstring).
+
+    Attributes:
+      elements: (nZ,) atomic numbers served; energy_edges_ev: (nE + 1,) [eV];
+      energy_ev: (nE,) bin centres; domain: dict of [min, max] for temperature_ev, density_gcc;
+      regressor: 'mlp', 'xgboost' or 'fcnn' (the path used by `spectrum`).
+    """
+
+    def __init__(self, meta: dict, params: dict, boosters=None, regressor: str = "mlp",
+                 on_domain_error: str = "raise"):
+        if on_domain_error not in ("raise", "warn"):
+            raise ValueError("on_domain_error must be 'raise' or 'warn'")
+        self.meta = meta
+        self.on_domain_error = on_domain_error
+        self.elements = np.asarray(meta["elements"], np.int32)
+        self.energy_edges_ev = np.asarray(meta["energy_edges_ev"], np.float64)
+        self.energy_ev = _grid.bin_centers_ev(self.energy_edges_ev)
+        self.domain = meta["domain"]
+        self.scaling = SpectrumScaling.from_dict(meta["scaling"])
+        self.regressor = regressor
+        self._params = params
+        self._boosters = boosters
+        self._scale = jnp.asarray(self.scaling.scale, jnp.float32)
+        if meta["model"] == "cae":
+            c = meta["cae"]
+            self._cae = CAE(n_bins=c["n_bins"], latent_dim=c["latent_dim"],
+                            channels=tuple(c["channels"]), kernel=c["kernel"])
+            lat = meta["latent"]
+            xs = transforms.Standardizer.from_dict(lat["x_standardizer"])
+            self._x_mean = jnp.asarray(xs.mean, jnp.float32)
+            self._x_std = jnp.asarray(xs.std, jnp.float32)
+            self._z_mean = jnp.asarray(lat["z_mean"], jnp.float32)
+            self._z_std = jnp.asarray(lat["z_std"], jnp.float32)
+            if regressor == "mlp":
+                self._mlp = MLP(hidden=tuple(lat["mlp_hidden"]), n_out=c["latent_dim"])
+        elif meta["model"] == "fcnn":
+            f = meta["fcnn"]
+            self._fcnn = FCNN(hidden=tuple(f["hidden"]), dropout=f["dropout"])
+            xs = transforms.Standardizer.from_dict(f["x_standardizer"])
+            self._x_mean = jnp.asarray(xs.mean, jnp.float32)
+            self._x_std = jnp.asarray(xs.std, jnp.float32)
+        self._jit_scaled = jax.jit(self._scaled_impl)
+        self._jit_decode = jax.jit(self._decode_impl)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, workdir, regressor: Optional[str] = None,
+             on_domain_error: str = "raise") -> "Surrogate":
+        """Load from a training workdir. regressor: 'mlp' (smooth, default when trained),
+        'xgboost' (piecewise constant) or None for the best available."""
+        workdir = Path(workdir)
+        mf = workdir / MODEL_FILE
+        if not mf.exists():
+            raise FileNotFoundError(f"{mf} not found: not a trained workdir (run bin/train)")
+        meta = json.loads(mf.read_text())
+        params, boosters = {}, None
+        if meta["model"] == "cae":
+            available = meta["latent"]["regressors"]
+            if regressor is None:
+                regressor = "mlp" if "mlp" in available else available[0]
+            if regressor not in available:
+                raise ValueError(f"regressor {regressor!r} not trained in {workdir}; "
+                                 f"available: {available}")
+            params["cae"] = _restore_params(workdir, "cae")
+            if regressor == "mlp":
+                params["mlp"] = _restore_params(workdir, "latent_mlp")
+            else:
+                from opacity_jax.models import latent as latent_lib
+                boosters = latent_lib.load_boosters(workdir / "xgb")
+        elif meta["model"] == "fcnn":
+            regressor = "fcnn"
+            params["fcnn"] = _restore_params(workdir, "fcnn")
+        else:
+            raise ValueError(f"unknown model {meta['model']!r} in {mf}")
+        return cls(meta, params, boosters, regressor, on_domain_error)
+
+    # -- validation ---------------------------------------------------------------------------
+    def element_position(self, element) -> int:
+        """Position on the model's element axis of a symbol or atomic number."""
+        z = int(_el.ATOMIC_NUMBERS[_el.element_index(element)])
+        hits = np.nonzero(self.elements == z)[0]
+        if hits.size != 1:
+            raise ValueError(f"element {element!r} not served by this surrogate; trained on "
+                             f"{[_el.SYMBOLS[_el.element_index(int(e))] for e in self.elements]}")
+        return int(hits[0])
+
+    def _check(self, t, r):
+        t = np.atleast_1d(np.asarray(t, np.float64))
+        r = np.atleast_1d(np.asarray(r, np.float64))
+        t, r = np.broadcast_arrays(t, r)
+        msgs = []
+        for name, v in (("temperature_ev", t), ("density_gcc", r)):
+            lo, hi = self.domain[name]
+            bad = ~np.isfinite(v) | (v < lo * (1 - 1e-9)) | (v > hi * (1 + 1e-9))
+            if np.any(bad):
+                msgs.append(f"{name} {v[bad][:3].tolist()} outside the training domain "
+                            f"[{lo:.4g}, {hi:.4g}]")
+        if msgs:
+            msg = "; ".join(msgs) + " (no extrapolation)"
+            if self.on_domain_error == "raise":
+                raise DomainError(msg)
+            warnings.warn(msg)
+        return t, r
+
+    # -- networks -----------------------------------------------------------------------------
+    def _features(self, t, r):
+        return (jnp.stack([jnp.log10(t), jnp.log10(r)], -1) - self._x_mean) / self._x_std
+
+    def _decode_impl(self, pos, z_std):
+        p = jax.tree_util.tree_map(lambda a: a[pos], self._params["cae"])
+        z = z_std * self._z_std[pos] + self._z_mean[pos]
+        return self._cae.apply(p, z, method=self._cae.decode)
+
+    def _scaled_impl(self, pos, t, r):
+        """Scaled spectra (N, nE) for one element position, differentiable in t, r."""
+        if self.regressor == "fcnn":
+            p = jax.tree_util.tree_map(lambda a: a[pos], self._params["fcnn"])
+            log_e = jnp.log10(jnp.asarray(self.energy_ev, jnp.float32))
+            n, ne = t.shape[0], log_e.shape[0]
+            pts = jnp.concatenate([jnp.broadcast_to(log_e[None, :, None], (n, ne, 1)),
+                                   jnp.broadcast_to(jnp.stack([jnp.log10(t), jnp.log10(r)],
+                                                              -1)[:, None, :], (n, ne, 2))], -1)
+            xs = (pts - self._x_mean) / self._x_std
+            return self._fcnn.apply(p, xs.reshape(-1, 3)).reshape(n, ne)
+        p = jax.tree_util.tree_map(lambda a: a[pos], self._params["mlp"])
+        return self._decode_impl(pos, self._mlp.apply(p, self._features(t, r)))
+
+    def _to_kappa(self, y, pos):
+        y = y * self._scale[pos]
+        if self.scaling.name == "cbrt":
+            return jnp.maximum(y, 0.0) ** 3
+        return jnp.maximum(jnp.exp(y) - self.scaling.eps, 0.0)
+
+    # -- public queries -----------------------------------------------------------------------
+    def spectrum(self, element, temperature_ev, density_gcc) -> np.ndarray:
+        """Opacity spectra kappa [cm^2/g] on the model's energy bins.
+
+        Args:
+          element: symbol or Z; temperature_ev (N,) [eV]; density_gcc (N,) [g/cm^3]
+            (scalars broadcast).
+        Returns:
+          (N, nE) float32 numpy array.
+        """
+        pos = self.element_position(element)
+        t, r = self._check(temperature_ev, density_gcc)
+        if self.regressor == "xgboost":
+            from opacity_jax.models import latent as latent_lib
+            z = int(self.elements[pos])
+            feats = (np.stack([np.log10(t), np.log10(r)], -1) - np.asarray(self._x_mean)) \
+                / np.asarray(self._x_std)
+            zs = latent_lib.predict_xgb(self._boosters[0][z], feats, self._boosters[1][z])
+            y = self._jit_decode(pos, jnp.asarray(zs))
+        else:
+            y = self._jit_scaled(pos, jnp.asarray(t, jnp.float32), jnp.asarray(r, jnp.float32))
+        return np.asarray(self._to_kappa(y, pos))
+
+    def planck_mean(self, element, temperature_ev, density_gcc) -> np.ndarray:
+        """(N,) band-limited Planck mean of the predicted total spectrum [cm^2/g]."""
+        k = self.spectrum(element, temperature_ev, density_gcc)
+        t, _ = np.broadcast_arrays(np.atleast_1d(temperature_ev), np.atleast_1d(density_gcc))
+        return np.asarray(planck.planck_mean(jnp.asarray(k), self.energy_edges_ev, jnp.asarray(t)))
+
+    def rosseland_mean(self, element, temperature_ev, density_gcc) -> np.ndarray:
+        """(N,) band-limited Rosseland mean of the predicted total spectrum [cm^2/g]."""
+        k = self.spectrum(element, temperature_ev, density_gcc)
+        t, _ = np.broadcast_arrays(np.atleast_1d(temperature_ev), np.atleast_1d(density_gcc))
+        return np.asarray(planck.rosseland_mean(jnp.asarray(k), self.energy_edges_ev,
+                                                jnp.asarray(t)))
+
+    def derivatives(self, element, temperature_ev, density_gcc):
+        """(dkappa/dT [cm^2/g/eV], dkappa/drho [cm^5/g^2]), each (N, nE), by autodiff.
+
+        Only for smooth regressors (latent MLP, FC-NN); XGBoost trees are piecewise constant
+        (zero derivative almost everywhere), so they raise ValueError.
+        """
+        if self.regressor == "xgboost":
+            raise ValueError("derivatives are undefined for the XGBoost latent regressor "
+                             "(piecewise constant in T and rho); load with regressor='mlp'")
+        pos = self.element_position(element)
+        t, r = self._check(temperature_ev, density_gcc)
+
+        def one(tt, rr):
+            y = self._scaled_impl(pos, tt[None], rr[None])[0]
+            return self._to_kappa(y, pos)
+
+        jac = jax.jit(jax.vmap(jax.jacfwd(one, argnums=(0, 1))))
+        dt, dr = jac(jnp.asarray(t, jnp.float32), jnp.asarray(r, jnp.float32))
+        return np.asarray(dt), np.asarray(dr)
