@@ -1,0 +1,50 @@
+"""Tables of surrogate predictions for bin/predict (plain text, NIST-LANL-like columns)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from opacity_jax.physics import elements as _el
+from opacity_jax.surrogate import Surrogate
+
+
+def prediction_table(workdir, element, temperatures_ev, densities_gcc, regressor=None,
+                     on_domain_error: str = "raise") -> str:
+    """Text table: one block per (T, rho) with a `#` header (element, T [eV], rho [g/cm^3],
+    Planck and Rosseland means [cm^2/g]) and rows `energy [eV]  kappa [cm^2/g]`."""
+    t = np.asarray(temperatures_ev, np.float64)
+    r = np.asarray(densities_gcc, np.float64)
+    if t.shape != r.shape:
+        raise ValueError(f"need one density per temperature, got {t.size} temperatures and "
+                         f"{r.size} densities")
+    s = Surrogate.load(workdir, regressor=regressor, on_domain_error=on_domain_error)
+    kappa = s.spectrum(element, t, r)
+    kp = s.planck_mean(element, t, r)
+    kr = s.rosseland_mean(element, t, r)
+    sym = _el.SYMBOLS[_el.element_index(element if not str(element).isdigit() else int(element))]
+    lines = []
+    for i in range(t.size):
+        lines.append(f"# element = {sym}, T = {t[i]:.6g} eV, rho = {r[i]:.6g} g/cm3, "
+                     f"model = {s.meta['model']}+{s.regressor}")
+        lines.append(f"# planck_mean = {kp[i]:.6e} cm2/g, rosseland_mean = {kr[i]:.6e} cm2/g")
+        lines.append("# energy_eV  kappa_cm2_per_g")
+        lines += [f"{e:.6e} {k:.6e}" for e, k in zip(s.energy_ev, kappa[i])]
+    return "\n".join(lines) + "\n"
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Write text to `path` via a temporary file and rename (never half-written)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
