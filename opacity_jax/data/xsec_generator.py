@@ -12,9 +12,11 @@ Rows are sorted by molecule (in MOLECULE_NAMES order), J, v, wavelength. ``xsec_
 frame into dense per-molecule arrays; ``save_xsec_table`` / ``load_xsec_table`` store it as CSV
 (``.csv``, optionally ``.csv.gz``) or HDF5 (``.h5``/``.hdf5``), atomically.
 
-Cost (measured on the 2-core development CPU with a concurrent training job, OPENBLAS_NUM_THREADS=1):
-J_max = 20 and 200 wavelengths give 5229 levels, 1.05 M rows in ~100 s, dominated by Li2+ and
-Na2+ (1645 and 2772 levels); the default J_MAX is 20 for that reason.
+Cost, measured on the 2-core development CPU while another job used ~1.3 cores: J_max = 20 and
+200 wavelengths give 5229 levels and 1.05 M rows in 55-66 s (Li2+ and Na2+, with 1645 and 2772
+levels, take ~75 % of it); J_max = 30 gives 7439 levels, 1.49 M rows in 73 s. DEFAULT_J_MAX = 20
+keeps a 4x margin under the 5-minute budget on a busy machine. Files: 36 MB HDF5 (gzip), 78 MB CSV
+for J_max = 20.
 
 Splits (``split_xsec_table``), all seeded per molecule with np.random.default_rng([seed, crc32]):
   * "levels": a fraction of each molecule's (v, J) pairs is held out whole;

@@ -58,8 +58,8 @@ IONIZATION_LI_EV = 5.391714996
 IONIZATION_NA_EV = 5.13907696
 # Static electric-dipole polarizabilities of the ground-state atoms [a.u. = a0^3]:
 # H(1s) 9/2 exactly; He 1.383191 (Lach, Jeziorski & Szalewicz, PRL 92, 233001 (2004));
-# Li(2s) 164.11 (Tang, Zhang, Mitroy & Bromley, PRA 80, 042511 (2009));
-# Na(3s) 162.7 (Ekstrom et al., PRA 51, 3883 (1995), measured +-0.8).
+# Li(2s) 164.11 (theory, as tabulated in the review of Mitroy, Safronova & Clark, J. Phys. B 43,
+# 202001 (2010)); Na(3s) 162.7 (Ekstrom et al., PRA 51, 3883 (1995), measured +-0.8).
 POLARIZABILITY_H_AU = 4.5
 POLARIZABILITY_HE_AU = 1.383191
 POLARIZABILITY_LI_AU = 164.11

@@ -10,7 +10,7 @@ Theory
 For a bound rovibrational level (v, J) of the lower electronic state and a photon of energy w
 (hartree), the photodissociation cross-section to the continuum of the upper state is (a.u.)
 
-    sigma_{vJ}(w) = (4 pi^2 / 3) alpha w  sum_{J' = J +- 1} h_{J'} |<chi_{vJ}| D(R) |chi_{E'J'}>|^2  a0^2,
+    sigma_{vJ}(w) = (4 pi^2/3) alpha w sum_{J'=J+-1} h_{J'} |<chi_{vJ}| D(R) |chi_{E'J'}>|^2 a0^2,
 
 with h_{J+1} = (J + 1)/(2J + 1), h_{J-1} = J/(2J + 1), D(R) the electronic transition dipole,
 E' = E_{vJ} + w - dE_inf the kinetic energy of the fragments (dE_inf = upper minus lower
@@ -22,17 +22,21 @@ Numerics:
   * Bound levels: mapped sinc DVR (Colbert & Miller, JCP 96, 1982 (1992); mapping as in the
     "mapped Fourier grid" of Kokoouline et al., JCP 110, 9865 (1999)): R(x) = r_min + s sinh(x/s)
     on a uniform x grid, kinetic energy (1/2mu) W D^T diag(1/J) D W with D the sinc first-derivative
-    matrix and W = diag(J^{-1/2}), so ~300-1100 points reach 150 bohr with the resolution of a
-    0.05-bohr grid in the well; eigenvalues below the limit via scipy.linalg.eigh(subset_by_value).
+    matrix and W = diag(J^{-1/2}), so ~100-1250 points reach 30-150 bohr with the resolution of a
+    <= 0.05-bohr grid in the well; all eigenvalues (LAPACK divide and conquer) and those below the
+    dissociation limit kept.
   * Continuum: Numerov outward integration, vectorised over energies, from deep inside the
     repulsive wall (where the WKB tunnelling integral to the turning point exceeds 30), on a uniform
     grid with k h <= 0.25. Normalised at the matching radius by the local (WKB) amplitude of the
     last two points, a^2 = (u1^2 + u2^2 - 2 u1 u2 cos kh) / sin^2 kh with the Langer-corrected local
     k(R) = [2mu(E - V(R)) - (J' + 1/2)^2 / R^2]^{1/2}, so the 1/R^2 and 1/R^4 tails need no huge R.
-    The bound functions are carried to that grid by sinc interpolation of the DVR eigenvectors.
-  * Many levels at once (generator, LTE average): the matrix elements are computed on a grid uniform
-    in k for every level sharing J', then interpolated (cubic spline of M / k^{1/2}); a single level
-    is computed directly at its own energies.
+    The matching radius is the larger of the molecule's r_match and the radius where the bound
+    function has fallen below 1e-7 of its maximum. The bound functions are carried to the Numerov
+    grid by Gaussian-regularised sinc interpolation of the DVR eigenvectors.
+  * Many levels at once (generator, LTE average): levels sharing J' are binned by how far their
+    wavefunctions reach; each bin is computed either level by level at its own energies or on a
+    k-grid shared by the bin and spline-interpolated (cubic in k of M / k^{1/2}), whichever a
+    cost model finds cheaper. The two agree to ~1e-5 relative (tested).
 
 Molecules
 ---------
@@ -40,7 +44,7 @@ H2+ (X 2Sigma_g+ 1s sigma_g -> A 2Sigma_u+ 2p sigma_u) is from first principles:
 Born-Oppenheimer energies and transition dipole from the two-centre one-electron problem in prolate
 spheroidal coordinates (xi, eta). The separation constant A and p = (R/2) (-2 E_el)^{1/2} solve
 
-    d/deta (1 - eta^2) dY/deta + (p^2 eta^2 - A) Y = 0        (A = "lambda" of Bates et al.)
+    d/deta (1 - eta^2) dY/deta + (p^2 eta^2 - A) Y = 0
     d/dxi (xi^2 - 1) dX/dxi + (2R xi - p^2 xi^2 + A) X = 0,
 
 solved spectrally: Y in normalised Legendre functions of one parity (tridiagonal), X in Laguerre
@@ -63,62 +67,71 @@ a = omega_e (mu / 2D_e)^{1/2}; upper state the "anti-Morse" charge-resonance for
 E_v = V_up(r_e) - dE_inf the vertical repulsion at the lower state's r_e, alpha_d the
 polarisability of the neutral fragment of the upper channel (damped at R_d so the tail does not
 diverge). For H2+ this form with E_v = 3.25 D_e and b = a reproduces the exact 2p sigma_u curve to
-<= 3 % over 1.5-3 bohr, the Franck-Condon region of the low levels (11 % at 4 bohr; checked in the
+<= 4 % over 1.5-3 bohr, the Franck-Condon region of the low levels (11 % at 4 bohr; checked in the
 tests), so the symmetric ions use that H2+ calibration.
 Reduced masses use the fragment masses (neutral-atom mass, minus m_e for the cation fragment) of
 the isotopes named (AME2020, constants.py):
 
 * He2+ (4He2+): X 2Sigma_u+ -> A 2Sigma_g+, both -> He(1s^2) + He+(1s), dE_inf = 0.
-  D_e = 19956.7 cm^-1 (Tung, Pavanello & Adamowicz, JCP 136, 104309 (2012); 19956.10(10)
-  measured by Holdener et al. 2025); r_e = 1.0806 A, omega_e = 1698.5 cm^-1 (Huber & Herzberg,
-  Constants of Diatomic Molecules (1979)); the Morse fundamental 1626 cm^-1 vs measured 1628.4.
-  Upper: E_v = 3.25 D_e, b = a (H2+ calibration; uncertain by tens of %), alpha_d(He) = 1.383.
-  D(R) = R/2 (charge-resonance limit; exact H2+ D/(R/2) is 1.05 at 2 bohr). Spin: 4He nuclei are
-  spin-0 bosons, so only odd J exist in X 2Sigma_u+ (g_odd = 1, g_even = 0).
+  D_e = 19956.7 cm^-1 (Tung, Pavanello & Adamowicz, JCP 136, 104309 (2012); 19956.10(10) cm^-1
+  measured by Holdener et al., arXiv:2508.08009 (2025)); r_e = 1.0806 A, omega_e = 1698.5 cm^-1
+  (Huber & Herzberg, Constants of Diatomic Molecules (1979)); the Morse fundamental is 1626 cm^-1
+  vs 1628.4 measured. Upper: E_v = 3.25 D_e, b = a (H2+ calibration; uncertain by tens of %),
+  alpha_d(He) = 1.383. D(R) = R/2 (charge-resonance limit; the exact H2+ D/(R/2) is 1.05 at
+  2 bohr). Spin: 4He nuclei are spin-0 bosons, so only odd J exist in X 2Sigma_u+ (g_odd = 1,
+  g_even = 0).
 * HeH+ (4HeH+): X 1Sigma+ -> He(1s^2) + H+; upper A 1Sigma+ -> He+(1s) + H(1s) (charge transfer),
-  dE_inf = IE(He) - IE(H) = 10.989 eV (NIST ASD). D_e = 2.040 eV (16456 cm^-1; Kolos & Peek, Chem.
-  Phys. 12, 381 (1976); Bishop & Cheung, JCP 71, 1379 (1979)), r_e = 0.7743 A (1.4632 a0, same
-  refs). omega_e = 3228 cm^-1 is chosen so the Morse fundamental omega_e - omega_e^2/(2 D_e)
-  = 2912 cm^-1 matches the measured nu(1-0) = 2910.96 cm^-1 (Bernath & Amano, PRL 48, 20 (1982));
-  ab initio harmonic values are ~3220-3230 cm^-1. Upper: MODEL, E_v = 13 eV above He+ + H at
-  r_e (vertical X -> A ~ 26 eV, i.e. v = 0 peak near 48 nm; Miyake, Gay & Stancil, ApJ 735, 21
-  (2011) give the A <- X band over 10-113 nm), b = 1.2 a0^-1, alpha_d(H) = 4.5, R_d = 1.5 a0.
-  Dipole (charge transfer, -> 0): D = d0 R exp(-beta R) with D(r_e) = 0.8 e a0, beta = 0.7 a0^-1
-  (MODEL; magnitude typical of ab initio X-A moments, not fitted to one).
+  dE_inf = IE(He) - IE(H) = 10.989 eV (NIST ASD). D_e = 2.040 eV (16456 cm^-1) and r_e = 1.4632 a0
+  (0.7743 A) from the accurate BO curve of Kolos & Peek, Chem. Phys. 12, 381 (1976).
+  omega_e = 3228 cm^-1 is chosen so the Morse fundamental omega_e - omega_e^2/(2 D_e) = 2912 cm^-1
+  matches the measured nu(1-0) = 2910.96 cm^-1 (Bernath & Amano, PRL 48, 20 (1982)); ab initio
+  harmonic values are ~3220-3230 cm^-1. Upper: MODEL, E_v = 13 eV above He+ + H at r_e, so the
+  vertical X -> A energy is ~26 eV and the v = 0 band lies at 33-82 nm, inside the 10-113 nm
+  A <- X range of Miyake, Gay & Stancil, ApJ 735, 21 (2011); b = 1.2 a0^-1, alpha_d(H) = 4.5,
+  R_d = 1.5 a0. Dipole (charge transfer, -> 0): D = d0 R exp(-beta R) with D(r_e) = 0.8 e a0,
+  beta = 0.7 a0^-1 (MODEL: magnitude typical of X-A moments, not fitted to one).
 * LiH+ (7LiH+): X 2Sigma+ -> Li+(1s^2) + H(1s); upper 2 2Sigma+ -> Li(2s) + H+ (charge transfer),
   dE_inf = IE(H) - IE(Li) = 8.207 eV. D_e = 0.14 eV, r_e = 4.13 a0, omega_e = 412 cm^-1:
-  representative of published ab initio curves (e.g. Berriche & Gadea, Chem. Phys. 191, 119
-  (1995)); UNCERTAIN at the +-15 % level, the weakly bound X state is mostly charge-induced dipole.
-  Upper: MODEL, E_v = 1.5 eV, b = 0.8 a0^-1, alpha_d(Li) = 164.11 heavily damped (R_d = 10 a0:
-  the proton sits inside the Li 2s cloud at r_e), leaving a 0.05 eV well near 9 a0.
-  Dipole: D(r_e) = 0.5 e a0, beta = 0.35 a0^-1 (MODEL).
+  representative of published ab initio curves as I recall them, not checked against a specific
+  table here, so UNCERTAIN at the +-15 % level (the weakly bound X state is mostly the
+  charge-induced dipole of H). Upper: MODEL, E_v = 1.5 eV, b = 0.8 a0^-1, alpha_d(Li) = 164.11
+  heavily damped (R_d = 10 a0: the proton sits inside the Li 2s cloud near r_e), leaving a
+  0.05 eV well near 9 a0. Dipole: D(r_e) = 0.5 e a0, beta = 0.35 a0^-1 (MODEL).
 * NaH+ (23NaH+): X 2Sigma+ -> Na+(2p^6) + H(1s); upper 2 2Sigma+ -> Na(3s) + H+,
   dE_inf = IE(H) - IE(Na) = 8.459 eV. D_e = 0.10 eV, r_e = 4.8 a0, omega_e = 300 cm^-1: MODEL
   values guided by the Li+ + H analogue (larger Na+ core: longer r_e, shallower well); I could not
-  verify published constants, treat as uncertain by +-30 %. Upper: E_v = 1.3 eV, b = 0.7 a0^-1,
-  alpha_d(Na) = 162.7 with R_d = 10.5 a0 (0.03 eV well near 11 a0); dipole D(r_e) = 0.5 e a0,
-  beta = 0.3 a0^-1 (MODEL).
+  verify published constants, treat them as uncertain by +-30 %. Upper: E_v = 1.3 eV,
+  b = 0.7 a0^-1, alpha_d(Na) = 162.7 with R_d = 10.5 a0 (0.03 eV well near 11 a0); dipole
+  D(r_e) = 0.5 e a0, beta = 0.3 a0^-1 (MODEL).
 * Li2+ (7Li2+): X 2Sigma_g+ -> A 2Sigma_u+, both -> Li(2s) + Li+, dE_inf = 0. D_e = 1.30 eV
-  (ab initio 1.29-1.30 eV; the thermochemical cycle D_0(Li2) + IE(Li) - IE(Li2) with IE(Li2) =
-  5.1127 eV gives D_0 = 1.32 eV: uncertain by ~3 %), r_e = 3.10 A (5.86 a0), omega_e = 263 cm^-1
-  (ab initio and Bernheim et al., JCP 78, 3546 (1983); +-2 %). Upper: E_v = 3.25 D_e, b = a (H2+
-  calibration), alpha_d(Li) = 164.11, R_d = r_e. D = R/2. Spin: 7Li I = 3/2 fermions, g_even :
-  g_odd = 3 : 5.
-* Na2+ (23Na2+): X 2Sigma_g+ -> A 2Sigma_u+, both -> Na(3s) + Na+, dE_inf = 0. D_e = 0.99 eV (from
-  D_0(Na2) = 0.737 eV + IE(Na) 5.139 eV - IE(Na2) 4.894 eV = 0.982 eV, plus zero-point energy),
-  r_e = 3.60 A (6.80 a0), omega_e = 120 cm^-1 (ab initio / photoelectron values; +-5 %). Upper:
-  as Li2+ with alpha_d(Na) = 162.7. D = R/2. Spin: 23Na I = 3/2, g_even : g_odd = 3 : 5.
+  (ab initio values cluster at 1.29-1.30 eV; the cycle D_0(Li2) + IE(Li) - IE(Li2) with
+  IE(Li2) = 5.1127 eV (NIST WebBook) gives D_0 = 1.32 eV: uncertain by ~3 %), r_e = 3.10 A
+  (5.86 a0), omega_e = 263 cm^-1 (as I recall the ab initio and spectroscopic values; +-2 %, not
+  checked against a table here). Upper: E_v = 3.25 D_e, b = a (H2+ calibration), alpha_d(Li) =
+  164.11, R_d = r_e. D = R/2. Spin: 7Li has I = 3/2 (fermions): g_even : g_odd = 3 : 5.
+* Na2+ (23Na2+): X 2Sigma_g+ -> A 2Sigma_u+, both -> Na(3s) + Na+, dE_inf = 0. D_e = 0.99 eV (the
+  cycle D_0(Na2) 0.737 eV + IE(Na) 5.139 eV - IE(Na2) 4.894 eV = 0.982 eV, plus the zero-point
+  energy), r_e = 3.60 A (6.80 a0), omega_e = 120 cm^-1 (ab initio / photoelectron values as I
+  recall them; +-5 %). Upper: as Li2+ with alpha_d(Na) = 162.7. D = R/2. Spin: 23Na has I = 3/2:
+  g_even : g_odd = 3 : 5.
+
+Atomic data (constants.py): ionization energies NIST ASD; polarisabilities H 9/2 (exact), He
+1.383191 (Lach, Jeziorski & Szalewicz, PRL 92, 233001 (2004)), Li 164.11 (review of Mitroy,
+Safronova & Clark, J. Phys. B 43, 202001 (2010)), Na 162.7 (Ekstrom et al., PRA 51, 3883 (1995));
+isotope masses AME2020; m_p/m_e, m_e [u], a0, E_h in cm^-1: CODATA 2018.
 
 All model parameters live in ``_MODEL_PARAMETERS`` next to the code that uses them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import functools
 import math
 import threading
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 from scipy.interpolate import CubicSpline
@@ -135,7 +148,7 @@ __all__ = [
     "solve_h2plus_state", "model_parameters",
     "bound_levels", "bound_wavefunctions", "continuum_wavefunction",
     "cross_section", "cross_section_h2plus", "cross_sections",
-    "lte_weights", "lte_combine", "lte_average",
+    "lte_weights", "lte_combine", "lte_average", "thermal_j_max",
     "wavelength_grid", "wavelength_to_hartree", "hartree_to_wavelength",
     "XSEC_PREFACTOR_CM2",
 ]
@@ -150,6 +163,70 @@ UGAMOP_H2PLUS_REDUCED_MASS = 918.326326                      # Stancil (1994) [m
 _EV = 1.0 / _c.HARTREE_EV          # 1 eV in hartree
 _CM1 = 1.0 / _c.HARTREE_CM1        # 1 cm^-1 in hartree
 _ANG = 1.0 / _c.BOHR_ANGSTROM      # 1 Angstrom in bohr
+
+
+# ---------------------------------------------------------------------------------------------
+# BLAS threads
+# ---------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _openblas_thread_controls() -> tuple:
+    """(set, get) ctypes functions of every OpenBLAS loaded in this process (Linux), else ()."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as fh:
+            maps = fh.read()
+    except OSError:
+        return ()
+    paths = sorted({ln.split()[-1] for ln in maps.splitlines()
+                    if "openblas" in ln.lower() and ln.split()[-1].startswith("/")})
+    names = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+             ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+             ("openblas_set_num_threads", "openblas_get_num_threads"))
+    out = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for set_name, get_name in names:
+            if hasattr(lib, set_name) and hasattr(lib, get_name):
+                setter, getter = getattr(lib, set_name), getattr(lib, get_name)
+                setter.argtypes, setter.restype = [ctypes.c_int], None
+                getter.argtypes, getter.restype = [], ctypes.c_int
+                out.append((setter, getter))
+                break
+    return tuple(out)
+
+
+_BLAS_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    """Run OpenBLAS single-threaded inside the block (restored afterwards).
+
+    The matrices here are small (<= ~1300 x 1300 eigenproblems, thin products); on the 2-core
+    development machine with another job running, threaded OpenBLAS made the DVR eigh 10-80x
+    slower than one thread (thread hand-off dominates). No-op where OpenBLAS is not found.
+    """
+    with _BLAS_LOCK:
+        controls = _openblas_thread_controls()
+        old = [get() for _, get in controls]
+        for setter, _ in controls:
+            setter(1)
+        try:
+            yield
+        finally:
+            for (setter, _), n in zip(controls, old):
+                setter(max(int(n), 1))
+
+
+def _blas_single(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _single_threaded_blas():
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +256,8 @@ _R_TABLE_MAX = 50.0
 
 def _angular_blocks(parity: int, nl: int):
     """Tridiagonal pieces of d/deta(1-eta^2)d/deta and of eta^2 in normalised Legendre functions
-    of one parity (l = parity, parity + 2, ...): diag(-l(l+1)), diag <l|eta^2|l>, off <l|eta^2|l+2>."""
+    of one parity (l = parity, parity + 2, ...): diag(-l(l+1)), diag <l|eta^2|l>,
+    off-diagonal <l|eta^2|l+2>."""
     l = (parity + 2 * np.arange(nl)).astype(np.float64)
     d0 = -l * (l + 1.0)
     d2 = (2.0 * l * l + 2.0 * l - 1.0) / ((2.0 * l - 1.0) * (2.0 * l + 3.0))
@@ -302,11 +380,24 @@ def _eval_X(state: _SpheroidalState, t: np.ndarray) -> np.ndarray:
     return math.sqrt(2.0 * state.beta) * np.exp(-state.beta * t) * (state.x @ L)
 
 
-def _eval_Y(state: _SpheroidalState, eta: np.ndarray) -> np.ndarray:
+@functools.lru_cache(maxsize=64)
+def _legendre_rule(n: int, l_max: int):
+    """Gauss-Legendre nodes/weights (n,) and normalised P_l at the nodes, (l_max + 1, n)."""
+    eta, w = roots_legendre(n)
+    P = np.zeros((l_max + 1, n))
+    P[0] = 1.0
+    if l_max > 0:
+        P[1] = eta
+    for l in range(1, l_max):
+        P[l + 1] = ((2 * l + 1) * eta * P[l] - l * P[l - 1]) / (l + 1)
+    P *= np.sqrt((2 * np.arange(l_max + 1) + 1) / 2.0)[:, None]
+    return eta, w, P
+
+
+def _eval_Y(state: _SpheroidalState, P: np.ndarray) -> np.ndarray:
+    """Y at the nodes whose normalised Legendre values are P (l_max + 1, n)."""
     l = state.parity + 2 * np.arange(state.y.size)
-    coef = np.zeros(int(l[-1]) + 1)
-    coef[l] = state.y * np.sqrt((2 * l + 1) / 2.0)
-    return np.polynomial.legendre.legval(eta, coef)
+    return state.y @ P[l]
 
 
 def _transition_dipole(g: _SpheroidalState, u: _SpheroidalState) -> float:
@@ -321,8 +412,11 @@ def _transition_dipole(g: _SpheroidalState, u: _SpheroidalState) -> float:
     t = s / b
     wt = w * np.exp(s) / b
     Xg, Xu = _eval_X(g, t), _eval_X(u, t)
-    eta, we = roots_legendre(2 * max(g.y.size, u.y.size) + 20)
-    Yg, Yu = _eval_Y(g, eta), _eval_Y(u, eta)
+    nl = max(g.y.size, u.y.size)
+    # Node count rounded up to a multiple of 16 so neighbouring R share the cached rule.
+    n_eta = 16 * ((2 * nl + 20) // 16 + 1)
+    eta, we, P = _legendre_rule(n_eta, 2 * nl + 1)
+    Yg, Yu = _eval_Y(g, P), _eval_Y(u, P)
     xi = 1.0 + t
 
     def rad(f, A, B):
@@ -331,8 +425,10 @@ def _transition_dipole(g: _SpheroidalState, u: _SpheroidalState) -> float:
     def ang(f, A, B):
         return float(np.sum(we * A * B * f))
 
-    ng = a ** 3 * (rad(xi ** 2, Xg, Xg) * ang(1.0, Yg, Yg) - rad(1.0, Xg, Xg) * ang(eta ** 2, Yg, Yg))
-    nu = a ** 3 * (rad(xi ** 2, Xu, Xu) * ang(1.0, Yu, Yu) - rad(1.0, Xu, Xu) * ang(eta ** 2, Yu, Yu))
+    def norm(X, Y):
+        return a ** 3 * (rad(xi ** 2, X, X) * ang(1.0, Y, Y) - rad(1.0, X, X) * ang(eta ** 2, Y, Y))
+
+    ng, nu = norm(Xg, Yg), norm(Xu, Yu)
     d = a ** 4 * (rad(xi ** 3, Xg, Xu) * ang(eta, Yg, Yu) - rad(xi, Xg, Xu) * ang(eta ** 3, Yg, Yu))
     return d / math.sqrt(ng * nu)
 
@@ -348,8 +444,9 @@ _TABLE_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
+@_blas_single
 def h2plus_electronic_table():
-    """Exact H2+ BO table computed at first use (~1 s) on 0.1-50 bohr.
+    """Exact H2+ BO table computed at first use (~0.9 s CPU) on 0.1-50 bohr (533 radii).
 
     Returns:
       dict with "R" (n,) [bohr], "E_g", "E_u" (n,) electronic energies WITHOUT 1/R [hartree],
@@ -693,6 +790,7 @@ def _bound(mol: Molecule, J: int) -> _Bound:
     return b
 
 
+@_blas_single
 def bound_levels(molecule, J_max: int = 40) -> np.ndarray:
     """All bound rovibrational levels of the lower state with J <= J_max.
 
@@ -776,6 +874,7 @@ def _bound_on_grid(mol: Molecule, J: int, R: np.ndarray, levels=None) -> np.ndar
     return (S @ c).T * scale[None, :]
 
 
+@_blas_single
 def bound_wavefunctions(molecule, J: int, R):
     """Bound vibrational wavefunctions of rotational level J on given radii.
 
@@ -925,6 +1024,7 @@ def _continuum_grid(mol: Molecule, e_max_tot: float, r_end: float, k_bound: floa
     return r0 + h * np.arange(n)
 
 
+@_blas_single
 def continuum_wavefunction(molecule, J_upper: int, energy_hartree, R_end: Optional[float] = None):
     """Energy-normalised continuum functions of the upper state (mainly for checks and plots).
 
@@ -968,44 +1068,44 @@ def _partition_by_extent(mol: Molecule, ext: np.ndarray, e_max: float, n_lam: in
     """Split levels (by how far their wavefunctions reach) into runs that minimise total cost.
 
     The Numerov cost of a run is (grid length) x (number of continuum energies), so a few
-    near-threshold levels reaching 150 bohr should not lengthen the run of the compact majority.
+    near-threshold levels reaching 150 bohr should not lengthen the run of the compact majority,
+    and a bin of levels is computed either level by level ("direct", n_lambda energies each, each
+    on its own grid) or on a shared k-grid ("grid", n_energy energies) whichever is cheaper.
     Dynamic programming over the levels sorted by extent; the cost model (seconds, measured on the
-    development CPU) is steps x (6 us + 10 ns x n_E) plus ~0.02 s per run.
-    Returns a list of index arrays into ext.
+    development CPU) is steps x (9 us + 8 ns x n_E) per run plus ~0.02 s per run.
+    Returns a list of (index array into ext, "direct" | "grid").
     """
     order = np.argsort(ext, kind="stable")
     n = ext.size
     R = _continuum_grid(mol, e_max, float(ext.max()), k_b)
     h = float(R[1] - R[0])
     steps = (ext[order] - mol.r_min) / h
+    csteps = np.concatenate([[0.0], np.cumsum(steps)])
 
-    def n_e(count):
+    def run_cost(i, j):   # levels order[i..j] inclusive; the last reaches farthest
+        direct = (csteps[j + 1] - csteps[i]) * (9e-6 + 8e-9 * n_lam) + 0.005 * (j - i + 1)
+        grid = steps[j] * (9e-6 + 8e-9 * n_energy) + 0.02
         if method == "direct":
-            return count * n_lam
+            return direct, "direct"
         if method == "grid":
-            return n_energy
-        return min(count * n_lam, n_energy)
-
-    def run_cost(i, j):   # levels order[i..j] inclusive, the last reaches farthest
-        cnt = j - i + 1
-        if method == "direct" or (method == "auto" and cnt * n_lam <= n_energy):
-            # direct: one run per level, each as long as its own extent
-            return float(np.sum(steps[i:j + 1] * (6e-6 + 1e-8 * n_lam) + 0.005))
-        return float(steps[j] * (6e-6 + 1e-8 * n_e(cnt)) + 0.02)
+            return grid, "grid"
+        return (direct, "direct") if direct <= grid else (grid, "grid")
 
     best = np.full(n + 1, np.inf)
     best[0] = 0.0
     prev = np.zeros(n + 1, dtype=np.int64)
+    mode = [""] * (n + 1)
     for j in range(1, n + 1):
         for i in range(j):
-            c = best[i] + run_cost(i, j - 1)
+            c, m = run_cost(i, j - 1)
+            c += best[i]
             if c < best[j]:
-                best[j], prev[j] = c, i
+                best[j], prev[j], mode[j] = c, i, m
     parts = []
     j = n
     while j > 0:
         i = prev[j]
-        parts.append(order[i:j])
+        parts.append((order[i:j], mode[j]))
         j = i
     return parts[::-1]
 
@@ -1014,14 +1114,14 @@ def _group_msq(mol: Molecule, jp: int, v, J, hfac, e_tot, ext, method: str, n_en
                k_b: float) -> np.ndarray:
     """sum-ready h_{J'} |M|^2 (n_rows, n_lambda) for levels (v, J) -> one upper J'.
 
-    e_tot: (n_rows, n_lambda) total energies [hartree]; ext: (n_rows,) bound extents [bohr].
+    e_tot: (n_rows, n_lambda) total energies [hartree]; ext: (n_rows,) bound extents [bohr];
+    method: "direct" (each level at its own energies) or "grid" (shared k-grid + spline).
     """
     mu = mol.reduced_mass
     n_rows, n_lam = e_tot.shape
     out = np.zeros((n_rows, n_lam))
     e_kin = e_tot - mol.delta_e_inf
-    use_grid = method == "grid" or (method == "auto" and n_rows * n_lam > n_energy)
-    if not use_grid:
+    if method == "direct":
         for i in range(n_rows):
             # Each level on its own grid, as long as its own wavefunction reaches.
             R = _continuum_grid(mol, float(e_tot[i].max()), max(mol.r_match, float(ext[i])), k_b)
@@ -1057,6 +1157,7 @@ def _group_msq(mol: Molecule, jp: int, v, J, hfac, e_tot, ext, method: str, n_en
     return out
 
 
+@_blas_single
 def cross_sections(molecule, v, J, wavelength_nm, *, method: str = "auto",
                    n_energy: Optional[int] = None, progress: Optional[Callable] = None):
     """Photodissociation cross-sections of many levels on one wavelength grid.
@@ -1068,7 +1169,7 @@ def cross_sections(molecule, v, J, wavelength_nm, *, method: str = "auto",
       method: "direct" (continuum at every needed energy: exact, slow for many levels), "grid"
         (matrix elements on a k-grid shared by all levels with the same J', spline-interpolated;
         agrees with "direct" to ~1e-7 relative except within a few grid points of threshold)
-        or "auto" (grid when it needs fewer continuum energies).
+        or "auto" (per bin of levels with similar extent, whichever a cost model finds cheaper).
       n_energy: k-grid size for "grid" (default max(1500, 12 x largest v + 600)).
       progress: optional callable(done, total) called after each J' (total = number of J').
     Returns:
@@ -1101,10 +1202,10 @@ def cross_sections(molecule, v, J, wavelength_nm, *, method: str = "auto",
         rows, hfac, e_tot = rows[keep], hfac[keep], e_tot[keep]
         if rows.size:
             ext = np.maximum(ext_all[rows], mol.r_match)
-            for part in _partition_by_extent(mol, ext, float(e_tot.max()), lam.size, n_energy,
-                                             method, k_b):
+            for part, mode in _partition_by_extent(mol, ext, float(e_tot.max()), lam.size,
+                                                   n_energy, method, k_b):
                 msq[rows[part]] += _group_msq(mol, jp, v[rows[part]], J[rows[part]],
-                                              hfac[part], e_tot[part], ext[part], method,
+                                              hfac[part], e_tot[part], ext[part], mode,
                                               n_energy, k_b)
         if progress is not None:
             progress(step + 1, len(jps))
@@ -1145,7 +1246,40 @@ def cross_section_h2plus(v: int, J: int, wavelength_nm, reduced_mass: float = H2
 # LTE averaging
 # ---------------------------------------------------------------------------------------------
 
-def lte_weights(molecule, temperature_k: float, J_max: int = 40):
+def thermal_j_max(molecule, temperature_k: float, tail: float = 1e-3) -> int:
+    """Rotational cut-off holding all but ~tail of the thermal population (rigid-rotor estimate).
+
+    J_max = ceil(1.35 sqrt(kT/B ln(1/tail))), B = 1/(2 mu r_e^2) at the lower curve's minimum (the
+    factor 1.35 covers vibrationally excited, stretched levels: calibrated on H2+ and He2+ at
+    1000-10000 K), capped at the largest J whose effective potential still dips below the
+    dissociation limit. Heavy ions need many J: e.g. 36 (all) for H2+ but 310 for Na2+ at 5000 K.
+
+    Args:
+      molecule: name or Molecule; temperature_k: T [K] > 0; tail: neglected population fraction.
+    Returns:
+      int J_max.
+    """
+    mol = get_molecule(molecule)
+    g = _dvr_grid(mol)
+    V = mol.lower(g.R)
+    r_e = float(g.R[np.argmin(V)])
+    b = 1.0 / (2.0 * mol.reduced_mass * r_e ** 2)
+    kt = _c.K_BOLTZMANN_EV_K * float(temperature_k) * _EV
+    j = int(math.ceil(1.35 * math.sqrt(kt / b * math.log(1.0 / tail))))
+    lo, hi = 0, max(j, 1)
+
+    def bound_possible(jj):
+        return float(np.min(V + jj * (jj + 1) / (2.0 * mol.reduced_mass * g.R ** 2))) < 0.0
+
+    if bound_possible(hi):
+        return hi
+    while hi - lo > 1:   # largest J with a well below the limit
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if bound_possible(mid) else (lo, mid)
+    return lo
+
+
+def lte_weights(molecule, temperature_k: float, J_max: Optional[int] = None):
     """Normalised LTE populations of the bound levels with J <= J_max.
 
     p_vJ = g_J (2J + 1) exp(-E_vJ / kT) / sum(...), g_J the nuclear-spin weight.
@@ -1153,7 +1287,8 @@ def lte_weights(molecule, temperature_k: float, J_max: int = 40):
     Args:
       molecule: name or Molecule.
       temperature_k: temperature [K] > 0.
-      J_max: largest J included.
+      J_max: largest J included; None -> thermal_j_max(molecule, T) (the truncation then drops
+        < 1e-3 of the population; a smaller J_max renormalises over the levels kept).
     Returns:
       (levels, weights): the bound_levels structured array (n,) and weights (n,) summing to 1.
     """
@@ -1161,6 +1296,8 @@ def lte_weights(molecule, temperature_k: float, J_max: int = 40):
     if not (math.isfinite(t) and t > 0):
         raise ValueError(f"temperature_k must be finite and > 0, got {temperature_k!r}")
     mol = get_molecule(molecule)
+    if J_max is None:
+        J_max = thermal_j_max(mol, t)
     levels = bound_levels(mol, J_max)
     kt = _c.K_BOLTZMANN_EV_K * t * _EV          # [hartree]
     e = levels["energy_hartree"]
@@ -1187,17 +1324,18 @@ def lte_combine(weights, sigma):
     return (w @ s) / w.sum()
 
 
-def lte_average(molecule, temperature_k: float, wavelength_nm, J_max: int = 40,
+def lte_average(molecule, temperature_k: float, wavelength_nm, J_max: Optional[int] = None,
                 min_weight: float = 1e-12):
     """LTE-averaged photodissociation cross-section sigma(lambda, T) [cm^2].
 
     Args:
       molecule: name or Molecule.
       temperature_k: temperature [K].
-      wavelength_nm: (n_lambda,) wavelengths [nm] (any shape; the result has the same shape).
-      J_max: largest J included in the sum.
-      min_weight: levels with normalised population below this are skipped (their sum is
-        renormalised away; the error is < n_levels x min_weight relative).
+      wavelength_nm: wavelengths [nm], any shape (the result has the same shape).
+      J_max: largest J in the sum; None -> thermal_j_max (converged to ~1e-3, but for the heavy
+        ions at a few 1000 K that means hundreds of J and minutes of work).
+      min_weight: levels with normalised population below this are skipped (the error is
+        < n_levels x min_weight relative).
     Returns:
       sigma(lambda, T) [cm^2] with wavelength_nm's shape.
     """
@@ -1212,6 +1350,7 @@ def lte_average(molecule, temperature_k: float, wavelength_nm, J_max: int = 40,
 # Wavelength grids
 # ---------------------------------------------------------------------------------------------
 
+@_blas_single
 def wavelength_grid(molecule, n: int = 200, threshold: float = 1e-4, n_scan: int = 600):
     """Log-spaced wavelengths [nm] covering where sigma of the lowest level exceeds
     threshold x its maximum.
