@@ -40,6 +40,11 @@ def get_config(arg=None):
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "wmse"                  # thesis eq. 4; or "mse"
     c.loss.alpha = 50.0
+    # Physics losses {name: weight} (opacity_jax.losses.physics; 0 = off): L_bb (eq. 6) on
+    # predicted spectra of T-ordered columns (latent-MLP stages / FC-NN; train/physics_hooks.py).
+    c.loss.physics = ml_collections.ConfigDict({"monotonic_bb": 0.0})
+    c.loss.physics_options = ml_collections.ConfigDict(
+        {"top_percent": 10.0, "regime": "data", "t_range_ev": (0.01, 5.0), "groups": 2})
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = {"default": 300, "cpu": 400, "paper": 7000}[preset]
@@ -67,6 +72,14 @@ def get_config(arg=None):
     c.latent.mlp_train.plateau_patience = 80
     c.latent.mlp_train.eval_every = 1
     c.latent.mlp_train.checkpoint_every = 500
+    # Stage 2 of the MLP: fine-tune through the frozen decoder on the spectrum loss (0 = off).
+    c.latent.finetune_train = ml_collections.ConfigDict()
+    c.latent.finetune_train.epochs = {"default": 150, "cpu": 200, "paper": 1000}[preset]
+    c.latent.finetune_train.batch_size = 64
+    c.latent.finetune_train.learning_rate = 3e-4
+    c.latent.finetune_train.patience = 40
+    c.latent.finetune_train.plateau_patience = 15
+    c.latent.finetune_train.checkpoint_every = 50
     c.latent.xgb = ml_collections.ConfigDict()
     c.latent.xgb.n_estimators = 500
     c.latent.xgb.learning_rate = 0.05

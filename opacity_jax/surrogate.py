@@ -108,7 +108,10 @@ class Surrogate:
                                  f"available: {available}")
             params["cae"] = _restore_params(workdir, "cae")
             if regressor == "mlp":
-                params["mlp"] = _restore_params(workdir, "latent_mlp")
+                if meta["latent"].get("mlp_finetuned"):
+                    params["mlp"] = _restore_params(workdir, "latent_mlp_finetune")["mlp"]
+                else:
+                    params["mlp"] = _restore_params(workdir, "latent_mlp")
             else:
                 from opacity_jax.models import latent as latent_lib
                 boosters = latent_lib.load_boosters(workdir / "xgb")

@@ -30,6 +30,7 @@ def tiny_workdir(tmp_path_factory):
     cfg.train.batch_size = 32
     cfg.train.max_seconds = 0.0
     cfg.latent.mlp_train.epochs = 20
+    cfg.latent.finetune_train.epochs = 5
     cfg.latent.xgb.n_estimators = 30
     cfg.latent.xgb.early_stopping_rounds = 10
     wd = root / "run"

@@ -31,7 +31,7 @@ from opacity_jax.models import latent as latent_lib
 from opacity_jax.models.cae import CAE
 from opacity_jax.models.fcnn import FCNN, MLP
 from opacity_jax.physics import elements as _el
-from opacity_jax.train import loop
+from opacity_jax.train import loop, physics_hooks
 from opacity_jax.train.task import EntityData, Task, pack_ragged
 
 MODEL_FILE = "model.json"
@@ -156,8 +156,12 @@ def cae_task(model: CAE, loss_name: str, alpha: float) -> Task:
 
 
 def regression_task(model, name: str, x_key: str = "x", y_key: str = "y",
-                    point_weight_key: Optional[str] = None) -> Task:
-    """Plain masked-MSE regression task on batch[x_key] -> batch[y_key] (dropout rng passed)."""
+                    point_weight_key: Optional[str] = None, physics=None) -> Task:
+    """Plain masked-MSE regression task on batch[x_key] -> batch[y_key] (dropout rng passed).
+
+    physics: optional hook(params, batch, rng, pred) -> (penalty, metrics) added to the training
+    loss only (see `opacity_jax.train.physics_hooks`); validation stays the data loss.
+    """
     def init(rng, batch):
         return model.init(rng, batch[x_key])
 
@@ -167,9 +171,43 @@ def regression_task(model, name: str, x_key: str = "x", y_key: str = "y",
         else:
             pred = model.apply(params, batch[x_key], train=True, rngs={"dropout": rng})
         pw = batch[point_weight_key] if point_weight_key else None
-        return data_losses.mse(pred, batch[y_key], batch["weight"], pw), {}
+        val = data_losses.mse(pred, batch[y_key], batch["weight"], pw)
+        if physics is not None and rng is not None:
+            pen, metrics = physics(params, batch, rng, pred)
+            return val + pen, metrics
+        return val, {}
 
     return Task(name, init, loss, lambda p, b: loss(p, b, None))
+
+
+def latent_finetune_task(mlp: MLP, cae: CAE, mlp_all, cae_all, z_mean, z_std, loss_name: str,
+                         alpha: float, physics=None) -> Task:
+    """Latent MLP trained through its element's frozen CAE decoder on the spectrum loss.
+
+    Params of one entity are {'mlp': trainable, 'cae': frozen (stop_gradient)}; `init` picks the
+    entity's warm-start MLP and decoder from the stacked (nZ, ...) pytrees by the batch's 'row'.
+    batch: 'x' (B, 2) standardized conditions, 'y' (B, nE) scaled spectra, 'row' (B,) element.
+    """
+    def init(rng, batch):
+        r = batch["row"][0]
+        take = lambda t: jax.tree_util.tree_map(lambda a: a[r], t)
+        return {"mlp": take(mlp_all), "cae": take(cae_all)}
+
+    def loss(params, batch, rng):
+        # Every sample of an entity's batch carries its row (padding slots repeat sample 0).
+        r = batch["row"][0]
+        z = mlp.apply(params["mlp"], batch["x"]) * z_std[r] + z_mean[r]
+        pred = cae.apply(jax.lax.stop_gradient(params["cae"]), z, method=cae.decode)
+        if loss_name == "wmse":
+            val = data_losses.wmse(pred, batch["y"], batch["weight"], alpha)
+        else:
+            val = data_losses.get_data_loss(loss_name)(pred, batch["y"], batch["weight"])
+        if physics is not None and rng is not None:   # training only (physics_hooks)
+            pen, metrics = physics(params["mlp"], batch, rng, pred)
+            return val + pen, metrics
+        return val, {}
+
+    return Task("latent_mlp_finetune", init, loss, lambda p, b: loss(p, b, None))
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,7 +241,10 @@ def run(config, workdir, progress: bool = True) -> dict:
         return run_cae(config, workdir, progress)
     if config.model == "fcnn":
         return run_fcnn(config, workdir, progress)
-    raise ValueError(f"config.model must be 'cae' or 'fcnn', got {config.model!r}")
+    if config.model == "classifier":
+        from opacity_jax import inverse
+        return inverse.run_classifier(config, workdir, progress)
+    raise ValueError(f"config.model must be 'cae', 'fcnn' or 'classifier', got {config.model!r}")
 
 
 def _base_meta(config, ds, scaling, train, val, test):
@@ -266,17 +307,46 @@ def run_cae(config, workdir: Path, progress: bool = True) -> dict:
             raise ValueError(f"latent.regressor must be 'xgboost', 'mlp' or 'both', got {r!r}")
     if "mlp" in regs:
         mlp = MLP(hidden=tuple(config.latent.mlp_hidden), n_out=model.latent_dim)
-        tr_l = pack_ragged([{"x": xs[train[e]], "y": zs[e][train[e]].astype(np.float32)}
-                            for e in range(n_z)])
-        va_l = pack_ragged([{"x": xs[val[e]], "y": zs[e][val[e]].astype(np.float32)}
-                            for e in range(n_z)])
+        # Optional physics losses on decoded T-ordered columns (None = off, the default).
+        hook = physics_hooks.for_latent_mlp(
+            config, mlp=mlp, cae=model, cae_params=res.params, z_mean=z_mean, z_std=z_std,
+            x_standardizer=x_std, ds=ds, train_mask=train, scaling=scaling)
+        row = (lambda e, m: {"row": np.full(int(m[e].sum()), e, np.int32)}) if hook else (
+            lambda e, m: {})
+        tr_l = pack_ragged([{"x": xs[train[e]], "y": zs[e][train[e]].astype(np.float32),
+                             **row(e, train)} for e in range(n_z)])
+        va_l = pack_ragged([{"x": xs[val[e]], "y": zs[e][val[e]].astype(np.float32),
+                             **row(e, val)} for e in range(n_z)])
         meta["latent"]["mlp_hidden"] = list(mlp.hidden)
-        res_l = loop.train(regression_task(mlp, "latent_mlp"), tr_l, va_l,
+        if hook:
+            meta["loss"]["physics"] = {k: float(v) for k, v in dict(config.loss.physics).items()}
+        res_l = loop.train(regression_task(mlp, "latent_mlp", physics=hook), tr_l, va_l,
                            _loop_cfg(config.latent.mlp_train, seed), workdir, meta=meta,
                            progress=progress, label="latent_mlp")
-        meta["latent"]["regressors"].append("mlp")
+        mlp_params = res_l.params
         summary["latent_mlp"] = {"epochs_run": res_l.epochs_run,
                                  "seconds": round(res_l.seconds, 1)}
+        ft = config.latent.get("finetune_train", None)
+        if ft is not None and int(ft.get("epochs", 0)) > 0:
+            # Second stage: the same MLP, warm-started, trained through the frozen decoder on
+            # the spectrum-space loss (the latent MSE weighs all 16 dims alike, the decoder
+            # does not).
+            tr_f = pack_ragged([{"x": xs[train[e]], "y": y[e][train[e]],
+                                 "row": np.full(int(train[e].sum()), e, np.int32)}
+                                for e in range(n_z)])
+            va_f = pack_ragged([{"x": xs[val[e]], "y": y[e][val[e]],
+                                 "row": np.full(int(val[e].sum()), e, np.int32)}
+                                for e in range(n_z)])
+            task_f = latent_finetune_task(mlp, model, mlp_params, res.params,
+                                          jnp.asarray(z_mean, jnp.float32),
+                                          jnp.asarray(z_std, jnp.float32), config.loss.name,
+                                          float(config.loss.alpha), physics=hook)
+            res_f = loop.train(task_f, tr_f, va_f, _loop_cfg(ft, seed), workdir, meta=meta,
+                               progress=progress, label="latent_mlp_finetune")
+            meta["latent"]["mlp_finetuned"] = True
+            summary["latent_mlp_finetune"] = {"epochs_run": res_f.epochs_run,
+                                              "seconds": round(res_f.seconds, 1)}
+        meta["latent"]["regressors"].append("mlp")
     if "xgboost" in regs:
         t1 = time.perf_counter()
         boosters, best, importance = {}, {}, {}
@@ -320,15 +390,24 @@ def run_fcnn(config, workdir: Path, progress: bool = True) -> dict:
     pw = np.asarray(data_losses.gradient_weights(y, float(config.loss.alpha)), np.float32) \
         if config.loss.name == "wmse" else np.ones_like(y)
 
-    def rows(mask):
-        return pack_ragged([{"x": xs[mask[e]].reshape(-1, 3), "y": y[e][mask[e]].reshape(-1),
-                             "pw": pw[e][mask[e]].reshape(-1)} for e in range(n_z)])
-
     model = FCNN(hidden=tuple(config.fcnn.hidden), dropout=float(config.fcnn.dropout))
+    # Optional physics losses on predicted T-ordered columns (None = off, the default).
+    hook = physics_hooks.for_fcnn(config, model=model, x_standardizer=x_std, ds=ds,
+                                  train_mask=train, scaling=scaling)
+
+    def rows(mask):
+        extra = lambda e: ({"row": np.full(int(mask[e].sum()) * n_e, e, np.int32)} if hook
+                           else {})
+        return pack_ragged([{"x": xs[mask[e]].reshape(-1, 3), "y": y[e][mask[e]].reshape(-1),
+                             "pw": pw[e][mask[e]].reshape(-1), **extra(e)} for e in range(n_z)])
+
     meta = _base_meta(config, ds, scaling, train, val, test)
     meta["fcnn"] = {"hidden": list(model.hidden), "dropout": model.dropout,
                     "x_standardizer": x_std.to_dict()}
-    res = loop.train(regression_task(model, "fcnn", point_weight_key="pw"), rows(train), rows(val),
+    if hook:
+        meta["loss"] = {"physics": {k: float(v) for k, v in dict(config.loss.physics).items()}}
+    res = loop.train(regression_task(model, "fcnn", point_weight_key="pw", physics=hook),
+                     rows(train), rows(val),
                      _loop_cfg(config.train, seed), workdir, meta=meta, progress=progress,
                      label="fcnn")
     summary = {"fcnn": {"epochs_run": res.epochs_run, "seconds": round(res.seconds, 1)},
