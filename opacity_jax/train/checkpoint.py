@@ -75,6 +75,15 @@ class Checkpointer:
                 logging.warning("checkpoint %s/%s: meta unreadable (%s)", self.directory, s, e)
         return None
 
+    def _restore_verified(self, step: int, state_args):
+        out = self._mngr.restore(step, args=ocp.args.Composite(
+            state=state_args, meta=ocp.args.JsonRestore()))
+        state, meta = _to_numpy(out["state"]), out["meta"]
+        want = meta.get("state_sha256")
+        if want is not None and tree_digest(state) != want:
+            raise IOError("state digest mismatch (corrupt files)")
+        return int(step), state, meta
+
     def restore(self, abstract_state, step: Optional[int] = None) -> Optional[Tuple[int, Any, dict]]:
         """Newest good checkpoint (or `step`) as (step, state, meta); None if there is none.
 
@@ -82,17 +91,10 @@ class Checkpointer:
         raises on restore or whose digest does not match is skipped with a warning naming it.
         """
         abstract_state = _to_numpy(abstract_state)
-        candidates = [step] if step is not None else self.steps()[::-1]
-        for s in candidates:
+        for s in ([step] if step is not None else self.steps()[::-1]):
             try:
-                out = self._mngr.restore(s, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-                state, meta = _to_numpy(out["state"]), out["meta"]
-                want = meta.get("state_sha256")
-                if want is not None and tree_digest(state) != want:
-                    raise IOError("state digest mismatch (corrupt files)")
-                return int(s), state, meta
-            except Exception as e:   # noqa: BLE001
+                return self._restore_verified(s, ocp.args.StandardRestore(abstract_state))
+            except Exception as e:   # noqa: BLE001 - any failure means "use the previous one"
                 logging.warning("checkpoint %s/%s is corrupt or partial (%s); trying the previous "
                                 "one", self.directory, s, e)
                 print(f"warning: checkpoint {self.directory}/{s} is corrupt or partial ({e}); "
@@ -104,13 +106,7 @@ class Checkpointer:
         (dicts for named tuples). For inference, which needs params only."""
         for s in ([step] if step is not None else self.steps()[::-1]):
             try:
-                out = self._mngr.restore(s, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-                state, meta = _to_numpy(out["state"]), out["meta"]
-                want = meta.get("state_sha256")
-                if want is not None and tree_digest(state) != want:
-                    raise IOError("state digest mismatch (corrupt files)")
-                return int(s), state, meta
+                return self._restore_verified(s, ocp.args.StandardRestore())
             except Exception as e:   # noqa: BLE001
                 logging.warning("checkpoint %s/%s unreadable (%s); trying the previous one",
                                 self.directory, s, e)
