@@ -96,7 +96,8 @@ class SpectrumScaling:
     eps: float
     scale: np.ndarray   # (nZ,)
 
-    def forward(self, kappa, e_axis_first=True):
+    def forward(self, kappa):
+        """(nZ, ...) opacities [cm^2/g] -> scaled values (element axis first)."""
         s = transforms.get_scaling(self.name, self.eps)
         sc = self.scale.reshape((-1,) + (1,) * (np.ndim(kappa) - 1))
         return s.forward(kappa) / sc
@@ -131,10 +132,6 @@ def conditions(ds: Dataset):
     """(nT, nR, 2) raw features (log10 T [eV], log10 rho [g/cm^3]) of every grid node."""
     lt, lr = np.meshgrid(np.log10(ds.temperature_ev), np.log10(ds.density_gcc), indexing="ij")
     return np.stack([lt, lr], -1)
-
-
-def _rows(mask_e, *arrays):
-    return [a[mask_e] for a in arrays]
 
 
 # --------------------------------------------------------------------------------------------

@@ -253,10 +253,6 @@ def _update_stopping(state, val, cfg: LoopConfig, epoch: int):
     return state
 
 
-def _state_for_checkpoint(state):
-    return {k: v for k, v in state.items()}
-
-
 def train(task: Task, train_data: EntityData, val_data: EntityData, cfg: LoopConfig,
           workdir: Optional[str] = None, meta: Optional[dict] = None, progress: bool = True,
           label: str = "train", trainer: Optional[Trainer] = None,
@@ -284,7 +280,7 @@ def train(task: Task, train_data: EntityData, val_data: EntityData, cfg: LoopCon
     ckpt = None
     if workdir is not None:
         ckpt = Checkpointer(Path(workdir) / "checkpoints" / label)
-        restored = ckpt.restore(_state_for_checkpoint(state))
+        restored = ckpt.restore(state)
         if restored is not None:
             step, state, saved_meta = restored
             history = list(saved_meta.get("history", []))
@@ -335,7 +331,7 @@ def train(task: Task, train_data: EntityData, val_data: EntityData, cfg: LoopCon
         if bar is not None:
             bar.update(1)
         if ckpt is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
-            ckpt.save(epoch + 1, _state_for_checkpoint(state), dict(meta or {}, history=history))
+            ckpt.save(epoch + 1, state, dict(meta or {}, history=history))
         if cfg.max_seconds and time.perf_counter() - t_start > cfg.max_seconds:
             logging.warning("%s: wall-clock budget of %.0f s reached at epoch %d", label,
                             cfg.max_seconds, epoch)
@@ -344,7 +340,7 @@ def train(task: Task, train_data: EntityData, val_data: EntityData, cfg: LoopCon
         bar.close()
     done_all = int(state["epoch"]) >= cfg.epochs or np.all(state["stopped"])
     if ckpt is not None and (done_all or cfg.max_seconds) and int(state["epoch"]) not in ckpt.steps():
-        ckpt.save(int(state["epoch"]), _state_for_checkpoint(state),
+        ckpt.save(int(state["epoch"]), state,
                   dict(meta or {}, history=history))
     writer.close()
     return TrainResult(params=state["best_params"], last_params=state["params"],
