@@ -50,14 +50,16 @@ def binning_bias(gen: generator.OpacityGenerator, z, temperatures_ev, density_gc
 
 def dataset_report(output_dir, element="Nd", density_gcc: float = 1e-13,
                    elements: Optional[Sequence[int]] = None, n_energy: int = 200,
-                   seed: int = 0, make_figures: bool = True) -> dict:
+                   seed: int = 0, make_figures: bool = True,
+                   n_native: int = grid.NATIVE_POINTS) -> dict:
     """Write report.json (+ figures) with the generator's physical sanity numbers.
 
     Contents: Zbar at the four (T, rho) grid corners for every element; for `element` at
     `density_gcc`, per temperature the peak kappa at 200 bins and at native resolution, the
     Planck and Rosseland means (absorption / absorption + scattering) and the fraction of
     integral(B) and integral(dB/dT) inside 0.1-10 eV; the binning bias of the means; the time to
-    generate the full grid for one element at `n_energy` bins.
+    generate the full grid for one element at `n_energy` bins. `n_native` (a multiple of
+    `n_energy`) is the reference resolution, 15000 like the NIST-LANL spectra.
     """
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,9 +81,9 @@ def dataset_report(output_dir, element="Nd", density_gcc: float = 1e-13,
     gen_seconds = time.perf_counter() - t0
     ir = int(np.argmin(np.abs(np.log(r_axis / density_gcc))))
     rho = float(r_axis[ir])
-    bias = binning_bias(gen, element, t_axis, rho, n_coarse=n_energy)
+    bias = binning_bias(gen, element, t_axis, rho, n_coarse=n_energy, n_fine=n_native)
     native = gen.spectra(element, t_axis, np.full_like(t_axis, rho),
-                         grid.energy_edges_ev(grid.NATIVE_POINTS))
+                         grid.energy_edges_ev(n_native))
     fb, fd = planck.band_fraction(t_axis)
     rows = []
     for it, t in enumerate(t_axis):
