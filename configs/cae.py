@@ -59,7 +59,7 @@ def get_config(arg=None):
     c.train.min_lr_scale = 1e-3
     c.train.eval_every = 1
     c.train.checkpoint_every = 25
-    c.train.max_seconds = {"default": 420.0, "cpu": 2700.0, "paper": 0.0}[preset]
+    c.train.max_seconds = {"default": 390.0, "cpu": 2700.0, "paper": 0.0}[preset]
 
     c.latent = ml_collections.ConfigDict()
     c.latent.regressor = "both"           # "xgboost", "mlp" or "both"
