@@ -69,9 +69,11 @@ class Surrogate:
         if meta["model"] == "cae":
             c = meta["cae"]
             self._cae = CAE(n_bins=c["n_bins"], latent_dim=c["latent_dim"],
-                            channels=tuple(c["channels"]), kernel=c["kernel"])
+                            channels=tuple(c["channels"]), kernel=c["kernel"],
+                            strides=tuple(c.get("strides", ())))
             lat = meta["latent"]
             xs = transforms.Standardizer.from_dict(lat["x_standardizer"])
+            self._x_standardizer = xs
             self._x_mean = jnp.asarray(xs.mean, jnp.float32)
             self._x_std = jnp.asarray(xs.std, jnp.float32)
             self._z_mean = jnp.asarray(lat["z_mean"], jnp.float32)
@@ -194,9 +196,12 @@ class Surrogate:
         if self.regressor == "xgboost":
             from opacity_jax.models import latent as latent_lib
             z = int(self.elements[pos])
-            feats = (np.stack([np.log10(t), np.log10(r)], -1) - np.asarray(self._x_mean)) \
-                / np.asarray(self._x_std)
-            zs = latent_lib.predict_xgb(self._boosters[0][z], feats, self._boosters[1][z])
+            # Same float64 standardization as at training time, then float32: grid nodes sit
+            # exactly on the trees' split thresholds, and a float32 round-off would put them in
+            # the neighbouring cell.
+            feats = self._x_standardizer.transform(np.stack([np.log10(t), np.log10(r)], -1))
+            zs = latent_lib.predict_xgb(self._boosters[0][z], feats.astype(np.float32),
+                                        self._boosters[1][z])
             y = self._jit_decode(pos, jnp.asarray(zs))
         else:
             y = self._jit_scaled(pos, jnp.asarray(t, jnp.float32), jnp.asarray(r, jnp.float32))
@@ -214,6 +219,14 @@ class Surrogate:
         t, _ = np.broadcast_arrays(np.atleast_1d(temperature_ev), np.atleast_1d(density_gcc))
         return np.asarray(planck.rosseland_mean(jnp.asarray(k), self.energy_edges_ev,
                                                 jnp.asarray(t)))
+
+    def device_pipeline(self, dtype=jnp.float32, node_tol: Optional[float] = None):
+        """The whole query as one jit'd device function (`opacity_jax.pipeline.DevicePipeline`):
+        (element, T, rho) -> latent (MLP or the XGBoost trees as an exact lookup table) ->
+        decoder -> kappa (N, nE) -> Planck/Rosseland means (N,), with no host round trip."""
+        from opacity_jax import pipeline
+        kw = {} if node_tol is None else {"node_tol": node_tol}
+        return pipeline.DevicePipeline.from_surrogate(self, dtype=dtype, **kw)
 
     def derivatives(self, element, temperature_ev, density_gcc):
         """(dkappa/dT [cm^2/g/eV], dkappa/drho [cm^5/g^2]), each (N, nE), by autodiff.

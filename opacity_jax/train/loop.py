@@ -159,8 +159,9 @@ class Trainer:
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(data.entity_ids))
         example = {k: jnp.asarray(v[data.entity_row, :1]) for k, v in data.arrays.items()}
         example["weight"] = jnp.ones((data.n_entities, 1), jnp.float32)
-        params = jax.vmap(self.task.init)(keys, example)
-        opt_state = jax.vmap(self.tx.init)(params)
+        # jit: an eager vmap'd init compiles every op separately (seconds per call).
+        params = jax.jit(jax.vmap(self.task.init))(keys, example)
+        opt_state = jax.jit(jax.vmap(self.tx.init))(params)
         n = data.n_entities
         return {
             "params": params, "opt_state": opt_state, "best_params": params,
