@@ -7,35 +7,11 @@ import pytest
 
 from configs import cae as cae_config
 from opacity_jax import evaluate
-from opacity_jax.data import generator, grid, io
 from opacity_jax.errors import DomainError
 from opacity_jax.surrogate import Surrogate
 from opacity_jax.train import experiment
 
-SMALL = generator.GeneratorConfig(seed=2, line_cap=1500, level_cap=200)
-
-
-@pytest.fixture(scope="module")
-def tiny_workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    ds = generator.generate_dataset(elements=[60, 92], n_energy=48,
-                                    temperatures_ev=grid.temperatures_ev()[6:18],
-                                    densities_gcc=grid.densities_gcc()[::2], config=SMALL)
-    path = io.save_dataset(ds, root / "tiny.h5")
-    cfg = cae_config.get_config()
-    cfg.data.path = str(path)
-    cfg.data.elements = ""
-    cfg.data.n_energy = 48
-    cfg.train.epochs = 4
-    cfg.train.batch_size = 32
-    cfg.train.max_seconds = 0.0
-    cfg.latent.mlp_train.epochs = 20
-    cfg.latent.finetune_train.epochs = 5
-    cfg.latent.xgb.n_estimators = 30
-    cfg.latent.xgb.early_stopping_rounds = 10
-    wd = root / "run"
-    experiment.run(cfg, wd, progress=False)
-    return wd
+# `tiny_workdir` (session-scoped) lives in tests/conftest.py, shared with other tests.
 
 
 def test_workdir_contents_and_surrogate_queries(tiny_workdir):

@@ -6,8 +6,9 @@ A physics loss is ONE pure function ``fn(outputs, batch, aux) -> scalar`` regist
 * ``batch``: the data batch (dict of (B, ...) arrays, ``batch['weight']`` (B,) masks padding);
 * ``aux``: static extras (tables, options) fixed when the task is built.
 
-A config lists ``{name: weight}``; `get_physics_losses` validates it (unknown name or negative /
-non-finite weight -> ValueError naming the allowed values), drops zero weights, and
+A config lists ``{name: weight}``; `get_physics_losses` validates it (unknown name, a name
+registered for another model, or a negative / non-finite weight -> ValueError naming the
+allowed values), drops zero weights, and
 `physics_penalty` adds sum_k w_k L_k to the data loss:  L = L_data + gamma L_bb + delta L_Zbar
 (eq. 8). Extending = one `@register_physics_loss("name")` function + one config line; see
 "Extending the PINN losses" in BUILD.md.
@@ -37,6 +38,10 @@ Registered here:
   Newton step gives implicit-function derivatives), which is the point of the loss: it couples
   the density head, otherwise weakly constrained by the spectrum, to the ionisation balance that
   the Zbar head reads off the spectrum. The element index is an integer label (no gradient).
+  ``aux['zbar_scale']`` (the classifier passes the training Zbar's standard deviation) makes the
+  loss dimensionless; ``aux['saha_samples']`` evaluates it on the first k samples of the
+  (shuffled) batch, an unbiased estimate: the solver's partition functions over up to 3000
+  levels x 21 stages per sample are its cost (~0.5 ms per sample on one CPU core).
 """
 
 from __future__ import annotations

@@ -5,11 +5,20 @@ flattened (3200) -> Dense -> 16-d latent. Decoder mirrors it: Dense -> 128 x 25,
 convolutions 64 -> 32 -> 1 (kernel 5, stride 2) back to 200 bins. (The thesis's "128 x 5" and
 "12825" are slips for 128 x 25 = 3200.) ~0.21 M parameters at 200 bins.
 Any input length divisible by 2^len(channels) works.
+
+Full resolution (>= 14,900 points, e.g. 15000 bins; configs/cae_fullres.py): `strides` sets one
+stride per encoder stage (the decoder mirrors them), so a deeper, more aggressively strided
+encoder keeps the flattened size small: channels (16, 32, 64, 128, 128) with strides
+(5, 5, 5, 3, 2) take 15000 bins to 128 x 20 (2560) with 0.36 M parameters per element, and the
+widest activation (16 x 3000 after the first stage) is 3.2x the input instead of 16x at
+stride 2 / 32 channels. `dtype=jnp.bfloat16` (config `cae.dtype = "bfloat16"`) computes
+activations in bf16 with float32 parameters (halves activation memory); outputs are float32.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -22,26 +31,38 @@ class CAE(nn.Module):
     latent_dim: int = 16
     channels: Sequence[int] = (32, 64, 128)
     kernel: int = 5
+    strides: Sequence[int] = ()   # one per encoder stage; () = all 2 (the thesis CAE)
+    dtype: Any = None             # activation dtype (None = that of the float32 params)
+
+    def _strides(self):
+        st = tuple(int(s) for s in self.strides) or (2,) * len(self.channels)
+        if len(st) != len(self.channels) or min(st) < 1:
+            raise ValueError(f"CAE strides {st} must give one stride >= 1 per channel stage "
+                             f"{tuple(self.channels)}")
+        return st
 
     def setup(self):
-        stride = 2 ** len(self.channels)
+        strides = self._strides()
+        stride = math.prod(strides)
         if self.n_bins % stride:
             raise ValueError(f"CAE needs n_bins divisible by {stride}, got {self.n_bins}")
-        self.enc = [nn.Conv(c, (self.kernel,), strides=(2,), padding="SAME")
-                    for c in self.channels]
-        self.to_latent = nn.Dense(self.latent_dim)
+        self.enc = [nn.Conv(c, (self.kernel,), strides=(s,), padding="SAME", dtype=self.dtype)
+                    for c, s in zip(self.channels, strides)]
+        self.to_latent = nn.Dense(self.latent_dim, dtype=self.dtype)
         self._len = self.n_bins // stride
-        self.from_latent = nn.Dense(self._len * self.channels[-1])
+        self.from_latent = nn.Dense(self._len * self.channels[-1], dtype=self.dtype)
         outs = list(self.channels[:-1])[::-1] + [1]
-        self.dec = [nn.ConvTranspose(c, (self.kernel,), strides=(2,), padding="SAME")
-                    for c in outs]
+        self.dec = [nn.ConvTranspose(c, (self.kernel,), strides=(s,), padding="SAME",
+                                     dtype=self.dtype)
+                    for c, s in zip(outs, strides[::-1])]
 
     def encode(self, x):
         """(B, nE) -> (B, latent_dim)."""
         h = x[..., None]
         for conv in self.enc:
             h = nn.relu(conv(h))
-        return self.to_latent(h.reshape(h.shape[0], -1))
+        z = self.to_latent(h.reshape(h.shape[0], -1))
+        return z if self.dtype is None else z.astype(jnp.float32)
 
     def decode(self, z):
         """(B, latent_dim) -> (B, nE)."""
@@ -50,7 +71,15 @@ class CAE(nn.Module):
             h = conv(h)
             if i < len(self.dec) - 1:
                 h = nn.relu(h)
-        return h[..., 0]
+        return h[..., 0] if self.dtype is None else h[..., 0].astype(jnp.float32)
 
     def __call__(self, x, train: bool = False):
         return self.decode(self.encode(x))
+
+
+def activation_dtype(name: str):
+    """Config string -> CAE `dtype`: 'float32' -> None (the default), 'bfloat16' -> bf16."""
+    table = {"float32": None, "bfloat16": jnp.bfloat16}
+    if name not in table:
+        raise ValueError(f"cae.dtype must be one of {sorted(table)}, got {name!r}")
+    return table[name]

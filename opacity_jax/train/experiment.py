@@ -24,11 +24,12 @@ import numpy as np
 from absl import logging
 
 import opacity_jax
+from opacity_jax import distributed
 from opacity_jax.data import embedded, grid, io, splits, transforms
 from opacity_jax.data.dataset import Dataset
 from opacity_jax.losses import data as data_losses
 from opacity_jax.models import latent as latent_lib
-from opacity_jax.models.cae import CAE
+from opacity_jax.models.cae import CAE, activation_dtype
 from opacity_jax.models.fcnn import FCNN, MLP
 from opacity_jax.physics import elements as _el
 from opacity_jax.train import loop, physics_hooks
@@ -241,6 +242,9 @@ def run(config, workdir, progress: bool = True) -> dict:
     if config.model == "classifier":
         from opacity_jax import inverse
         return inverse.run_classifier(config, workdir, progress)
+    if config.model in ("xsec", "xsec_pinn"):
+        from opacity_jax import xsec_experiment
+        return xsec_experiment.run_xsec(config, workdir, progress)
     raise ValueError(f"config.model must be 'cae', 'fcnn' or 'classifier', got {config.model!r}")
 
 
@@ -274,16 +278,20 @@ def run_cae(config, workdir: Path, progress: bool = True) -> dict:
     y = scaling.forward(ds.kappa.astype(np.float64)).astype(np.float32)       # (nZ,nT,nR,nE)
     n_z, n_t, n_r, n_e = y.shape
     model = CAE(n_bins=n_e, latent_dim=int(config.cae.latent_dim),
-                channels=tuple(config.cae.channels), kernel=int(config.cae.kernel))
+                channels=tuple(config.cae.channels), kernel=int(config.cae.kernel),
+                strides=tuple(config.cae.get("strides", ())),
+                dtype=activation_dtype(config.cae.get("dtype", "float32")))
     tr = pack_ragged([{"x": y[e][train[e]]} for e in range(n_z)])
     va = pack_ragged([{"x": y[e][val[e]]} for e in range(n_z)])
     meta = _base_meta(config, ds, scaling, train, val, test)
     meta["cae"] = {"latent_dim": model.latent_dim, "channels": list(model.channels),
-                   "kernel": model.kernel, "n_bins": n_e}
+                   "kernel": model.kernel, "n_bins": n_e, "strides": list(model.strides)}
     meta["loss"] = {"name": config.loss.name, "alpha": float(config.loss.alpha)}
     task = cae_task(model, config.loss.name, float(config.loss.alpha))
-    res = loop.train(task, tr, va, _loop_cfg(config.train, seed), workdir, meta=meta,
-                     progress=progress, label="cae")
+    lc = _loop_cfg(config.train, seed)
+    # None (the plain Trainer) unless bin/train --sharded enabled the multi-device trainer.
+    res = loop.train(task, tr, va, lc, workdir, meta=meta, progress=progress, label="cae",
+                     trainer=distributed.default_trainer(task, lc, n_z))
     summary = {"cae": {"epochs_run": res.epochs_run, "seconds": round(res.seconds, 1),
                        "best_val_mean": float(np.mean(res.best_val))}}
     # Latent codes of every node from each element's encoder.

@@ -1,0 +1,1211 @@
+"""Completion of gridded opacity tables with holes: a neighbourhood-conditioned deep ensemble.
+
+Input: a table on a full N-D grid (the JLODK Planck-mean tables, Ye x t x log rho x T, or a
+user's text table) whose missing entries are NaN or named by a mask. Output: the same table
+with every hole filled, a per-entry 1-sigma uncertainty (dex, i.e. of log10 kappa; 0 for known
+entries, which are copied bit for bit) and a report.
+
+Model (trained in log10 space on the known entries only):
+
+* Each value channel (JLODK: bound-bound and electron scattering, separately, so column 5 is
+  rebuilt as column 3 + column 4; a text table: its kappa column) is log10(max(kappa, floor)),
+  floor = 0.1 x the smallest positive known value. Exact zeros (JLODK column 4 where the gas is
+  neutral) therefore sit one decade below every positive value; a prediction below the
+  geometric midpoint between floor and that smallest value is written as an exact 0.
+* Features of an entry: for every grid axis, the two nearest *known* entries on each side
+  (their log values relative to a reference, signed distances in grid spacings, presence
+  flags), each axis's linear interpolant, the entry's coordinates and the reference. The
+  reference is the interpolant along the most reliable available axis, ranked by how well each
+  axis interpolates the training realisations (data-driven: for JLODK the time axis, whose
+  values are smooth power laws, then T, rho, Ye). The network predicts the correction to the
+  reference, so it learns a multi-axis interpolation rule, not the whole table.
+* Self-supervised training data: "realisations" hide extra known entries with the same
+  pattern as the real holes (random entries, whole temperature rows, whole slices of the first
+  axis - detected from the mask, or set by `pattern`), and the hidden known entries become
+  (features, target) pairs. Known entries are split up front into train-target, validation
+  (early stopping) and calibration sets; calibration entries are never training targets.
+* A K-member `GaussianMLP` ensemble (mean + log-variance heads, beta-NLL) trained at once with
+  the shared loop (`ensemble.train_ensemble`: K entities on the vmap axis). Predictive
+  sigma^2 = mean member variance + member spread; then one scale factor per channel and for
+  the total, fitted on the calibration realisation (`ensemble.fit_sigma_scale`, matched at the
+  95 % level by default: the residuals are heavier-tailed than Gaussian, so one factor cannot
+  match 68 % and 95 % at once; the 68 % intervals then over-cover). Whole missing slices are
+  calibrated by cross-fitting instead: a second ensemble that never trained on one visible
+  slice predicts it (calibration entries inside slices the model trained on are far too easy);
+  on that slice the network is also compared with its reference interpolant (the Ye
+  interpolation = the neighbour-slice mean for an evenly spaced axis) and the better of the two
+  fills the holes (`slice_select`).
+
+Evaluation scenarios (`evaluate`, bin/complete --evaluate): random20 = a random 20 % of the
+entries; rows = whole temperature rows, i.e. every density at one (interior) temperature of one
+(Ye, t) file, 20 % of them; ye_slice = each interior Ye slice in turn (train on the other three).
+
+Baselines (`interp_along_axis`, `neighbour_slice_mean`) and the hide-and-predict evaluation
+(`evaluate`) live here too; `bin/complete` is the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+from absl import logging
+
+from opacity_jax import ensemble as ens
+from opacity_jax.data import io
+from opacity_jax.errors import DataFormatError
+from opacity_jax.train import loop
+from opacity_jax.train.task import pack_ragged
+
+PATTERNS = ("random", "rows", "slice")
+SCENARIOS = ("random20", "rows", "ye_slice")
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+@dataclasses.dataclass
+class GridTable:
+    """Values on a full N-D grid; NaN marks missing entries.
+
+    Attributes:
+      axis_names: (nd,) names; axes: (nd,) 1-D strictly increasing coordinates (raw units).
+      log_axes: (nd,) bool, use log10 of the coordinate as the feature (positive axes spanning
+        more than a decade, unless set).
+      channels: name -> (*shape) float64 values [cm^2/g], NaN = missing. Several channels are
+        summed into the total (JLODK: 'bb' + 'es').
+      kind: 'jlodk' or 'text' (selects the writer); source: input path; extra: writer details.
+    """
+
+    axis_names: tuple
+    axes: tuple
+    channels: Dict[str, np.ndarray]
+    log_axes: Optional[tuple] = None
+    kind: str = "array"
+    source: str = ""
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        self.axes = tuple(np.asarray(a, np.float64) for a in self.axes)
+        self.axis_names = tuple(str(n) for n in self.axis_names)
+        if len(self.axis_names) != len(self.axes):
+            raise ValueError(f"{len(self.axis_names)} axis names for {len(self.axes)} axes")
+        for n, a in zip(self.axis_names, self.axes):
+            if a.ndim != 1 or a.size < 1 or not np.all(np.isfinite(a)) or np.any(np.diff(a) <= 0):
+                raise ValueError(f"axis {n!r} must be finite and strictly increasing, got "
+                                 f"{a[:6].tolist()}...")
+        if not self.channels:
+            raise ValueError("a table needs at least one value channel")
+        for name, v in self.channels.items():
+            v = np.asarray(v, np.float64)
+            if v.shape != self.shape:
+                raise ValueError(f"channel {name!r} has shape {v.shape}, axes imply {self.shape}")
+            if np.any(np.isinf(v)):
+                raise ValueError(f"channel {name!r} holds Inf at index "
+                                 f"{tuple(int(i) for i in np.argwhere(np.isinf(v))[0])}")
+            if np.any(v < 0):
+                raise ValueError(f"channel {name!r} holds a negative value "
+                                 f"{v[v < 0][0]!r} at index "
+                                 f"{tuple(int(i) for i in np.argwhere(v < 0)[0])}")
+            self.channels[name] = v
+        if self.log_axes is None:
+            self.log_axes = tuple(bool(a.min() > 0 and a.max() / a.min() > 10) for a in self.axes)
+        self.log_axes = tuple(bool(b) for b in self.log_axes)
+
+    @property
+    def shape(self) -> tuple:
+        """Grid shape (len of each axis)."""
+        return tuple(a.size for a in self.axes)
+
+    def missing(self) -> np.ndarray:
+        """(*shape) bool: an entry is missing when any channel is NaN there."""
+        m = np.zeros(self.shape, bool)
+        for v in self.channels.values():
+            m |= np.isnan(v)
+        return m
+
+    def total(self) -> np.ndarray:
+        """Sum of the channels (*shape) [cm^2/g]."""
+        return sum(self.channels.values())
+
+    def feature_axes(self):
+        """Coordinates as used in features: log10 where log_axes, else raw."""
+        return tuple(np.log10(a) if lg else a for a, lg in zip(self.axes, self.log_axes))
+
+
+def from_jlodk(t: io.JlodkTable) -> GridTable:
+    """GridTable with channels 'bb' (column 3) and 'es' (column 4); total = bb + es.
+
+    Where only one of bb/es is NaN and the total is known, the missing one is recovered as
+    total - other (es clipped at 0), so no information is thrown away.
+    """
+    bb, es, tot = (np.array(t.kappa_bb), np.array(t.kappa_es), np.array(t.kappa_total))
+    fix_bb = np.isnan(bb) & ~np.isnan(es) & ~np.isnan(tot)
+    bb[fix_bb] = np.maximum(tot[fix_bb] - es[fix_bb], 0.0)
+    fix_es = np.isnan(es) & ~np.isnan(bb) & ~np.isnan(tot)
+    es[fix_es] = np.maximum(tot[fix_es] - bb[fix_es], 0.0)
+    return GridTable(("Ye", "time_days", "log10_rho", "temperature_k"),
+                     (t.ye, t.time_days, t.log10_rho, t.temperature_k), {"bb": bb, "es": es},
+                     kind="jlodk", source=str(t.root or ""))
+
+
+def to_jlodk(table: GridTable, channels: Dict[str, np.ndarray]) -> io.JlodkTable:
+    """JlodkTable from a jlodk GridTable's axes and (filled) bb/es channels; total = bb + es."""
+    bb, es = channels["bb"], channels["es"]
+    return io.JlodkTable(ye=table.axes[0], time_days=table.axes[1], log10_rho=table.axes[2],
+                         temperature_k=table.axes[3], kappa_bb=bb, kappa_es=es,
+                         kappa_total=bb + es)
+
+
+_TEXT_NUM = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^nan$", re.IGNORECASE)
+
+
+def read_text_table(path, value_columns: Sequence[str] = ()) -> GridTable:
+    """Read a gridded text table: a header line of column names, then numeric rows.
+
+    The header is the last '#' comment line before the data (or a first non-numeric line);
+    columns are separated by commas or whitespace. Value columns (default: the last column)
+    hold kappa [cm^2/g] with 'nan' for holes; every other column is a grid coordinate. Rows may
+    come in any order and rows absent from the full grid (outer product of each coordinate
+    column's distinct values) are missing entries.
+
+    Raises DataFormatError naming the file, line and column on malformed input.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such table file: {path}")
+    header, rows = None, []
+    text = path.read_text()
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if not s:
+            continue
+        toks = [x for x in re.split(r"[,\s]+", s.lstrip("#").strip()) if x]
+        if s.startswith("#"):
+            if toks and not rows:
+                header = (toks, lineno)
+            continue
+        if not all(_TEXT_NUM.match(x) for x in toks):
+            if rows:
+                bad = next(x for x in toks if not _TEXT_NUM.match(x))
+                raise DataFormatError(f"non-numeric value {bad!r}", path=path, line=lineno)
+            header = (toks, lineno)
+            continue
+        rows.append((lineno, toks))
+    if not rows:
+        raise DataFormatError("no numeric rows", path=path, field="rows")
+    ncol = len(rows[0][1])
+    names = header[0] if header else [f"col{i}" for i in range(ncol)]
+    if len(names) != ncol:
+        raise DataFormatError(f"header names {len(names)} columns {names}, data rows have {ncol}",
+                              path=path, line=header[1] if header else None, field="header")
+    for lineno, toks in rows:
+        if len(toks) != ncol:
+            raise DataFormatError(f"expected {ncol} columns, found {len(toks)}", path=path,
+                                  line=lineno)
+    data = np.array([[float(x) for x in toks] for _, toks in rows])
+    vcols = list(value_columns) or [names[-1]]
+    for v in vcols:
+        if v not in names:
+            raise DataFormatError(f"value column {v!r} not in the header {names}", path=path,
+                                  field=v)
+    acols = [n for n in names if n not in vcols]
+    if not acols:
+        raise DataFormatError("no coordinate columns left besides the value columns", path=path)
+    for n in acols:
+        c = data[:, names.index(n)]
+        if not np.all(np.isfinite(c)):
+            r = int(np.argmax(~np.isfinite(c)))
+            raise DataFormatError(f"non-finite coordinate {c[r]!r}", path=path,
+                                  line=rows[r][0], field=n)
+    for n in vcols:
+        c = data[:, names.index(n)]
+        bad = np.isinf(c) | (c < 0)
+        if np.any(bad):
+            r = int(np.argmax(bad))
+            raise DataFormatError(f"opacity {c[r]!r} is negative or infinite", path=path,
+                                  line=rows[r][0], field=n)
+    axes = [np.unique(data[:, names.index(n)]) for n in acols]
+    shape = tuple(a.size for a in axes)
+    idx = tuple(np.searchsorted(a, data[:, names.index(n)]) for a, n in zip(axes, acols))
+    flat = np.ravel_multi_index(idx, shape)
+    _, first, counts = np.unique(flat, return_index=True, return_counts=True)
+    if np.any(counts > 1):
+        dup = int(np.sort(np.flatnonzero(np.bincount(flat) > 1))[0])
+        r = int(np.flatnonzero(flat == dup)[1])
+        raise DataFormatError("duplicate grid point (same coordinates as an earlier row)",
+                              path=path, line=rows[r][0])
+    channels = {}
+    for n in vcols:
+        v = np.full(shape, np.nan)
+        v[idx] = data[:, names.index(n)]
+        channels[n] = v
+    delimiter = "," if "," in text else " "
+    return GridTable(tuple(acols), tuple(axes), channels, kind="text", source=str(path),
+                     extra={"columns": names, "value_columns": vcols, "delimiter": delimiter})
+
+
+def write_text_table(table: GridTable, channels: Dict[str, np.ndarray], path,
+                     sigma: Optional[Dict[str, np.ndarray]] = None) -> Path:
+    """Write a text table in the input's column order, every grid point, last axis fastest.
+
+    sigma: optional name -> (*shape) 1-sigma [dex] written as extra 'sigma_log10_<name>'
+    columns. Atomic (temp file + rename).
+    """
+    cols = table.extra.get("columns") or list(table.axis_names) + list(channels)
+    delim = table.extra.get("delimiter", " ")
+    grids = np.meshgrid(*table.axes, indexing="ij")
+    data = {n: g.ravel() for n, g in zip(table.axis_names, grids)}
+    data.update({n: np.asarray(v).ravel() for n, v in channels.items()})
+    names = list(cols)
+    if sigma:
+        for n, v in sigma.items():
+            names.append(f"sigma_log10_{n}")
+            data[f"sigma_log10_{n}"] = np.asarray(v).ravel()
+    sep = ", " if delim == "," else "  "
+    lines = ["# " + sep.join(names)]
+    cols_data = [data[n] for n in names]
+    for row in zip(*cols_data):
+        lines.append(sep.join("nan" if math.isnan(x) else f"{x:.9e}" for x in row))
+    return io._atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_table(path, mask=None, value_columns: Sequence[str] = ()) -> GridTable:
+    """Read a JLODK folder (Ye*/ subfolders) or a text table, then apply an optional mask.
+
+    Args:
+      path: JLODK root folder or text table file.
+      mask: None, a (*shape) bool array or the path of a .npy file holding one (True =
+        missing); masked entries are set to NaN in every channel.
+    Returns:
+      GridTable.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such table: {path}")
+    if path.is_dir():
+        table = from_jlodk(io.read_jlodk(path, allow_nan=True))
+    else:
+        table = read_text_table(path, value_columns)
+    if mask is not None:
+        m = load_mask(mask, table.shape)
+        for v in table.channels.values():
+            v[m] = np.nan
+    return table
+
+
+def load_mask(mask, shape) -> np.ndarray:
+    """(*shape) bool mask from an array or a .npy path (True = missing); clear errors."""
+    src = mask
+    if isinstance(mask, (str, Path)):
+        p = Path(mask)
+        if not p.is_file():
+            raise FileNotFoundError(f"no such mask file: {p}")
+        try:
+            mask = np.load(p, allow_pickle=False)
+        except Exception as e:
+            raise DataFormatError(f"cannot read as a .npy array ({e})", path=p) from None
+    m = np.asarray(mask)
+    if m.shape != tuple(shape):
+        raise DataFormatError(f"mask has shape {m.shape}, the table has {tuple(shape)}",
+                              path=src if isinstance(src, (str, Path)) else None, field="mask")
+    if m.dtype != bool:
+        if not np.all(np.isin(m, (0, 1))):
+            raise DataFormatError("mask must hold booleans or 0/1 (1 = missing)",
+                                  path=src if isinstance(src, (str, Path)) else None,
+                                  field="mask")
+        m = m.astype(bool)
+    return m
+
+
+# --------------------------------------------------------------------------------------------
+# log transform with a floor for exact zeros
+@dataclasses.dataclass
+class LogTransform:
+    """log10 with a floor per channel: floor = 0.1 x smallest positive known value.
+
+    zero_threshold: log10 values below it are written back as exact zeros (only for channels
+    that had exact zeros among the known entries; NaN means never).
+    """
+
+    floor: Dict[str, float]
+    zero_threshold: Dict[str, float]
+
+    @classmethod
+    def fit(cls, channels: Dict[str, np.ndarray], known: np.ndarray) -> "LogTransform":
+        """Floors and thresholds from the known entries of each (*shape) channel."""
+        floor, thr = {}, {}
+        for n, v in channels.items():
+            kv = v[known]
+            pos = kv[kv > 0]
+            if pos.size == 0:
+                raise ValueError(f"channel {n!r}: no positive known value to set a log floor")
+            floor[n] = float(0.1 * pos.min())
+            thr[n] = (float(np.log10(floor[n]) + 0.5) if np.any(kv == 0) else float("nan"))
+        return cls(floor, thr)
+
+    def forward(self, name, v):
+        """log10(max(v, floor)) of channel `name`; v [cm^2/g] any shape."""
+        return np.log10(np.maximum(v, self.floor[name]))
+
+    def inverse(self, name, y):
+        """10**y [cm^2/g], with exact zeros below the channel's zero threshold."""
+        out = 10.0 ** np.asarray(y, np.float64)
+        thr = self.zero_threshold[name]
+        if not math.isnan(thr):
+            out = np.where(y < thr, 0.0, out)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# baselines
+def interp_along_axis(logv: np.ndarray, known: np.ndarray, coords: np.ndarray, axis: int = -1,
+                      query: Optional[np.ndarray] = None) -> np.ndarray:
+    """Linear interpolation of log values along one axis from the known entries of each line.
+
+    Holes past the last known entry of a line take the nearest known value (np.interp's
+    constant extrapolation); lines without any known entry give NaN.
+
+    Args:
+      logv: (*shape) log10 values (ignored where not known); known: (*shape) bool;
+      coords: (shape[axis],) coordinate used for the interpolation weights; axis: the axis.
+      query: optional (*shape) bool; only those entries are filled (default: all unknown).
+    Returns:
+      (*shape) array: known entries copied, queried holes interpolated.
+    """
+    query = ~known if query is None else query
+    a = np.moveaxis(logv, axis, -1)
+    k = np.moveaxis(known, axis, -1)
+    q = np.moveaxis(query, axis, -1)
+    out = np.array(a, np.float64)
+    lines = np.argwhere(q.any(-1))
+    for idx in map(tuple, lines):
+        kk, qq = k[idx], q[idx]
+        if kk.any():
+            out[idx][qq] = np.interp(coords[qq], coords[kk], a[idx][kk])
+        else:
+            out[idx][qq] = np.nan
+    return np.moveaxis(out, -1, axis)
+
+
+def neighbour_slice_mean(logv: np.ndarray, index: int, axis: int = 0) -> np.ndarray:
+    """Mean of the log values of the two neighbouring slices (index - 1, index + 1) along axis.
+
+    Returns the (*shape without axis) prediction of slice `index`; IndexError for an edge slice.
+    """
+    n = logv.shape[axis]
+    if not 0 < index < n - 1:
+        raise IndexError(f"slice {index} of axis {axis} (size {n}) has no neighbour on both sides")
+    return 0.5 * (np.take(logv, index - 1, axis) + np.take(logv, index + 1, axis))
+
+
+# --------------------------------------------------------------------------------------------
+# features
+def _neighbour_indices(known: np.ndarray, axis: int, rank: int):
+    """{'lo'|'hi': [rank arrays (*shape) int]}: index along `axis` of the r-th nearest known
+    entry strictly below / above each entry, -1 where there is none."""
+    k = np.moveaxis(known, axis, -1)
+    n = k.shape[-1]
+    ar = np.arange(n)
+    out = {}
+    for side in ("lo", "hi"):
+        kk = k if side == "lo" else k[..., ::-1]
+        incl = np.maximum.accumulate(np.where(kk, ar, -1), axis=-1)
+        strict = np.concatenate([np.full(kk.shape[:-1] + (1,), -1), incl[..., :-1]], -1)
+        found = [strict]
+        for _ in range(1, rank):
+            prev = found[-1]
+            nxt = np.take_along_axis(strict, np.maximum(prev, 0), -1)
+            found.append(np.where(prev >= 0, nxt, -1))
+        if side == "hi":
+            found = [np.where(f >= 0, n - 1 - f, -1)[..., ::-1] for f in found]
+        out[side] = [np.moveaxis(f, -1, axis) for f in found]
+    return out
+
+
+@dataclasses.dataclass
+class FeatureSpec:
+    """What `features` needs besides the data: feature coordinates, their typical spacing and
+    standardization, the axis preference order per channel, and the stencil rank."""
+
+    coords: tuple           # (nd,) 1-D feature coordinates
+    spacing: np.ndarray     # (nd,) median grid step per axis
+    centre: np.ndarray      # (nd,) coordinate mean
+    scale: np.ndarray       # (nd,) coordinate std (>= tiny)
+    order: list             # per channel: axes, most reliable interpolant first
+    rank: int = 2
+    value_centre: Optional[np.ndarray] = None   # (C,) mean log value (reference feature)
+    value_scale: Optional[np.ndarray] = None    # (C,) std of log values
+
+    @property
+    def n_features(self) -> int:
+        nd, c = len(self.coords), len(self.order)
+        return nd * 2 * self.rank * (c + 2) + nd * c + nd + nd + c
+
+
+def make_spec(table: GridTable, logv: np.ndarray, known: np.ndarray, rank: int = 2):
+    """FeatureSpec with a provisional axis order (refined by `rank_axes`)."""
+    coords = table.feature_axes()
+    spacing = np.array([np.median(np.diff(c)) if c.size > 1 else 1.0 for c in coords])
+    centre = np.array([c.mean() for c in coords])
+    scale = np.array([max(c.std(), 1e-12) for c in coords])
+    kv = logv[:, known]
+    return FeatureSpec(coords, spacing, centre, scale,
+                       [list(range(len(coords)))[::-1] for _ in range(logv.shape[0])], rank,
+                       kv.mean(1), np.maximum(kv.std(1), 1e-6))
+
+
+def features(spec: FeatureSpec, logv: np.ndarray, known: np.ndarray, query: np.ndarray):
+    """Features of the queried entries given the known ones.
+
+    Args:
+      spec: FeatureSpec. logv: (C, *shape) log10 values (read only where known).
+      known: (*shape) bool context. query: (N, nd) int indices of the entries to describe.
+    Returns:
+      x (N, spec.n_features) float32, ref (N, C) float64 reference log values (the network
+      predicts logv - ref), interp (N, nd, C) per-axis interpolants, avail (N, nd) number of
+      sides (0, 1, 2) with a known neighbour per axis.
+    """
+    c_n = logv.shape[0]
+    nd = len(spec.coords)
+    n = query.shape[0]
+    q = tuple(query.T)
+    slots = []
+    for a in range(nd):
+        idx = _neighbour_indices(known, a, spec.rank)
+        for side in ("lo", "hi"):
+            for r in range(spec.rank):
+                j = idx[side][r][q]
+                ok = j >= 0
+                jj = np.maximum(j, 0)
+                qq = list(q)
+                qq[a] = jj
+                vals = logv[(slice(None),) + tuple(qq)].T                      # (N, C)
+                d = (spec.coords[a][jj] - spec.coords[a][query[:, a]]) / spec.spacing[a]
+                slots.append((vals, np.where(ok, d, 0.0), ok))
+    interp = np.zeros((n, nd, c_n))
+    avail = np.zeros((n, nd), np.int64)
+    for a in range(nd):
+        (vl, dl, okl), (vh, dh, okh) = slots[a * 2 * spec.rank], slots[a * 2 * spec.rank +
+                                                                          spec.rank]
+        both = okl & okh
+        w = np.where(both, -dl / np.where(both, dh - dl, 1.0), 0.0)
+        interp[:, a] = np.where(both[:, None], vl + (vh - vl) * w[:, None],
+                                np.where(okl[:, None], vl, np.where(okh[:, None], vh, 0.0)))
+        avail[:, a] = okl.astype(np.int64) + okh
+    ref = np.zeros((n, c_n))
+    for c in range(c_n):
+        done = np.zeros(n, bool)
+        for level in (2, 1):
+            for a in spec.order[c]:
+                s = ~done & (avail[:, a] >= level)
+                ref[s, c] = interp[s, a, c]
+                done |= s
+        # No known neighbour on any axis: fall back to the channel's mean log value.
+        ref[~done, c] = spec.value_centre[c]
+    feats = []
+    for vals, d, ok in slots:
+        feats += [(vals - ref) * ok[:, None], np.clip(d, -20, 20)[:, None] / 4,
+                  ok[:, None].astype(np.float64)]
+    feats.append(((interp - ref[:, None, :]) * (avail > 0)[:, :, None]).reshape(n, -1))
+    feats.append(avail / 2.0)
+    coords = np.stack([(spec.coords[a][query[:, a]] - spec.centre[a]) / spec.scale[a]
+                       for a in range(nd)], 1)
+    feats += [coords, (ref - spec.value_centre) / spec.value_scale]
+    x = np.concatenate(feats, 1).astype(np.float32)
+    return x, ref, interp, avail
+
+
+def rank_axes(interp, avail, target) -> list:
+    """Per channel, axes sorted by the median |interpolant - target| where both sides exist.
+
+    interp (N, nd, C), avail (N, nd), target (N, C). Axes never two-sided go last.
+    """
+    order = []
+    for c in range(target.shape[1]):
+        err = []
+        for a in range(interp.shape[1]):
+            s = avail[:, a] == 2
+            err.append(np.median(np.abs(interp[s, a, c] - target[s, c])) if s.any() else np.inf)
+        order.append([int(a) for a in np.argsort(err, kind="stable")])
+    return order
+
+
+# --------------------------------------------------------------------------------------------
+# masking patterns
+def detect_pattern(missing: np.ndarray) -> str:
+    """'slice' if some index of the first axis is entirely missing, 'rows' if most holes form
+    whole rows along the second-to-last axis (all densities at one temperature), else
+    'random'. 'random' also for a table without holes."""
+    if missing.ndim >= 2 and np.any(missing.all(axis=tuple(range(1, missing.ndim)))):
+        return "slice"
+    if missing.ndim >= 2 and missing.any():
+        rows = missing.all(axis=-2)
+        in_rows = np.expand_dims(rows, -2) & missing
+        if in_rows.sum() > 0.5 * missing.sum():
+            return "rows"
+    return "random"
+
+
+def draw_pattern(pattern: str, eligible: np.ndarray, fraction: float, rng,
+                 slice_index: Optional[int] = None) -> np.ndarray:
+    """A bool mask of entries to hide, drawn among `eligible` with the given pattern.
+
+    random: each eligible entry with probability `fraction`; rows: whole rows along axis -2
+    (all of one temperature in one file) with probability `fraction`, hiding their eligible
+    entries; slice: the eligible entries of first-axis slice `slice_index`.
+    """
+    if pattern == "random":
+        return eligible & (rng.random(eligible.shape) < fraction)
+    if pattern == "rows":
+        ok = eligible.any(axis=-2)
+        pick = ok & (rng.random(ok.shape) < fraction)
+        return np.broadcast_to(np.expand_dims(pick, -2), eligible.shape) & eligible
+    if pattern == "slice":
+        m = np.zeros_like(eligible)
+        m[slice_index] = eligible[slice_index]
+        return m
+    raise ValueError(f"unknown masking pattern {pattern!r}; allowed: {PATTERNS}")
+
+
+# --------------------------------------------------------------------------------------------
+# completion
+@dataclasses.dataclass
+class CompletionResult:
+    """Filled channels and uncertainties.
+
+    channels: name -> (*shape) completed values [cm^2/g] (known entries copied bit for bit).
+    total: (*shape) sum of the channels [cm^2/g].
+    log_mean: name -> (*shape) ensemble mean of log10 (NaN at known entries), also 'total'.
+    sigma: name -> (*shape) calibrated 1-sigma of log10 [dex] (0 at known), also 'total'.
+    sigma_raw: same before the calibration scale. missing: (*shape) bool, the filled entries.
+    report: JSON-serialisable summary (pattern, axis order, calibration, timings, ...).
+    network_log_total: when slice selection chose the reference interpolant, the network's own
+      log10 total (*shape) for comparison; else None.
+    """
+
+    channels: Dict[str, np.ndarray]
+    total: np.ndarray
+    log_mean: Dict[str, np.ndarray]
+    sigma: Dict[str, np.ndarray]
+    sigma_raw: Dict[str, np.ndarray]
+    missing: np.ndarray
+    report: dict
+    network_log_total: Optional[np.ndarray] = None
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray)
+                 else json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:12]
+
+
+def _roles(pattern, known, cfg, rng):
+    """Disjoint calibration / validation sets of known entries (never training targets).
+
+    For the slice pattern the calibration set is empty: a slice is calibrated by cross-fitting
+    (a second ensemble that never saw one visible slice as a target), because entries of a
+    slice the model trained on are far easier than an unseen slice.
+    """
+    if pattern == "slice":
+        cal = np.zeros_like(known)
+        val = draw_pattern("random", known, cfg["val_fraction"], rng)
+    else:
+        cal = draw_pattern(pattern, known, cfg["cal_fraction"], rng)
+        val = draw_pattern(pattern, known & ~cal, cfg["val_fraction"], rng)
+    return cal, val
+
+
+def _slice_mask(shape, i) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    m[i] = True
+    return m
+
+
+def _realisations(pattern, known, missing, cfg, rng, cal, slices=None):
+    """Training realisations [(context_known, hidden)]: hidden known entries with the holes'
+    pattern; calibration entries are never hidden (they stay context, never targets)."""
+    frac = float(np.clip(missing.mean() if missing.any() else 0.2, 0.05, 0.5))
+    if pattern == "slice":
+        return [(known & ~_slice_mask(known.shape, i), known & _slice_mask(known.shape, i))
+                for i in slices]
+    per = max(1.0, frac * int(known.sum()))
+    n_real = int(np.clip(math.ceil(cfg["target_samples"] / per), 1, cfg["max_realisations"]))
+    out = []
+    for _ in range(n_real):
+        hide = draw_pattern(pattern, known, frac, rng) & ~cal
+        out.append((known & ~hide, hide))
+    return out
+
+
+DEFAULTS = dict(members=5, hidden=(128, 128, 128), beta=0.5, rank=2, pattern="auto",
+                cal_fraction=0.1, val_fraction=0.05, calibration_levels=(0.95,),
+                slice_select=True,
+                target_samples=100_000, max_realisations=12, seed=0,
+                train=dict(epochs=80, batch_size=2048, learning_rate=2e-3, plateau_patience=3,
+                           plateau_factor=0.5, patience=15, eval_every=1, checkpoint_every=20,
+                           max_seconds=0.0))
+
+
+def completion_config(overrides=None) -> dict:
+    """DEFAULTS merged with overrides (a dict or ConfigDict; nested 'train' merged too).
+
+    Keys: members (K), hidden (MLP widths), beta (beta-NLL), rank (known neighbours per side
+    and axis), pattern ('auto', 'random', 'rows', 'slice'), cal_fraction / val_fraction (of
+    the known entries), calibration_levels (nominal coverages the sigma scale matches on the
+    calibration split), slice_select (for whole missing slices, fall back to the reference
+    interpolant when it beat the network on the cross-fit slice), target_samples /
+    max_realisations (training set size), seed, and train (LoopConfig fields).
+    """
+    cfg = json.loads(json.dumps(DEFAULTS))
+    if overrides is not None:
+        o = overrides.to_dict() if hasattr(overrides, "to_dict") else dict(overrides)
+        unknown = sorted(set(o) - set(cfg))
+        if unknown:
+            raise ValueError(f"unknown completion config keys {unknown}; allowed: "
+                             f"{sorted(cfg)}")
+        tr = dict(o.pop("train", {}) or {})
+        cfg.update(o)
+        cfg["train"].update(tr)
+    if cfg["pattern"] not in PATTERNS + ("auto",):
+        raise ValueError(f"completion.pattern = {cfg['pattern']!r}; allowed: auto, "
+                         f"{', '.join(PATTERNS)}")
+    if int(cfg["members"]) < 1:
+        raise ValueError(f"completion.members = {cfg['members']} must be >= 1")
+    for k in ("cal_fraction", "val_fraction"):
+        if not 0 < float(cfg[k]) < 0.5:
+            raise ValueError(f"completion.{k} = {cfg[k]} must lie in (0, 0.5)")
+    ens.z_of_level(cfg["calibration_levels"])   # validates the levels
+    loop.LoopConfig.from_config(cfg["train"])   # validates the loop section early
+    return cfg
+
+
+@dataclasses.dataclass
+class _Fitted:
+    """A trained completion ensemble and what its predictions need."""
+
+    spec: FeatureSpec
+    model: ens.GaussianMLP
+    params: object
+    y_scale: np.ndarray
+    names: list
+    lt: LogTransform
+    logv: np.ndarray
+    result: ens.EnsembleResult
+    n_train: int
+    n_val: int
+    n_features: int
+
+    def predict(self, ctx, q, use_reference: bool = False):
+        """Member log10 means and variances (K, N, C) at indices q (N, nd) from context ctx.
+
+        use_reference: centre the members on the reference interpolant instead of the
+        network's mean (same spread and variance heads) - the fallback for whole slices.
+        """
+        x, ref, _, _ = features(self.spec, self.logv, ctx, q)
+        mu, lv = ens.predict_members(self.model.apply, self.params, x)
+        mu = mu * self.y_scale + ref[None]
+        if use_reference:
+            mu = mu - mu.mean(0, keepdims=True) + ref[None]
+        return mu, np.exp(lv) * self.y_scale ** 2
+
+    def total_moments(self, mu, var):
+        """Mixture mean and sigma of log10(sum of channels), (N,) each."""
+        lin = [self.lt.inverse(n, mu[..., c]) for c, n in enumerate(self.names)]
+        tot = np.maximum(sum(lin), 1e-300)
+        # d log10(total) / d log10(channel) = channel / total, per member.
+        var_t = sum((lin[c] / tot) ** 2 * var[..., c] for c in range(len(self.names)))
+        return ens.mixture_moments(np.log10(tot), var_t)
+
+
+def _fit(spec, logv, names, lt, reals, val, cal, cfg, workdir, label, progress) -> _Fitted:
+    """Build (features, residual target) pairs from the realisations and train the ensemble."""
+    samples = [(ctx, np.argwhere(hide & ~val & ~cal), np.argwhere(hide & val))
+               for ctx, hide in reals]
+    xs, ys, xv, yv = [], [], [], []
+    for ctx, q, qv in samples:
+        for qq, xl, yl in ((q, xs, ys), (qv, xv, yv)):
+            if len(qq):
+                x, ref, _, _ = features(spec, logv, ctx, qq)
+                xl.append(x)
+                yl.append(logv[(slice(None),) + tuple(qq.T)].T - ref)
+    if not xs:
+        raise ValueError("no training targets: the table has too few known entries")
+    x_tr, y_tr = np.concatenate(xs), np.concatenate(ys)
+    if not xv:   # tiny tables: validate on a slice of the training targets
+        xv, yv = [x_tr[: max(1, len(x_tr) // 10)]], [y_tr[: max(1, len(y_tr) // 10)]]
+    x_va, y_va = np.concatenate(xv), np.concatenate(yv)
+    y_scale = np.maximum(y_tr.std(0), 1e-4)
+    model = ens.GaussianMLP(hidden=tuple(cfg["hidden"]), n_out=len(names))
+    task = ens.gaussian_nll_task(model, "completion", beta=float(cfg["beta"]))
+    tr = pack_ragged([{"x": x_tr, "y": (y_tr / y_scale).astype(np.float32)}])
+    va = pack_ragged([{"x": x_va, "y": (y_va / y_scale).astype(np.float32)}])
+    train_cfg = dict(cfg["train"])
+    train_cfg.setdefault("seed", int(cfg["seed"]))
+    res = ens.train_ensemble(task, tr, va, loop.LoopConfig.from_config(train_cfg),
+                             int(cfg["members"]), workdir, label=label, progress=progress)
+    return _Fitted(spec, model, res.params, y_scale, names, lt, logv, res, len(x_tr), len(x_va),
+                   x_tr.shape[1])
+
+
+def _calibrate(fitted: _Fitted, cal_sets, table: GridTable, levels,
+               use_reference: bool = False):
+    """Residuals, sigma, scale and coverage per channel and total on the calibration sets;
+    calib[n]['median_abs_residual'] scores the predictor (dex)."""
+    names = fitted.names
+    res_c = {n: [] for n in names + ["total"]}
+    sig_c = {n: [] for n in names + ["total"]}
+    for ctx, sel in cal_sets:
+        q = np.argwhere(sel)
+        if not len(q):
+            continue
+        mu, var = fitted.predict(ctx, q, use_reference)
+        truth = fitted.logv[(slice(None),) + tuple(q.T)].T
+        for c, n in enumerate(names):
+            m, s = ens.mixture_moments(mu[..., c], var[..., c])
+            res_c[n].append(m - truth[:, c])
+            sig_c[n].append(s)
+        m, s = fitted.total_moments(mu, var)
+        tot_true = np.log10(np.maximum(sum(table.channels[n][tuple(q.T)] for n in names),
+                                       1e-300))
+        res_c["total"].append(m - tot_true)
+        sig_c["total"].append(s)
+    calib, scales = {}, {}
+    for n in res_c:
+        r = np.concatenate(res_c[n]) if res_c[n] else np.zeros(0)
+        s = np.concatenate(sig_c[n]) if sig_c[n] else np.zeros(0)
+        scales[n] = ens.fit_sigma_scale(r, s, levels=levels)
+        calib[n] = ens.calibration_summary(r, s, scales[n])
+        calib[n]["median_abs_residual"] = float(np.median(np.abs(r))) if r.size else None
+        calib[n]["reliability"] = [a.tolist() for a in ens.reliability_curve(r, s * scales[n])]
+    return scales, calib
+
+
+def complete(table: GridTable, cfg=None, workdir=None, progress: bool = False,
+             label: str = "completion") -> CompletionResult:
+    """Fill the missing entries of `table` (see module docstring).
+
+    Args:
+      table: GridTable; NaN entries are filled. cfg: overrides of DEFAULTS (dict/ConfigDict).
+      workdir: optional folder for the loop's checkpoints (label + a digest of the data and
+        config, so a different table never resumes a stale run). progress: progress bar.
+    Returns:
+      CompletionResult (known entries copied bit for bit).
+    Raises:
+      ValueError when fewer than 20 entries are known or a channel has no positive value.
+    """
+    t0 = time.perf_counter()
+    cfg = completion_config(cfg)
+    names = list(table.channels)
+    missing = table.missing()
+    known = ~missing
+    if known.sum() < 20:
+        raise ValueError(f"{table.source or 'table'}: only {int(known.sum())} known entries; "
+                         "need at least 20 to train")
+    rng = np.random.default_rng([int(cfg["seed"]), 11])
+    lt = LogTransform.fit(table.channels, known)
+    logv = np.stack([np.where(known, lt.forward(n, np.nan_to_num(table.channels[n])), 0.0)
+                     for n in names])
+    pattern = detect_pattern(missing) if cfg["pattern"] == "auto" else cfg["pattern"]
+    cal, val = _roles(pattern, known, cfg, rng)
+    visible = [i for i in range(known.shape[0]) if known[i].any()]
+    reals = _realisations(pattern, known, missing, cfg, rng, cal, slices=visible)
+    spec = make_spec(table, logv, known, int(cfg["rank"]))
+    # Rank the axes by how well each interpolates the training realisations' hidden entries.
+    probe = []
+    for ctx, hide in reals:
+        q = np.argwhere(hide & ~val & ~cal)
+        _, _, it, av = features(spec, logv, ctx, q)
+        probe.append((it, av, logv[(slice(None),) + tuple(q.T)].T))
+    spec.order = rank_axes(*(np.concatenate(p) for p in zip(*probe)))
+    digest = _digest(known, logv, cfg)
+    t1 = time.perf_counter()
+    fitted = _fit(spec, logv, names, lt, reals, val, cal, cfg, workdir, f"{label}-{digest}",
+                  progress)
+    t_train = time.perf_counter() - t1
+    levels = tuple(cfg["calibration_levels"])
+    cal_note = "calibration split of known entries hidden with the holes' pattern"
+    use_ref, selection, network_log_total = False, None, None
+    if pattern == "slice":
+        # Cross-fit: an ensemble that never had slice c as a target predicts it; its residuals
+        # set the scale. c = the visible slice with visible slices on both sides nearest to
+        # the holes (the configuration most like an interior missing slice).
+        holes = [i for i in range(known.shape[0]) if i not in visible] or [known.shape[0] // 2]
+        inner = [i for i in visible if any(j < i for j in visible) and any(j > i for j in visible)]
+        cands = inner or visible
+        c = min(cands, key=lambda i: min(abs(i - h) for h in holes))
+        rest = [i for i in visible if i != c]
+        if rest:
+            cal_fit = _fit(spec, logv, names, lt,
+                           _realisations("slice", known, missing, cfg, rng, cal, slices=rest),
+                           val, cal, cfg, workdir, f"{label}-cal-{digest}", progress)
+            sl = _slice_mask(known.shape, c)
+            cal_set = [(known & ~sl, known & sl)]
+            scales, calib = _calibrate(cal_fit, cal_set, table, levels)
+            cal_note = (f"cross-fit: an ensemble trained without slice {c} "
+                        f"({table.axis_names[0]} = {table.axes[0][c]:g}) as a target predicts it")
+            if cfg["slice_select"]:
+                # Model selection on the same held-out slice: keep the network only if it
+                # beat its own reference interpolant (along the first axis) there.
+                s_ref, c_ref = _calibrate(cal_fit, cal_set, table, levels, use_reference=True)
+                m_net = calib["total"]["median_abs_residual"]
+                m_ref = c_ref["total"]["median_abs_residual"]
+                selection = {"network_median_abs_dex": m_net, "reference_median_abs_dex": m_ref}
+                if m_ref is not None and m_net is not None and m_ref < m_net:
+                    use_ref, scales, calib = True, s_ref, c_ref
+                selection["chosen"] = "reference" if use_ref else "network"
+        else:
+            scales = {n: 1.0 for n in names + ["total"]}
+            calib = {n: {"n": 0, "sigma_scale": 1.0, "reliability": [[], []]} for n in scales}
+            cal_note = "uncalibrated: a single visible slice leaves nothing to cross-fit"
+    else:
+        scales, calib = _calibrate(fitted, [(known & ~cal, cal)], table, levels)
+    # Fill the holes from all known entries.
+    out = {n: np.array(table.channels[n]) for n in names}
+    log_mean = {n: np.full(table.shape, np.nan) for n in names + ["total"]}
+    sigma = {n: np.zeros(table.shape) for n in names + ["total"]}
+    sigma_raw = {n: np.zeros(table.shape) for n in names + ["total"]}
+    q = np.argwhere(missing)
+    if len(q):
+        mu, var = fitted.predict(known, q, use_ref)
+        idx = tuple(q.T)
+        for c, n in enumerate(names):
+            m, s = ens.mixture_moments(mu[..., c], var[..., c])
+            log_mean[n][idx] = m
+            sigma_raw[n][idx] = s
+            sigma[n][idx] = s * scales[n]
+            # Only NaN channels are replaced: a known channel of a partly known entry stays.
+            vals = out[n][idx]
+            hole = np.isnan(vals)
+            vals[hole] = lt.inverse(n, m)[hole]
+            out[n][idx] = vals
+        m, s = fitted.total_moments(mu, var)
+        log_mean["total"][idx] = m
+        sigma_raw["total"][idx] = s
+        sigma["total"][idx] = s * scales["total"]
+        if use_ref:
+            network_log_total = np.full(table.shape, np.nan)
+            network_log_total[idx] = fitted.total_moments(*fitted.predict(known, q))[0]
+    total = sum(out.values())
+    report = {
+        "source": table.source, "kind": table.kind, "shape": list(table.shape),
+        "axes": {n: [float(a[0]), float(a[-1]), int(a.size)]
+                 for n, a in zip(table.axis_names, table.axes)},
+        "log_axes": list(table.log_axes), "channels": names,
+        "n_entries": int(missing.size), "n_missing": int(missing.sum()),
+        "pattern": pattern, "axis_order": {n: [table.axis_names[a] for a in spec.order[c]]
+                                           for c, n in enumerate(names)},
+        "log_floor": lt.floor, "zero_threshold_log10": lt.zero_threshold,
+        "n_train_samples": fitted.n_train, "n_val_samples": fitted.n_val,
+        "n_realisations": len(reals), "n_features": fitted.n_features,
+        "config": cfg, "calibration": calib, "calibration_method": cal_note,
+        "slice_selection": selection,
+        "train": {"epochs_run": fitted.result.result.epochs_run, "seconds": round(t_train, 1),
+                  "best_val": fitted.result.result.best_val.tolist(),
+                  "label": f"{label}-{digest}"},
+        "seconds_total": round(time.perf_counter() - t0, 1),
+    }
+    return CompletionResult(out, total, log_mean, sigma, sigma_raw, missing, report,
+                            network_log_total)
+
+
+# --------------------------------------------------------------------------------------------
+# outputs
+def write_outputs(table: GridTable, result: CompletionResult, out_dir) -> dict:
+    """Write the completed table in the input's format, the uncertainty and report.json.
+
+    JLODK: `table/` (io.write_jlodk; column 5 = column 3 + column 4), `uncertainty/` in the
+    same folder layout with columns log10 rho, T, sigma_log10 bb, es, total [dex] (0 = known),
+    `uncertainty.npz` (arrays sigma_*, log_mean_*, missing, axes). Text tables: `<name>`
+    completed with extra sigma_log10 columns. Plus `report.json` and `reliability.png`.
+    Returns {name: path}.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    if table.kind == "jlodk":
+        jt = to_jlodk(table, result.channels)
+        io.write_jlodk(jt, out_dir / "table")
+        paths["table"] = out_dir / "table"
+        _write_jlodk_sigma(table, result, out_dir / "uncertainty")
+        paths["uncertainty"] = out_dir / "uncertainty"
+    else:
+        name = Path(table.source).name if table.source else "table.txt"
+        p = write_text_table(table, result.channels, out_dir / name,
+                             sigma={n: result.sigma[n] for n in result.channels})
+        paths["table"] = p
+    arrays = {f"sigma_log10_{n}": v for n, v in result.sigma.items()}
+    arrays.update({f"log10_mean_{n}": v for n, v in result.log_mean.items()})
+    arrays["missing"] = result.missing
+    for n, a in zip(table.axis_names, table.axes):
+        arrays[f"axis_{n}"] = a
+    npz = out_dir / "uncertainty.npz"
+
+    def write_npz(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    io._atomic_write(npz, write_npz)
+    paths["uncertainty_npz"] = npz
+    curves = {f"{n} (calibration split)": (np.asarray(c["reliability"][0]),
+                                           np.asarray(c["reliability"][1]))
+              for n, c in result.report["calibration"].items()}
+    paths["reliability"] = ens.plot_reliability(curves, out_dir / "reliability.png",
+                                                "completion: calibrated sigma")
+    result.report["outputs"] = {k: str(v) for k, v in paths.items()}
+    result.report["outputs"]["report"] = str(out_dir / "report.json")
+    paths["report"] = ens.write_json(out_dir / "report.json", result.report)
+    return paths
+
+
+def _write_jlodk_sigma(table: GridTable, result: CompletionResult, root) -> None:
+    root = Path(root)
+    lr, tk = table.axes[2], table.axes[3]
+    grid_cols = [f"{a:10.2f}{b:21.1f}" for a in lr.tolist() for b in tk.tolist()]
+    readme = ("Per-entry 1-sigma uncertainty of log10 kappa [dex] for the completed JLODK "
+              "table in ../table: columns log10 rho, T [K], sigma bb, sigma es, sigma total. "
+              "0 = a known entry (copied from the input). kappa lies within a factor 10**sigma "
+              "of the table value with ~68 % probability (calibrated on held-out known "
+              "entries; see ../report.json).\n")
+    root.mkdir(parents=True, exist_ok=True)
+    io._atomic_write_text(root / "README.txt", readme)
+    for i, ye in enumerate(table.axes[0].tolist()):
+        folder = root / f"Ye{ye:.2f}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for j, t in enumerate(table.axes[1].tolist()):
+            lines = [f"# Ye = {ye:.2f},  time = {t:.1f}day",
+                     "# [1] Density in Logspace [g cm^-3]", "# [2] Temperature [K]",
+                     "# [3] sigma log10 Bound-Bound Opacity [dex]",
+                     "# [4] sigma log10 Electron Scatter Opacity [dex]",
+                     "# [5] sigma log10 Planck Mean Opacity [dex]"]
+            s = [result.sigma[n][i, j].ravel().tolist() for n in ("bb", "es", "total")]
+            lines += [g + f"{a:21.6E}{b:21.6E}{c:26.6E}" for g, a, b, c in zip(grid_cols, *s)]
+            io._atomic_write_text(folder / f"Uncertainty_Log10_Ye{ye:.2f}_Time{t:.1f}.txt",
+                                  "\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation: hide known entries and predict them
+def scenario_masks(scenario: str, known: np.ndarray, seed: int = 0, fraction: float = 0.2):
+    """[(name, hidden mask)] for an evaluation scenario, drawn among the known entries.
+
+    random20: a random `fraction` of the entries; rows: whole temperature rows (all densities
+    at one temperature of one file, interior temperatures only so that interpolation along T
+    is defined) with probability `fraction`; ye_slice: one mask per interior slice of the
+    first axis (train on the others, predict it).
+    """
+    rng = np.random.default_rng([int(seed), 23])
+    if scenario == "random20":
+        return [("random20", draw_pattern("random", known, fraction, rng))]
+    if scenario == "rows":
+        elig = known.copy()
+        elig[..., 0] = False
+        elig[..., -1] = False
+        return [("rows", draw_pattern("rows", elig, fraction, rng))]
+    if scenario == "ye_slice":
+        return [(f"ye_slice_{i}", draw_pattern("slice", known, 0, rng, slice_index=i))
+                for i in range(1, known.shape[0] - 1)]
+    raise ValueError(f"unknown evaluation scenario {scenario!r}; allowed: {SCENARIOS}")
+
+
+def _rel_summary(pred, true) -> dict:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.abs(pred / true - 1.0)
+    rel = rel[np.isfinite(rel)]
+    if rel.size == 0:
+        return {"n": 0}
+    return {"median": float(np.median(rel)), "p90": float(np.percentile(rel, 90)),
+            "mean": float(np.mean(rel)), "n": int(rel.size)}
+
+
+def _dex_summary(pred_log, true_log) -> dict:
+    d = np.abs(np.asarray(pred_log) - true_log)
+    return {"median": float(np.median(d)), "rms": float(np.sqrt(np.mean(d ** 2)))}
+
+
+def evaluate(table: GridTable, scenarios=SCENARIOS, cfg=None, out_dir=None, seed: int = 0,
+             fraction: float = 0.2, progress: bool = False) -> dict:
+    """Hide known entries by scenario, complete, and score model vs baselines on the holes.
+
+    Metrics on the total (sum of channels; JLODK column 5) and per channel: relative error
+    |pred / true - 1| (median, p90, mean) and |log10 error| [dex]; for the model also the
+    coverage of its 68 % / 95 % intervals on the holes (sigma recalibrated on a calibration
+    split of the *visible* entries only). Baselines, on the same holes and built from the
+    same visible entries: linear interpolation of log10 kappa along the last axis (T) within
+    each row; for slices the mean of log10 kappa of the two neighbouring slices; and, as an
+    extra reference, interpolation along the most reliable axis the model ranked first.
+
+    Writes `evaluation.json` and reliability / error plots to out_dir when given.
+    """
+    names = list(table.channels)
+    known0 = ~table.missing()
+    truth_log = {}
+    lt = LogTransform.fit(table.channels, known0)
+    for n in names:
+        truth_log[n] = lt.forward(n, np.nan_to_num(table.channels[n]))
+    true_total = table.total()
+    truth_log["total"] = np.log10(np.maximum(true_total, 1e-300))
+    coords = table.feature_axes()
+    results = {"source": table.source, "shape": list(table.shape), "scenarios": {}}
+    curves = {}
+    for sc in scenarios:
+        for name, hide in scenario_masks(sc, known0, seed, fraction):
+            hide = hide & known0
+            visible = known0 & ~hide
+            masked = GridTable(table.axis_names, table.axes,
+                               {n: np.where(visible, table.channels[n], np.nan) for n in names},
+                               table.log_axes, table.kind, table.source)
+            logging.info("evaluate %s: %d hidden entries", name, int(hide.sum()))
+            res = complete(masked, cfg, out_dir and Path(out_dir) / "work", progress,
+                           label=f"eval-{name}")
+            idx = tuple(np.argwhere(hide).T)
+            entry = {"n_hidden": int(hide.sum()), "pattern": res.report["pattern"],
+                     "train": res.report["train"], "axis_order": res.report["axis_order"],
+                     "calibration_split": {n: {k: v for k, v in c.items() if k != "reliability"}
+                                           for n, c in res.report["calibration"].items()},
+                     "methods": {}}
+            pred_total = res.total[idx]
+            model = {"total": _rel_summary(pred_total, true_total[idx]),
+                     "total_dex": _dex_summary(np.log10(np.maximum(pred_total, 1e-300)),
+                                               truth_log["total"][idx])}
+            for n in names:
+                tv = table.channels[n][idx]
+                pos = tv > 0
+                model[n] = _rel_summary(res.channels[n][idx][pos], tv[pos])
+                model[n]["exact_zero_recovered"] = (float(np.mean(res.channels[n][idx][~pos]
+                                                                  == 0)) if np.any(~pos)
+                                                    else None)
+            resid = res.log_mean["total"][idx] - truth_log["total"][idx]
+            model["coverage_holes"] = ens.interval_coverage(resid, res.sigma["total"][idx])
+            model["coverage_holes_raw"] = ens.interval_coverage(resid, res.sigma_raw["total"][idx])
+            model["coverage_holes_bb"] = ens.interval_coverage(
+                res.log_mean[names[0]][idx] - truth_log[names[0]][idx], res.sigma[names[0]][idx])
+            entry["methods"]["model"] = model
+            entry["slice_selection"] = res.report.get("slice_selection")
+            if res.network_log_total is not None:
+                nl = res.network_log_total[idx]
+                entry["methods"]["model_network_only"] = {
+                    "total": _rel_summary(10.0 ** nl, true_total[idx]),
+                    "total_dex": _dex_summary(nl, truth_log["total"][idx])}
+            curves[name] = ens.reliability_curve(resid, res.sigma["total"][idx])
+            # Baselines on the total's log10 from the visible entries only.
+            lv = np.where(visible, truth_log["total"], np.nan)
+            base = {}
+            b_t = interp_along_axis(lv, visible, table.axes[-1], axis=-1, query=hide)
+            base["baseline_interp_T"] = b_t[idx]
+            if name.startswith("ye_slice"):
+                i = int(name.rsplit("_", 1)[1])
+                b_s = neighbour_slice_mean(lv, i, axis=0)
+                full = np.full(table.shape, np.nan)
+                full[i] = b_s
+                base["baseline_neighbour_slice_mean"] = full[idx]
+            best_axis = table.axis_names.index(res.report["axis_order"][names[0]][0])
+            b_a = interp_along_axis(lv, visible, coords[best_axis], axis=best_axis, query=hide)
+            base[f"reference_interp_{table.axis_names[best_axis]}"] = b_a[idx]
+            for bn, bl in base.items():
+                ok = np.isfinite(bl)
+                entry["methods"][bn] = {
+                    "total": _rel_summary(10.0 ** bl[ok], true_total[idx][ok]),
+                    "total_dex": _dex_summary(bl[ok], truth_log["total"][idx][ok]),
+                    "n_defined": int(ok.sum())}
+            ref_name = ("baseline_neighbour_slice_mean" if name.startswith("ye_slice")
+                        else "baseline_interp_T")
+            ref = entry["methods"][ref_name]["total"]
+            if ref.get("n"):
+                entry["target"] = {
+                    "baseline": ref_name,
+                    "ratio_median_rel_error": model["total"]["median"] / ref["median"],
+                    "ratio_target": 0.5,
+                    "coverage_95": model["coverage_holes"]["0.95"],
+                    "coverage_95_target": [0.90, 0.98]}
+            results["scenarios"][name] = entry
+            if out_dir:
+                ens.write_json(Path(out_dir) / "evaluation.json", results)
+    if out_dir:
+        ens.plot_reliability(curves, Path(out_dir) / "reliability_holes.png",
+                             "coverage on the hidden entries (total)")
+        _plot_errors(results, Path(out_dir) / "errors.png")
+    return results
+
+
+def _plot_errors(results: dict, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    scen = list(results["scenarios"])
+    methods = sorted({m for s in scen for m in results["scenarios"][s]["methods"]})
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(scen), 3.4))
+    w = 0.8 / max(len(methods), 1)
+    for k, m in enumerate(methods):
+        vals = [results["scenarios"][s]["methods"].get(m, {}).get("total", {}).get("median",
+                                                                                   np.nan)
+                for s in scen]
+        ax.bar(np.arange(len(scen)) + k * w, vals, w, label=m)
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(len(scen)) + 0.4 - w / 2)
+    ax.set_xticklabels(scen, fontsize=8)
+    ax.set_ylabel("median |pred/true - 1| (total)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    ens.save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# command line driver (bin/complete)
+def run(config, input_path, output, mask=None, scenarios: Sequence[str] = (),
+        progress: bool = False) -> dict:
+    """Complete a table (or evaluate on it) as configured by configs/complete.py.
+
+    Args:
+      config: ConfigDict with `seed`, `completion` (see completion_config), `table.value_columns`
+        (text tables; comma separated, default the last column) and `evaluate.fraction`.
+      input_path: JLODK root folder or text table. output: output folder (created).
+      mask: optional .npy of the table's shape, True = missing. scenarios: if given (subset of
+        SCENARIOS), hide known entries and score instead of completing.
+    Returns:
+      The report (completion) or the evaluation dict; both are also written under `output`.
+    """
+    vcols = [v.strip() for v in str(config.table.value_columns).split(",") if v.strip()]
+    table = read_table(input_path, mask, vcols)
+    ccfg = dict(config.completion.to_dict(), seed=int(config.seed))
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    if scenarios:
+        bad = [s for s in scenarios if s not in SCENARIOS]
+        if bad:
+            raise ValueError(f"unknown evaluation scenario(s) {bad}; allowed: {list(SCENARIOS)}")
+        return evaluate(table, scenarios, ccfg, out, seed=int(config.seed),
+                        fraction=float(config.evaluate.fraction), progress=progress)
+    if not table.missing().any():
+        raise ValueError(f"{input_path}: no missing entries (no NaN and no --mask); nothing to "
+                         "complete (use --evaluate to score the model on hidden entries)")
+    res = complete(table, ccfg, out / "work", progress)
+    write_outputs(table, res, out)
+    return res.report
+
+
+def summary_text(rep: dict) -> str:
+    """A few human-readable lines from a completion report or an evaluation dict."""
+    lines = []
+    if "scenarios" in rep:
+        for name, e in rep["scenarios"].items():
+            parts = [f"{m}: median rel err {v['total'].get('median', float('nan')):.4g}"
+                     for m, v in e["methods"].items()]
+            cov = e["methods"]["model"]["coverage_holes"]
+            lines.append(f"{name} ({e['n_hidden']} hidden): " + "; ".join(parts)
+                         + f"; coverage 68%={cov['0.68']:.3f} 95%={cov['0.95']:.3f}")
+        return "\n".join(lines)
+    cal = rep["calibration"]["total"]
+    lines.append(f"filled {rep['n_missing']} of {rep['n_entries']} entries (pattern "
+                 f"{rep['pattern']}) in {rep['seconds_total']} s")
+    lines.append(f"sigma scale {cal['sigma_scale']:.3g}; calibration-split coverage "
+                 f"{cal.get('coverage_calibrated', {})}")
+    lines += [f"{k}: {v}" for k, v in rep.get("outputs", {}).items()]
+    return "\n".join(lines)

@@ -1,0 +1,562 @@
+"""Deep ensembles on the entity axis, predictive moments, calibration, and ensemble Surrogates.
+
+An ensemble of K members of any model is K more entities for the one training loop:
+`train_ensemble` calls `EntityData.replicate(K)` (element x member entities sharing data rows,
+each with its own PRNG stream: its own initialisation, dropout and shuffles) and `loop.train`,
+so K members of 28 elements compile and train as one vmap'd step. A member trained inside an
+ensemble is bit-identical to the same member trained alone (same entity id => same stream).
+
+Predictive distribution (Lakshminarayanan et al. 2017): members give means mu_k and, for a
+`GaussianMLP`, variances s_k^2; the ensemble is the equal-weight mixture, with mean
+mean_k(mu_k) and variance mean_k(s_k^2) + var_k(mu_k). Plain regressors (MSE) give the spread
+var_k(mu_k) only.
+
+Calibration: `interval_coverage` (fraction of residuals inside the central Gaussian intervals
+at the given levels), `fit_sigma_scale` (one factor on sigma that best matches observed to
+nominal coverage over levels 5 %..95 %, fitted on a calibration split that must be disjoint
+from the points it is later judged on), `plot_reliability`.
+
+`EnsembleSurrogate` serves a CAE run whose latent MLP was trained as an ensemble by
+`train_latent_ensemble` (bin/train_ensemble): spectra and Planck/Rosseland means as mean and
+standard deviation over members (each member's means computed from its own spectrum).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import special as _special
+
+from opacity_jax.losses import data as data_losses
+from opacity_jax.train import loop
+from opacity_jax.train.task import EntityData, Task
+
+ENSEMBLE_LABEL = "latent_mlp_ensemble"
+DEFAULT_LEVELS = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2).tolist())
+
+
+# --------------------------------------------------------------------------------------------
+# models and tasks
+class GaussianMLP(nn.Module):
+    """MLP with a mean and a log-variance head: (B, n_in) -> ((B, n_out), (B, n_out)).
+
+    SiLU hidden layers (smooth, so the fitted function and its derivatives are smooth);
+    log-variance clipped to [min_log_var, max_log_var] so the NLL cannot run away on points it
+    fits exactly.
+    """
+
+    hidden: Sequence[int] = (128, 128, 128)
+    n_out: int = 1
+    min_log_var: float = -16.0
+    max_log_var: float = 12.0
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        h = x
+        for width in self.hidden:
+            h = nn.silu(nn.Dense(width)(h))
+        mu = nn.Dense(self.n_out)(h)
+        log_var = jnp.clip(nn.Dense(self.n_out)(h), self.min_log_var, self.max_log_var)
+        return mu, log_var
+
+
+def gaussian_nll_task(model: GaussianMLP, name: str = "gaussian_mlp", beta: float = 0.5,
+                      x_key: str = "x", y_key: str = "y") -> Task:
+    """Heteroscedastic regression task: training loss = beta-NLL, validation loss = MSE of mu.
+
+    beta-NLL (Seitzer et al. 2022) weights each point's Gaussian NLL by stop_grad(var)^beta;
+    beta = 0 is the plain NLL, which lets the mean under-fit hard points by inflating their
+    variance. Validation (early stopping) uses the mean's MSE, i.e. accuracy first.
+    batch[x_key] (B, n_in), batch[y_key] (B, n_out) standardized targets, batch['weight'] (B,).
+    """
+    def init(rng, batch):
+        return model.init(rng, batch[x_key])
+
+    def loss(params, batch, rng):
+        mu, log_var = model.apply(params, batch[x_key])
+        var = jnp.exp(log_var)
+        nll = 0.5 * (log_var + (batch[y_key] - mu) ** 2 / var)
+        if beta:
+            nll = nll * jax.lax.stop_gradient(var) ** beta
+        return data_losses.masked_mean(jnp.sum(nll, -1), batch["weight"]), {}
+
+    def eval_loss(params, batch):
+        mu, _ = model.apply(params, batch[x_key])
+        return data_losses.mse(mu, batch[y_key], batch["weight"]), {}
+
+    return Task(name, init, loss, eval_loss)
+
+
+# --------------------------------------------------------------------------------------------
+# training
+@dataclasses.dataclass
+class EnsembleResult:
+    """Outcome of `train_ensemble`.
+
+    params: pytree with leading axis n_entities * members (member-fastest, as
+      `EntityData.replicate`); `member_params` reshapes it to (n_entities, members, ...).
+    n_entities, members: the two factors; result: the loop's TrainResult.
+    """
+
+    params: object
+    n_entities: int
+    members: int
+    result: loop.TrainResult
+
+    def member_params(self):
+        """Params with leading axes (n_entities, members)."""
+        return jax.tree_util.tree_map(
+            lambda a: a.reshape((self.n_entities, self.members) + a.shape[1:]), self.params)
+
+
+def train_ensemble(task: Task, train_data: EntityData, val_data: EntityData,
+                   cfg: loop.LoopConfig, members: int, workdir=None, label: str = "ensemble",
+                   meta: Optional[dict] = None, progress: bool = False,
+                   trainer: Optional[loop.Trainer] = None) -> EnsembleResult:
+    """K members per entity of `train_data`, trained together by the shared loop.
+
+    Args:
+      task: any Task (FC-NN, latent MLP, cross-section net, GaussianMLP...).
+      train_data / val_data: EntityData with n_entities entities (one data row each or shared).
+      cfg: LoopConfig (its seed, with each member's entity id, seeds the member's stream).
+      members: K >= 1. workdir / label / meta / progress / trainer: passed to `loop.train`
+        (reuse one `loop.Trainer(task, cfg)` across calls with equal shapes to compile once).
+    Returns:
+      EnsembleResult with params of leading axis n_entities * K.
+    """
+    members = int(members)
+    if members < 1:
+        raise ValueError(f"ensemble members must be >= 1, got {members}")
+    tr, va = train_data.replicate(members), val_data.replicate(members)
+    res = loop.train(task, tr, va, cfg, workdir, meta=meta, progress=progress, label=label,
+                     trainer=trainer)
+    return EnsembleResult(res.params, train_data.n_entities, members, res)
+
+
+def predict_members(apply_fn: Callable, params, x: np.ndarray, chunk: int = 65536):
+    """Apply every member (leading params axis M) to the same inputs, in chunks.
+
+    Args:
+      apply_fn: (params of one member, (B, n_in)) -> array or tuple of arrays (B, ...).
+      params: pytree with leading member axis M. x: (N, n_in) float32.
+    Returns:
+      numpy array(s) (M, N, ...), mirroring apply_fn's output structure.
+    """
+    try:
+        f = _PREDICT_CACHE.get(apply_fn)
+    except TypeError:       # unhashable apply_fn: no reuse
+        f = None
+    if f is None:
+        f = jax.jit(jax.vmap(apply_fn, in_axes=(0, None)))
+        try:
+            _PREDICT_CACHE[apply_fn] = f
+        except TypeError:
+            pass
+    outs = []
+    for i in range(0, max(len(x), 1), chunk):
+        xb = np.asarray(x[i:i + chunk])
+        n = len(xb)
+        # Pad to a power of two so calls with different N reuse a few compiled shapes.
+        size = min(chunk, max(256, 1 << max(n - 1, 1).bit_length()))
+        pad = np.zeros((size - n,) + xb.shape[1:], xb.dtype)
+        out = f(params, jnp.asarray(np.concatenate([xb, pad])))
+        outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:, :n], out))
+    return jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=1), *outs)
+
+
+_PREDICT_CACHE: dict = {}
+
+
+def mixture_moments(mu, var=None, axis: int = 0):
+    """Mean and standard deviation of an equal-weight mixture of members along `axis`.
+
+    Args:
+      mu: (..., M, ...) member means; var: same shape member variances, or None (spread only).
+    Returns:
+      (mean, std) with `axis` removed; std^2 = mean(var) + var(mu) (population variance).
+    """
+    mu = np.asarray(mu, np.float64)
+    mean = mu.mean(axis)
+    total = mu.var(axis)
+    if var is not None:
+        total = total + np.asarray(var, np.float64).mean(axis)
+    return mean, np.sqrt(total)
+
+
+# --------------------------------------------------------------------------------------------
+# calibration
+def z_of_level(levels) -> np.ndarray:
+    """Half-widths (in sigma) of the central Gaussian intervals with the given coverages."""
+    levels = np.asarray(levels, np.float64)
+    if np.any((levels <= 0) | (levels >= 1)):
+        raise ValueError(f"coverage levels must lie in (0, 1), got {levels.tolist()}")
+    return _special.ndtri(0.5 + levels / 2)
+
+
+def interval_coverage(residual, sigma, levels=(0.68, 0.95)) -> Dict[str, float]:
+    """Observed fraction of |residual| <= z(level) * sigma for each nominal level.
+
+    Args:
+      residual: (N,) prediction - truth; sigma: (N,) predicted standard deviation (same units).
+      levels: nominal central-interval coverages in (0, 1).
+    Returns:
+      {f"{level:g}": fraction} (NaN when N = 0).
+    """
+    r = np.abs(np.asarray(residual, np.float64)).ravel()
+    s = np.asarray(sigma, np.float64).ravel()
+    if r.shape != s.shape:
+        raise ValueError(f"residual {r.shape} and sigma {s.shape} differ in size")
+    out = {}
+    for lvl, z in zip(np.atleast_1d(levels), z_of_level(np.atleast_1d(levels))):
+        out[f"{float(lvl):g}"] = float(np.mean(r <= z * s)) if r.size else float("nan")
+    return out
+
+
+def reliability_curve(residual, sigma, levels=DEFAULT_LEVELS):
+    """(levels (L,), observed coverage (L,)) for a reliability plot."""
+    cov = interval_coverage(residual, sigma, levels)
+    return np.asarray(levels, np.float64), np.asarray(list(cov.values()))
+
+
+def fit_sigma_scale(residual, sigma, levels=DEFAULT_LEVELS, bounds=(1e-3, 1e4),
+                    n_grid: int = 801) -> float:
+    """One factor s on sigma minimising sum over levels of |coverage(s sigma) - level|.
+
+    Matching the whole reliability curve (rather than maximising the Gaussian likelihood)
+    keeps heavy-tailed residuals from inflating sigma everywhere. Fit it on a calibration split
+    disjoint from the points it will be judged on.
+
+    Args:
+      residual, sigma: (N,) calibration residuals and predicted standard deviations.
+      levels: nominal levels; bounds: search range of s (log grid of n_grid points).
+    Returns:
+      s (float); 1.0 when there are no calibration points.
+    """
+    r = np.abs(np.asarray(residual, np.float64)).ravel()
+    s = np.maximum(np.asarray(sigma, np.float64).ravel(), 1e-300)
+    if r.size == 0:
+        return 1.0
+    ratio = np.sort(r / s)
+    z = z_of_level(levels)
+    grid = np.geomspace(bounds[0], bounds[1], n_grid)
+    # coverage(scale) at level l = fraction of ratio <= z_l * scale: one searchsorted per level.
+    cov = np.searchsorted(ratio, z[None, :] * grid[:, None], side="right") / ratio.size
+    err = np.abs(cov - np.asarray(levels)[None, :]).sum(1)
+    return float(grid[int(np.argmin(err))])
+
+
+def calibration_summary(residual, sigma, scale: float = 1.0, levels=(0.68, 0.95)) -> dict:
+    """Coverage before and after scaling sigma by `scale`, plus the scale and N."""
+    return {"n": int(np.size(residual)), "sigma_scale": float(scale),
+            "coverage_raw": interval_coverage(residual, sigma, levels),
+            "coverage_calibrated": interval_coverage(residual, np.asarray(sigma) * scale,
+                                                     levels)}
+
+
+def plot_reliability(curves: Dict[str, tuple], path, title: str = "") -> Path:
+    """Reliability plot: observed vs nominal central-interval coverage, one line per curve.
+
+    curves: name -> (levels (L,), observed (L,)). Writes a PNG atomically; returns the path.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="ideal")
+    for name, (lv, obs) in curves.items():
+        ax.plot(lv, obs, "o-", ms=3, label=name)
+    for lvl in (0.68, 0.95):
+        ax.axvline(lvl, color="0.85", lw=0.8, zorder=0)
+    ax.set_xlabel("nominal coverage of the central interval")
+    ax.set_ylabel("observed coverage")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path) -> Path:
+    """Save a matplotlib figure atomically (temp file + rename) and close it."""
+    import matplotlib.pyplot as plt
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json(path, obj) -> Path:
+    """Write JSON atomically (temp file in the same folder + rename); numpy scalars allowed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def default(o):
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, Path):
+            return str(o)
+        raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1, default=default)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# ensembles through the Surrogate (CAE + latent-MLP path)
+def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] = None,
+                          progress: bool = False) -> dict:
+    """Add a K-member latent-MLP ensemble to a trained CAE workdir.
+
+    Re-encodes every node with the workdir's CAE, rebuilds the latent targets and features
+    exactly as `experiment.run_cae` (same split, standardizers, hidden sizes), trains K members
+    per element with `train_ensemble` (label `latent_mlp_ensemble`), and records
+    `meta['ensemble'] = {'members', 'label', 'hidden'}` in model.json. The single latent MLP and
+    XGBoost stay untouched, so `Surrogate.load` works as before.
+
+    Args:
+      workdir: a CAE run directory (bin/train --config=configs/cae.py).
+      members: K. train_cfg: overrides of config.latent.mlp_train (e.g. {'epochs': 300}).
+    Returns:
+      summary dict (members, epochs_run, seconds).
+    """
+    from ml_collections import ConfigDict
+
+    from opacity_jax.data import transforms
+    from opacity_jax.models.cae import CAE
+    from opacity_jax.models.fcnn import MLP
+    from opacity_jax.surrogate import _restore_params
+    from opacity_jax.train import experiment
+    from opacity_jax.train.task import pack_ragged
+
+    workdir = Path(workdir)
+    mf = workdir / experiment.MODEL_FILE
+    if not mf.exists():
+        raise FileNotFoundError(f"{mf} not found: train the CAE first (bin/train)")
+    meta = json.loads(mf.read_text())
+    if meta.get("model") != "cae":
+        raise ValueError(f"{mf}: model is {meta.get('model')!r}; latent ensembles need a 'cae' "
+                         "run")
+    cfg = ConfigDict(json.loads((workdir / "config.json").read_text()))
+    ds = experiment.load_data(cfg.data)
+    if ds.elements.tolist() != meta["elements"]:
+        raise ValueError(f"dataset elements {ds.elements.tolist()} differ from the model's "
+                         f"{meta['elements']} in {mf}")
+    shape = tuple(meta["split"]["shape"])
+
+    def mask(name):
+        m = np.zeros(int(np.prod(shape)), bool)
+        m[meta["split"][name]] = True
+        return m.reshape(shape)
+
+    train, val = mask("train"), mask("val")
+    scaling = experiment.SpectrumScaling.from_dict(meta["scaling"])
+    y = scaling.forward(ds.kappa.astype(np.float64)).astype(np.float32)
+    n_z, n_t, n_r, n_e = y.shape
+    c = meta["cae"]
+    cae = CAE(n_bins=c["n_bins"], latent_dim=c["latent_dim"], channels=tuple(c["channels"]),
+              kernel=c["kernel"], strides=tuple(c.get("strides", ())))
+    z_all = experiment.encode_all(cae, _restore_params(workdir, "cae"),
+                                  y.reshape(n_z, n_t * n_r, n_e)).reshape(n_z, n_t, n_r, -1)
+    lat = meta["latent"]
+    zs = (z_all - np.asarray(lat["z_mean"])[:, None, None]) / np.asarray(lat["z_std"])[:, None,
+                                                                                         None]
+    xs = transforms.Standardizer.from_dict(lat["x_standardizer"]).transform(
+        experiment.conditions(ds)).astype(np.float32)
+    hidden = tuple(lat.get("mlp_hidden", cfg.latent.mlp_hidden))
+    mlp = MLP(hidden=hidden, n_out=c["latent_dim"])
+    tr = pack_ragged([{"x": xs[train[e]], "y": zs[e][train[e]].astype(np.float32)}
+                      for e in range(n_z)])
+    va = pack_ragged([{"x": xs[val[e]], "y": zs[e][val[e]].astype(np.float32)}
+                      for e in range(n_z)])
+    section = dict(cfg.latent.mlp_train)
+    section.update(train_cfg or {})
+    section.setdefault("seed", int(cfg.seed))
+    lcfg = loop.LoopConfig.from_config(section)
+    from opacity_jax.train.experiment import regression_task
+    res = train_ensemble(regression_task(mlp, "latent_mlp"), tr, va, lcfg, members, workdir,
+                         label=ENSEMBLE_LABEL, meta=meta, progress=progress)
+    meta["ensemble"] = {"members": int(members), "label": ENSEMBLE_LABEL,
+                        "hidden": list(hidden)}
+    write_json(mf, meta)
+    return {"members": int(members), "epochs_run": res.result.epochs_run,
+            "seconds": round(res.result.seconds, 1)}
+
+
+class EnsembleSurrogate:
+    """Mean and standard deviation over the members of a latent-MLP ensemble (CAE runs).
+
+        s = EnsembleSurrogate.load("runs/cae")          # after bin/train_ensemble
+        mean, std = s.spectrum("Nd", [0.3], [1e-13])    # (N, nE) each, cm^2/g
+        kp_mean, kp_std = s.planck_mean("Nd", 0.3, 1e-13)
+
+    Every query goes through the same domain checks as `Surrogate`; members share the CAE
+    decoder (its reconstruction error is common to all members and not in the spread).
+    """
+
+    def __init__(self, base, member_params, members: int):
+        self.base = base                      # a Surrogate (domain, decoder, scalings)
+        self.members = int(members)
+        self._mp = member_params              # leaves (members, nZ, ...)
+        self._jit = jax.jit(self._members_impl, static_argnums=0)
+
+    @classmethod
+    def load(cls, workdir, on_domain_error: str = "raise") -> "EnsembleSurrogate":
+        """Load a CAE workdir that holds a latent ensemble (see `train_latent_ensemble`)."""
+        from opacity_jax.surrogate import Surrogate, _restore_params
+        from opacity_jax.train import experiment
+        workdir = Path(workdir)
+        meta = json.loads((workdir / experiment.MODEL_FILE).read_text())
+        ens = meta.get("ensemble")
+        if not ens:
+            raise ValueError(f"{workdir} holds no ensemble; run bin/train_ensemble "
+                             f"--workdir={workdir} first")
+        k = int(ens["members"])
+        flat = _restore_params(workdir, ens["label"])
+        n_z = len(meta["elements"])
+        # Entities are element-major, member-fastest (EntityData.replicate).
+        mp = jax.tree_util.tree_map(
+            lambda a: jnp.swapaxes(a.reshape((n_z, k) + a.shape[1:]), 0, 1), flat)
+        params = {"cae": _restore_params(workdir, "cae"),
+                  "mlp": jax.tree_util.tree_map(lambda a: a[0], mp)}
+        meta = dict(meta, latent=dict(meta["latent"], mlp_hidden=ens["hidden"]))
+        base = Surrogate(meta, params, None, "mlp", on_domain_error)
+        return cls(base, mp, k)
+
+    def _members_impl(self, pos, mp, t, r):
+        b = self.base
+        feats = b._features(t, r)
+
+        def one(p):
+            p = jax.tree_util.tree_map(lambda a: a[pos], p)
+            return b._to_kappa(b._decode_impl(pos, b._mlp.apply(p, feats)), pos)
+
+        return jax.vmap(one)(mp)
+
+    def spectrum_members(self, element, temperature_ev, density_gcc) -> np.ndarray:
+        """(K, N, nE) member spectra [cm^2/g] at N (T [eV], rho [g/cm^3]) points."""
+        pos = self.base.element_position(element)
+        t, r = self.base._check(temperature_ev, density_gcc)
+        return np.asarray(self._jit(pos, self._mp, jnp.asarray(t, jnp.float32),
+                                    jnp.asarray(r, jnp.float32)))
+
+    def spectrum(self, element, temperature_ev, density_gcc):
+        """(mean, std) over members of kappa [cm^2/g], each (N, nE)."""
+        k = self.spectrum_members(element, temperature_ev, density_gcc)
+        return k.mean(0), k.std(0)
+
+    def _mean_members(self, kind, element, temperature_ev, density_gcc):
+        from opacity_jax import _compat
+        from opacity_jax.physics import planck
+        k = self.spectrum_members(element, temperature_ev, density_gcc)
+        t = np.broadcast_arrays(np.atleast_1d(temperature_ev), np.atleast_1d(density_gcc))[0]
+        fn = planck.planck_mean if kind == "planck" else planck.rosseland_mean
+        # float64: cold spectra reach ~1e-100 cm^2/g and must not flush to zero.
+        with _compat.enable_x64():
+            return np.asarray(fn(jnp.asarray(k.astype(np.float64)), self.base.energy_edges_ev,
+                                 jnp.asarray(np.asarray(t, np.float64))))
+
+    def planck_mean(self, element, temperature_ev, density_gcc):
+        """(mean, std) over members of each member's band-limited Planck mean [cm^2/g], (N,)."""
+        m = self._mean_members("planck", element, temperature_ev, density_gcc)
+        return m.mean(0), m.std(0)
+
+    def rosseland_mean(self, element, temperature_ev, density_gcc):
+        """(mean, std) over members of each member's band-limited Rosseland mean [cm^2/g]."""
+        m = self._mean_members("rosseland", element, temperature_ev, density_gcc)
+        return m.mean(0), m.std(0)
+
+
+def calibrate_workdir(workdir, out_dir=None, eps: float = 1e-10) -> dict:
+    """Calibration report of a CAE workdir's latent ensemble on its held-out test nodes.
+
+    Uncertainty = member spread of log10(kappa + eps) per energy bin and of log10 of each
+    member's Planck / Rosseland mean. One sigma scale per quantity is fitted on the workdir's
+    *validation* nodes (disjoint from the test nodes) and judged on the test nodes.
+
+    Args:
+      workdir: CAE run directory holding an ensemble (bin/train_ensemble).
+      out_dir: where to write ensemble_calibration.json and ensemble_reliability.png
+        (default <workdir>/eval).
+    Returns:
+      {quantity: {sigma_scale, coverage_raw/calibrated on test, n_test, n_val}}.
+    """
+    from ml_collections import ConfigDict
+
+    from opacity_jax.train import experiment
+    workdir = Path(workdir)
+    s = EnsembleSurrogate.load(workdir, on_domain_error="warn")
+    meta = s.base.meta
+    ds = experiment.load_data(ConfigDict(json.loads((workdir / "config.json").read_text())).data)
+    shape = tuple(meta["split"]["shape"])
+
+    def mask(name):
+        m = np.zeros(int(np.prod(shape)), bool)
+        m[meta["split"][name]] = True
+        return m.reshape(shape)
+
+    parts = {"val": mask("val"), "test": mask("test")}
+    res = {q: {p: ([], []) for p in parts} for q in ("log_kappa", "log_planck", "log_rosseland")}
+    for part, m in parts.items():
+        for e, z in enumerate(ds.elements):
+            ti, ri = np.nonzero(m[e])
+            if ti.size == 0:
+                continue
+            t, r = ds.temperature_ev[ti], ds.density_gcc[ri]
+            km = s.spectrum_members(int(z), t, r).astype(np.float64)           # (K, N, nE)
+            truth = ds.kappa[e, ti, ri].astype(np.float64)
+            lk = np.log10(km + eps)
+            mu, sd = lk.mean(0), lk.std(0)
+            res["log_kappa"][part][0].append((mu - np.log10(truth + eps)).ravel())
+            res["log_kappa"][part][1].append(sd.ravel())
+            for q, kind in (("log_planck", "planck"), ("log_rosseland", "rosseland")):
+                from opacity_jax import _compat
+                from opacity_jax.physics import planck
+                fn = planck.planck_mean if kind == "planck" else planck.rosseland_mean
+                with _compat.enable_x64():
+                    pm = np.asarray(fn(jnp.asarray(km), s.base.energy_edges_ev, jnp.asarray(t)))
+                    pt = np.asarray(fn(jnp.asarray(truth), s.base.energy_edges_ev,
+                                       jnp.asarray(t)))
+                lp = np.log10(np.maximum(pm, 1e-300))
+                res[q][part][0].append(lp.mean(0) - np.log10(np.maximum(pt, 1e-300)))
+                res[q][part][1].append(lp.std(0))
+    report, curves = {}, {}
+    for q, d in res.items():
+        rv, sv = (np.concatenate(a) if a else np.zeros(0) for a in d["val"])
+        rt, st = (np.concatenate(a) if a else np.zeros(0) for a in d["test"])
+        scale = fit_sigma_scale(rv, sv)
+        report[q] = dict(calibration_summary(rt, st, scale), n_val=int(rv.size))
+        curves[f"{q} test (calibrated)"] = reliability_curve(rt, st * scale)
+        curves[f"{q} test (raw)"] = reliability_curve(rt, st)
+    out = Path(out_dir) if out_dir is not None else workdir / "eval"
+    write_json(out / "ensemble_calibration.json",
+               {"workdir": str(workdir), "members": s.members, "eps": eps,
+                "scale_fitted_on": "validation nodes (disjoint from test)", "quantities": report})
+    plot_reliability(curves, out / "ensemble_reliability.png", "latent-MLP ensemble, test nodes")
+    return report

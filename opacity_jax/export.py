@@ -1,0 +1,226 @@
+"""Exports for simulation codes: a serialized `jax.export` artifact and opacity tables.
+
+1. Artifact. The fused device pipeline (`opacity_jax.pipeline`) with its weights baked in, as a
+   serialized `jax.export.Exported` (StableHLO + calling convention) with a symbolic batch size:
+
+       write_artifact(pipe, "nd_u.jaxexport")                 # + "nd_u.jaxexport.json"
+       fn = read_artifact("nd_u.jaxexport")
+       out = fn.call(np.int32(0), t, rho)     # element position, (N,) T [eV], (N,) rho [g/cm^3]
+       out["kappa"], out["planck"], out["rosseland"]       # (N, nE), (N,), (N,) cm^2/g
+
+   It needs jax (any version that reads this calling convention) but neither this package nor
+   the workdir; the JSON sidecar lists the element order, the energy grid and the domain.
+   `platforms` can name several backends (e.g. ('cpu', 'cuda')) so one file serves both.
+
+2. Tables. kappa(E) and the band-limited Planck/Rosseland means on a user (T, rho) grid, as HDF5
+   or plain text, for Fortran/C++ radiative-transfer codes (layouts below and in BUILD.md).
+
+   HDF5 (`write_hdf5`), C order (Fortran sees the reversed shapes):
+     /temperature_ev (nT)  /density_gcc (nR)  /energy_edges_ev (nE+1)  /energy_ev (nE)
+     /elements (nZ) atomic numbers
+     /<Symbol>/kappa (nT, nR, nE)  /<Symbol>/planck_mean (nT, nR)  /<Symbol>/rosseland_mean (nT, nR)
+     float32 opacities in cm^2/g, float64 axes; a `units` attribute on every dataset.
+
+   Plain text (`write_text`), whitespace-separated, Fortran list-directed readable:
+     2 comment lines starting with '#'
+     nZ nT nR nE
+     Z(1..nZ)
+     T(1..nT)         [eV]
+     rho(1..nR)       [g/cm^3]
+     E_edges(1..nE+1) [eV]
+     then nZ*nT*nR lines, Z outermost, then T, then rho:
+     Z T rho kappa_P kappa_R kappa(1..nE)           [cm^2/g]
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import opacity_jax
+from opacity_jax.data import grid as _grid
+from opacity_jax.data import io
+from opacity_jax.physics import elements as _el
+
+TEXT_FORMAT_VERSION = 1
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    io._atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+# --------------------------------------------------------------------------------------------
+# jax.export artifact
+def export_pipeline(pipe, platforms: Optional[Sequence[str]] = None):
+    """`jax.export.Exported` of `pipe.apply` with its parameters baked in.
+
+    Args:
+      pipe: `pipeline.DevicePipeline`. platforms: lowering platforms, e.g. ('cpu', 'cuda')
+        (None = the default backend).
+    Returns:
+      Exported with inputs (element position int32 (), T float32 (n,), rho float32 (n,)),
+      n symbolic, and outputs {'kappa': (n, nE), 'planck': (n,), 'rosseland': (n,)} float32.
+    """
+    (n,) = jax.export.symbolic_shape("n")
+    fn = jax.jit(functools.partial(pipe.apply, pipe.params))
+    specs = (jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((n,), jnp.float32),
+             jax.ShapeDtypeStruct((n,), jnp.float32))
+    kw = {} if platforms is None else {"platforms": tuple(platforms)}
+    return jax.export.export(fn, **kw)(*specs)
+
+
+def artifact_metadata(pipe, exported) -> dict:
+    """JSON-able description of an exported pipeline (inputs, outputs, element order, grid)."""
+    dom = getattr(pipe._validate, "domain", None)
+    return {
+        "format": "jax.export serialized Exported",
+        "calling_convention_version": int(exported.calling_convention_version),
+        "platforms": list(exported.platforms),
+        "inputs": ["element_position int32 ()", "temperature_ev float32 (n,)",
+                   "density_gcc float32 (n,)"],
+        "outputs": {"kappa": "float32 (n, nE) cm^2/g", "planck": "float32 (n,) cm^2/g",
+                    "rosseland": "float32 (n,) cm^2/g (band-limited means)"},
+        "elements": [int(z) for z in pipe.elements],
+        "element_symbols": [_el.SYMBOLS[_el.element_index(int(z))] for z in pipe.elements],
+        "energy_edges_ev": pipe.energy_edges_ev.tolist(),
+        "domain": dom,
+        "regressor": pipe.regressor, "dtype": str(pipe.dtype),
+        "jax_version": jax.__version__, "package_version": opacity_jax.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "note": "no domain check inside the artifact: callers must stay inside 'domain'",
+    }
+
+
+def write_artifact(pipe, path, platforms: Optional[Sequence[str]] = None) -> Path:
+    """Serialize `export_pipeline(pipe)` to `path` and its metadata to `path + '.json'`."""
+    path = Path(path)
+    exp = export_pipeline(pipe, platforms)
+    _atomic_bytes(path, bytes(exp.serialize()))
+    meta = json.dumps(artifact_metadata(pipe, exp), indent=1).encode()
+    _atomic_bytes(path.with_name(path.name + ".json"), meta)
+    return path
+
+
+def read_artifact(path):
+    """Deserialize an artifact: returns `jax.export.Exported`; call `.call(pos, t, rho)`."""
+    return jax.export.deserialize(bytearray(Path(path).read_bytes()))
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+def opacity_table(pipe, temperatures_ev, densities_gcc, elements=None) -> dict:
+    """Predictions on the outer-product grid T x rho for several elements.
+
+    Args:
+      pipe: `pipeline.DevicePipeline` (queries validated against its surrogate's domain).
+      temperatures_ev: (nT,) [eV]; densities_gcc: (nR,) [g/cm^3]; elements: symbols / Z
+        (None = every element the model serves).
+    Returns:
+      {'elements': (nZ,) Z, 'temperature_ev': (nT,), 'density_gcc': (nR,),
+       'energy_edges_ev': (nE+1,), 'kappa': (nZ, nT, nR, nE), 'planck': (nZ, nT, nR),
+       'rosseland': (nZ, nT, nR)} numpy; opacities float32 cm^2/g.
+    """
+    t = np.atleast_1d(np.asarray(temperatures_ev, np.float64))
+    r = np.atleast_1d(np.asarray(densities_gcc, np.float64))
+    if t.ndim != 1 or r.ndim != 1:
+        raise ValueError("temperatures_ev and densities_gcc must be 1-D axes")
+    elements = list(pipe.elements) if elements is None else list(elements)
+    tt, rr = np.meshgrid(t, r, indexing="ij")
+    outs = [pipe(e, tt.ravel(), rr.ravel()) for e in elements]
+    zs = [int(pipe.elements[pipe.element_position(e)]) for e in elements]
+    shape = (len(elements), t.size, r.size)
+    return {"elements": np.asarray(zs, np.int32), "temperature_ev": t, "density_gcc": r,
+            "energy_edges_ev": np.asarray(pipe.energy_edges_ev, np.float64),
+            "kappa": np.stack([o["kappa"] for o in outs]).reshape(shape + (-1,)),
+            "planck": np.stack([o["planck"] for o in outs]).reshape(shape),
+            "rosseland": np.stack([o["rosseland"] for o in outs]).reshape(shape)}
+
+
+def _symbol(z) -> str:
+    return _el.SYMBOLS[_el.element_index(int(z))]
+
+
+def write_hdf5(table: dict, path, attrs: Optional[dict] = None) -> Path:
+    """Write an `opacity_table` to HDF5 (layout in the module docstring); returns the path."""
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = "opacity_jax table 1"
+            f.attrs["package_version"] = opacity_jax.__version__
+            f.attrs["means"] = ("band-limited Planck/Rosseland means over the energy grid "
+                                "(opacity_jax.physics.planck)")
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = v
+            e = table["energy_edges_ev"]
+            for name, arr, unit in (("temperature_ev", table["temperature_ev"], "eV"),
+                                    ("density_gcc", table["density_gcc"], "g/cm^3"),
+                                    ("energy_edges_ev", e, "eV"),
+                                    ("energy_ev", _grid.bin_centers_ev(e), "eV (bin centre)"),
+                                    ("elements", table["elements"], "atomic number")):
+                f.create_dataset(name, data=arr).attrs["units"] = unit
+            for i, z in enumerate(table["elements"]):
+                g = f.create_group(_symbol(z))
+                g.attrs["Z"] = int(z)
+                for name, key in (("kappa", "kappa"), ("planck_mean", "planck"),
+                                  ("rosseland_mean", "rosseland")):
+                    d = g.create_dataset(name, data=np.asarray(table[key][i], np.float32))
+                    d.attrs["units"] = "cm^2/g"
+
+    return io._atomic_write(path, write)
+
+
+def write_text(table: dict, path) -> Path:
+    """Write an `opacity_table` as plain text (layout in the module docstring)."""
+    z, t, r = table["elements"], table["temperature_ev"], table["density_gcc"]
+    e = table["energy_edges_ev"]
+    fmt = lambda a: " ".join(f"{float(x):.7e}" for x in np.ravel(a))       # float32 data
+    axis = lambda a: " ".join(f"{float(x):.12e}" for x in np.ravel(a))     # float64 axes
+    lines = [f"# opacity_jax opacity table, text format {TEXT_FORMAT_VERSION}: T [eV], "
+             f"rho [g/cm^3], E edges [eV], kappa [cm^2/g] (band-limited Planck/Rosseland means)",
+             "# nZ nT nR nE / Z / T / rho / E edges / rows: Z T rho kappa_P kappa_R kappa(1:nE)",
+             f"{z.size} {t.size} {r.size} {e.size - 1}", " ".join(str(int(v)) for v in z),
+             axis(t), axis(r), axis(e)]
+    for i in range(z.size):
+        for j in range(t.size):
+            for k in range(r.size):
+                lines.append(f"{int(z[i])} {t[j]:.12e} {r[k]:.12e} "
+                             f"{table['planck'][i, j, k]:.7e} {table['rosseland'][i, j, k]:.7e} "
+                             + fmt(table["kappa"][i, j, k]))
+    _atomic_bytes(Path(path), ("\n".join(lines) + "\n").encode())
+    return Path(path)
+
+
+def read_text(path) -> dict:
+    """Inverse of `write_text` (for tests and Python users); same keys as `opacity_table`."""
+    rows = [ln for ln in Path(path).read_text().splitlines() if ln and not ln.startswith("#")]
+    nz, nt, nr, ne = (int(v) for v in rows[0].split())
+    vec = lambda i: np.asarray(rows[i].split(), np.float64)
+    body = np.asarray([ln.split() for ln in rows[5:]], np.float64)
+    if body.shape != (nz * nt * nr, 5 + ne):
+        raise ValueError(f"{path}: expected {nz * nt * nr} rows of {5 + ne} values, "
+                         f"got {body.shape}")
+    return {"elements": vec(1).astype(np.int32), "temperature_ev": vec(2),
+            "density_gcc": vec(3), "energy_edges_ev": vec(4),
+            "planck": body[:, 3].reshape(nz, nt, nr), "rosseland": body[:, 4].reshape(nz, nt, nr),
+            "kappa": body[:, 5:].reshape(nz, nt, nr, ne)}
+
+
+def log_axis(spec: str) -> np.ndarray:
+    """'a,b,c' (explicit values) or 'min:max:n' (n log-spaced values) -> 1-D float64 array."""
+    s = str(spec).strip()
+    if ":" in s:
+        lo, hi, n = s.split(":")
+        return np.geomspace(float(lo), float(hi), int(n))
+    return np.asarray([float(v) for v in s.split(",") if v.strip()], np.float64)

@@ -1,0 +1,842 @@
+"""Cross-section nets sigma_{vJ}(lambda) for seven molecular ions: data, training, evaluation.
+
+Pipeline (`run_xsec(config, workdir)`, config = configs/xsec.py or configs/xsec_pinn.py):
+
+1. table: the seven-ion table of `data.xsec_generator.generate_xsec_table` at (J_max,
+   n_wavelengths), generated once and cached in `$OPACITY_JAX_CACHE` (`ensure_xsec_table`,
+   keyed by the settings and a hash of the physics sources), or a user's table (`data.path`,
+   a file written by `save_xsec_table`).
+2. split (`data.xsec_generator.split_xsec_table`): test = held-out (v, J) pairs ('levels'),
+   wavelength windows ('wavelength_windows') or whole v levels ('v_levels'); validation (early
+   stopping / LR plateau only) = the same kind of split of the remaining rows (seed + 1).
+3. inputs: descriptors (lambda / lambda_max, v, J, v / v_max, E_vJ / |E_min|, photon energy /
+   |E_min|, position in the wavelength grid; `models.xsec.DESCRIPTORS`) per sample; the nets
+   build their features from them. lambda_min/max, v_max, E_min are properties of each
+   molecule's wavelength grid and level structure, so they never use test data.
+4. target ("output log sigma; MSLE"): sigma is ~1e-17 cm^2, so MSLE of raw sigma is
+   meaningless (log1p(1e-17) ~ 1e-17: every error vanishes). The target is instead
+
+       y = log10( max(sigma, floor * m_vJ) / sigma_ref ),
+
+   sigma_ref the molecule's largest *training* cross-section and m_vJ the largest known (non-test)
+   sigma of the level's curve (its whole curve for levels that are entirely held out). The loss
+   is the masked MSE of y, i.e. the mean squared log10 error of sigma / sigma_ref: the paper's
+   MSLE up to the factor (ln 10)^2 and with log in place of log1p (log1p(x) ~ x for the
+   sigma / sigma_ref << 1 that fill the table, which would weigh every point by its size).
+   The floor (default 1e-3 = eval.threshold) handles exact zeros and clips the deep dips at the
+   nodes of sigma(lambda) to the bottom of the evaluated region, so they cannot dominate the
+   squared log error (98 % of the generated points lie above 1e-3 of their curve's maximum,
+   none below 1e-8 at J_max = 12).
+5. model: seven nets (one per molecule) on the loop's entity axis, trained together by
+   `train.loop.train` with `experiment.regression_task`; ragged molecules (52 to 1723 levels)
+   are padded and masked by `pack_ragged`. With `data.balance` (default) each molecule's
+   training rows are repeated floor(n_max / n_e) times first: the padded steps are computed for
+   every entity anyway, so H2+ (230 levels) gets as many updates per epoch as Na2+ (1723)
+   instead of 1/7 of them, at no extra cost.
+6. artifacts: `model.json` (architecture, per-molecule scales, wavelength grids, levels, split,
+   table provenance incl. generation time) and the orbax checkpoint 'xsec' in the workdir.
+
+`evaluate_xsec(workdir)` writes `<workdir>/eval/metrics.json` and figures: on the held-out rows,
+the median (and p90) of |sigma_pred / sigma_true - 1| over points where sigma_true > threshold
+(1e-3) x the maximum of its own (v, J) curve, the MSLE (natural log) there, per molecule and
+pooled, the same for an interpolation baseline built from the known rows only, the training-row
+error, and the error of the LTE average sum_vJ p_vJ(T) sigma_vJ(lambda) (populations of
+`physics.molecular.lte_weights`, renormalised over the table's levels J <= J_max) built from the
+net alone ('net') and from the table completed by the net where held out ('completed').
+
+`run_report(root)` trains and evaluates the published and the physics-informed nets on the three
+splits (continuous v encoding on 'v_levels'), and writes `report.md` / `report.json`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from ml_collections import ConfigDict
+
+import opacity_jax
+from opacity_jax.data import embedded
+from opacity_jax.data import xsec_generator as xg
+from opacity_jax.errors import DomainError
+from opacity_jax.models import xsec as xsec_models
+from opacity_jax.physics import molecular as _mol
+from opacity_jax.train import experiment, loop
+from opacity_jax.train.task import EntityData, pack_ragged
+
+MODEL_FILE = experiment.MODEL_FILE
+LABEL = "xsec"
+SPLITS = xg.SPLIT_KINDS
+
+
+# ------------------------------------------------------------------------------------ table
+def _physics_hash() -> str:
+    """SHA-256 prefix of the sources that determine the table (any edit regenerates it)."""
+    h = hashlib.sha256()
+    for mod in (_mol, xg):
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _molecule_list(spec) -> list:
+    if spec is None or spec == "" or spec == ():
+        return list(_mol.MOLECULE_NAMES)
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    return [_mol.get_molecule(str(m).strip()).name for m in items]
+
+
+def table_cache_path(molecules: Sequence[str], J_max: int, n_wavelengths: int,
+                     cache_dir=None) -> Path:
+    """Cache file of the generated table with these settings (may not exist yet)."""
+    mols = _molecule_list(molecules)
+    tag = "all7" if mols == list(_mol.MOLECULE_NAMES) else "-".join(
+        m.replace("+", "p") for m in mols)
+    root = Path(cache_dir) if cache_dir is not None else embedded.default_cache_dir()
+    return root / f"xsec_{tag}_J{int(J_max)}_L{int(n_wavelengths)}_{_physics_hash()}.h5"
+
+
+def ensure_xsec_table(molecules: Sequence[str] = _mol.MOLECULE_NAMES, J_max: int = 12,
+                      n_wavelengths: int = 100, cache_dir=None, progress: bool = True) -> Path:
+    """Path of the cached generated table, generating (and timing) it if missing.
+
+    Args:
+      molecules: names (default all seven). J_max: largest J. n_wavelengths: grid points per
+        molecule. cache_dir: default `$OPACITY_JAX_CACHE` or ~/.cache/opacity_jax.
+      progress: progress bar while generating.
+    Returns:
+      Path of an HDF5 table (save_xsec_table format) whose provenance attribute records the
+      settings and `generation_seconds` (wall clock of generate_xsec_table).
+    """
+    path = table_cache_path(molecules, J_max, n_wavelengths, cache_dir)
+    if path.exists():
+        return path
+    mols = _molecule_list(molecules)
+    logging.info("xsec table %s not cached; generating it", path)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(mols), desc=f"generating xsec table (J_max={J_max})",
+                   unit="molecule")
+
+    def tick(info):
+        if bar is not None and info["fraction"] >= 1.0:
+            bar.set_postfix_str(info["molecule"])
+            bar.update(1)
+
+    t0 = time.perf_counter()
+    df = xg.generate_xsec_table(mols, J_max=int(J_max), n_wavelengths=int(n_wavelengths),
+                                progress=tick)
+    seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prov = {"generator": "opacity_jax.data.xsec_generator.generate_xsec_table",
+            "molecules": mols, "J_max": int(J_max), "n_wavelengths": int(n_wavelengths),
+            "physics_hash": _physics_hash(), "generation_seconds": round(seconds, 2),
+            "package_version": opacity_jax.__version__, "n_rows": int(len(df))}
+    xg.save_xsec_table(df, path, provenance=prov)
+    logging.info("wrote %s (%d rows) in %.1f s", path, len(df), seconds)
+    return path
+
+
+def table_provenance(path) -> dict:
+    """The provenance dict stored in an HDF5 table ({} for CSV or when absent)."""
+    path = Path(path)
+    if not path.name.lower().endswith((".h5", ".hdf5")):
+        return {}
+    import h5py
+    with h5py.File(path, "r") as f:
+        raw = f.attrs.get("provenance", "{}")
+    return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+def load_table(data_cfg, progress: bool = True):
+    """(DataFrame, provenance) of the configured table (generated + cached unless data.path)."""
+    mols = _molecule_list(data_cfg.get("molecules", ""))
+    if data_cfg.path:
+        path = Path(data_cfg.path)
+        df = xg.load_xsec_table(path)
+        known = set(df["molecule"].unique())
+        missing = [m for m in mols if m not in known]
+        if data_cfg.get("molecules", ""):
+            if missing:
+                raise ValueError(f"data.molecules {missing} are not in {path}")
+            df = df[df["molecule"].isin(mols)].reset_index(drop=True)
+        prov = dict(table_provenance(path), path=str(path))
+    else:
+        path = ensure_xsec_table(mols, int(data_cfg.J_max), int(data_cfg.n_wavelengths),
+                                 progress=progress)
+        df = xg.load_xsec_table(path)
+        prov = dict(table_provenance(path), path=str(path))
+    return df, prov
+
+
+# ------------------------------------------------------------------------------------- data
+@dataclasses.dataclass
+class MoleculeData:
+    """One molecule's table on its dense (level x wavelength) grid, with split masks.
+
+    Attributes:
+      name; v, J (n_lev,) int; energy (n_lev,) E_vJ [hartree]; lam (n_lam,) [nm] increasing;
+      sigma (n_lev, n_lam) [cm^2]; train / val / test (n_lev, n_lam) bool (disjoint, covering);
+      lam_max [nm]; v_max (>= 1); e_min [hartree] (< 0, the ground level); sigma_ref [cm^2]
+      (largest training sigma); curve_max (n_lev,) [cm^2] largest known (non-test) sigma of
+      each curve (the whole curve where all of it is held out).
+    """
+
+    name: str
+    v: np.ndarray
+    J: np.ndarray
+    energy: np.ndarray
+    lam: np.ndarray
+    sigma: np.ndarray
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    lam_max: float
+    v_max: int
+    e_min: float
+    sigma_ref: float
+    curve_max: np.ndarray
+
+    def descriptors(self, lev: Optional[np.ndarray] = None, lam: Optional[np.ndarray] = None):
+        """(n_lev * n_lam, N_DESCRIPTORS) float32 net inputs of levels `lev` x wavelengths."""
+        lev = np.arange(self.v.size) if lev is None else np.asarray(lev)
+        lam = self.lam if lam is None else np.asarray(lam, np.float64)
+        return make_descriptors(self.v[lev], self.J[lev], self.energy[lev], lam,
+                                self.lam_max, self.v_max, self.e_min, float(self.lam[0]))
+
+    def target(self, floor: float) -> np.ndarray:
+        """(n_lev, n_lam) float32 y = log10(max(sigma, floor m_vJ) / sigma_ref)."""
+        s = np.maximum(self.sigma, floor * self.curve_max[:, None])
+        return (np.log10(s) - np.log10(self.sigma_ref)).astype(np.float32)
+
+
+def make_descriptors(v, J, energy, lam_nm, lam_max: float, v_max: int, e_min: float,
+                     lam_min: float):
+    """Net inputs for levels x wavelengths.
+
+    Args:
+      v, J: (n,) quantum numbers; energy: (n,) E_vJ [hartree]; lam_nm: (m,) [nm];
+      lam_max [nm], v_max, e_min [hartree, < 0], lam_min [nm]: the molecule's scales
+      (MoleculeData; lam_min / lam_max the ends of its wavelength grid).
+    Returns:
+      (n * m, N_DESCRIPTORS) float32, level-major (row i * m + k is level i, wavelength k);
+      columns as models.xsec.DESCRIPTORS.
+    """
+    v = np.asarray(v, np.float64)
+    J = np.asarray(J, np.float64)
+    e = np.asarray(energy, np.float64)
+    lam = np.asarray(lam_nm, np.float64)
+    n, m = v.size, lam.size
+    rep = lambda a: np.repeat(a, m)   # noqa: E731
+    w_rel = _mol.wavelength_to_hartree(lam) / abs(e_min)
+    u = (lam - lam_min) / max(lam_max - lam_min, 1e-300)
+    out = np.stack([np.tile(lam / lam_max, n), rep(v), rep(J), rep(v / max(v_max, 1)),
+                    rep(e / abs(e_min)), np.tile(w_rel, n), np.tile(u, n)], axis=-1)
+    return out.astype(np.float32)
+
+
+def _grid_order(df, name):
+    """Row indices of molecule `name` in (J, v, wavelength) order, as xsec_arrays lays it out."""
+    rows = np.flatnonzero(df["molecule"].to_numpy() == name)
+    sub = df.iloc[rows]
+    order = np.lexsort((sub["wavelength_nm"].to_numpy(), sub["v"].to_numpy(),
+                        sub["J"].to_numpy()))
+    return rows[order]
+
+
+def prepare_data(df, data_cfg, seed: int):
+    """Split the table and lay each molecule out on its grid.
+
+    Args:
+      df: table (XSEC_COLUMNS). data_cfg: config.data (split, test_fraction, val_fraction,
+        n_windows). seed: split seed (validation uses seed + 1).
+    Returns:
+      (list of MoleculeData in table order, XsecSplit of the test split, XsecSplit of the
+      validation split on the non-test rows).
+    """
+    kind = str(data_cfg.split)
+    if kind not in SPLITS:
+        raise ValueError(f"data.split must be one of {SPLITS}, got {kind!r}")
+    nw = int(data_cfg.get("n_windows", 2))
+    sp = xg.split_xsec_table(df, kind, float(data_cfg.test_fraction), int(seed), n_windows=nw)
+    rest = np.flatnonzero(~sp.test)
+    sv = xg.split_xsec_table(df.iloc[rest].reset_index(drop=True), kind,
+                             float(data_cfg.val_fraction), int(seed) + 1, n_windows=nw)
+    val = np.zeros(len(df), bool)
+    val[rest[sv.test]] = True
+    arrays = xg.xsec_arrays(df)
+    out = []
+    for name, a in arrays.items():
+        idx = _grid_order(df, name)
+        shape = a["sigma_cm2"].shape
+        te, va = sp.test[idx].reshape(shape), val[idx].reshape(shape)
+        tr = ~te & ~va
+        sig = a["sigma_cm2"]
+        if not tr.any():
+            raise ValueError(f"{name}: no training rows left after the split")
+        known = np.where(te, -np.inf, sig)
+        cmax = known.max(axis=1)
+        cmax = np.where(np.isfinite(cmax) & (cmax > 0), cmax, sig.max(axis=1))
+        sref = float(sig[tr].max())
+        if not sref > 0:
+            raise ValueError(f"{name}: all training cross-sections are zero")
+        # A curve that is zero everywhere has no scale of its own: floor it at the molecule's.
+        cmax = np.where(cmax > 0, cmax, sref)
+        out.append(MoleculeData(
+            name=name, v=a["v"].astype(np.int64), J=a["J"].astype(np.int64),
+            energy=a["energy_hartree"], lam=a["wavelength_nm"], sigma=sig, train=tr, val=va,
+            test=te, lam_max=float(a["wavelength_nm"].max()), v_max=max(int(a["v"].max()), 1),
+            e_min=float(a["energy_hartree"].min()), sigma_ref=sref, curve_max=cmax))
+    return out, sp, sv
+
+
+def _repeat(n: int, n_target: int) -> int:
+    return max(1, n_target // max(n, 1))
+
+
+def pack(mols: Sequence[MoleculeData], which: str, floor: float,
+         balance: bool = False) -> EntityData:
+    """EntityData (one row per molecule) of the `which` ('train'/'val'/'test') points.
+
+    arrays: 'x' (n_mol, n_max, N_DESCRIPTORS) float32, 'y' (n_mol, n_max) float32 targets.
+    balance: repeat each molecule's rows floor(n_max / n_e) times (module docstring, 5.).
+    """
+    rows = []
+    for m in mols:
+        mask = getattr(m, which)
+        lev, lam = np.nonzero(mask)
+        x = make_descriptors(m.v[lev], m.J[lev], m.energy[lev], np.ones(1), m.lam_max,
+                             m.v_max, m.e_min, float(m.lam[0]))
+        ref = m.descriptors(np.zeros(1, np.int64))       # wavelength columns of the grid
+        for col in (0, 5, 6):
+            x[:, col] = ref[lam, col]
+        rows.append({"x": x, "y": m.target(floor)[lev, lam]})
+    if balance:
+        n_max = max(len(r["y"]) for r in rows)
+        rows = [{k: np.concatenate([a] * _repeat(len(r["y"]), n_max)) for k, a in r.items()}
+                for r in rows]
+    return pack_ragged(rows)
+
+
+def one_hot_sizes(mols: Sequence[MoleculeData]):
+    """(n_v, n_j): one-hot widths shared by every molecule's net (the entity axis needs one)."""
+    return (max(int(m.v.max()) for m in mols) + 1, max(int(m.J.max()) for m in mols) + 1)
+
+
+# -------------------------------------------------------------------------------- training
+def model_from_config(config, n_v: int, n_j: int):
+    """The net of config.model / config.xsec for one-hot widths (n_v, n_j)."""
+    x = config.xsec
+    return xsec_models.make_model(config.model, n_v, n_j, tuple(x.hidden), float(x.dropout),
+                                  str(x.v_encoding), bool(x.kinetic_energy),
+                                  int(x.n_fourier), float(x.fourier_max))
+
+
+def _validate(config):
+    if config.model not in xsec_models.MODELS:
+        raise ValueError(f"config.model must be one of {sorted(xsec_models.MODELS)}, got "
+                         f"{config.model!r}")
+    if str(config.loss.name) != "msle":
+        raise ValueError(f"loss.name must be 'msle' (MSE of log10(sigma / sigma_ref)), got "
+                         f"{config.loss.name!r}")
+    fl = float(config.data.floor)
+    if not 0.0 < fl < 1.0:
+        raise ValueError(f"data.floor must be in (0, 1), got {fl}")
+    if config.data.split == "v_levels" and config.xsec.v_encoding == "onehot":
+        logging.warning("data.split = 'v_levels' with xsec.v_encoding = 'onehot': a held-out v "
+                        "enters through untrained first-layer weights; use 'continuous'")
+
+
+def run_xsec(config, workdir, progress: bool = True) -> dict:
+    """Train the seven cross-section nets into `workdir` (module docstring); resumable.
+
+    Returns a summary dict (epochs, seconds, best validation loss per molecule).
+    """
+    _validate(config)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    # experiment.run writes it too; evaluate_xsec needs it when run_xsec is called directly.
+    experiment._save_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+    t0 = time.perf_counter()
+    seed = int(config.seed)
+    df, prov = load_table(config.data, progress)
+    mols, sp, sv = prepare_data(df, config.data, seed)
+    n_v, n_j = one_hot_sizes(mols)
+    model = model_from_config(config, n_v, n_j)
+    floor = float(config.data.floor)
+    tr = pack(mols, "train", floor, bool(config.data.balance))
+    va = pack(mols, "val", floor)
+    meta = build_meta(config, mols, sp, sv, prov, n_v, n_j)
+    task = experiment.regression_task(model, config.model)
+    lcfg = experiment._loop_cfg(config.train, seed)
+    res = loop.train(task, tr, va, lcfg, workdir, meta=meta, progress=progress, label=LABEL)
+    summary = {"model": config.model, "split": config.data.split,
+               "v_encoding": config.xsec.v_encoding, "epochs_run": res.epochs_run,
+               "train_seconds": round(res.seconds, 1),
+               "best_val": {m.name: float(b) for m, b in zip(mols, res.best_val)},
+               "n_train_points": {m.name: int(m.train.sum()) for m in mols},
+               "seconds_total": round(time.perf_counter() - t0, 1)}
+    meta["train_summary"] = summary
+    experiment._save_json(workdir / MODEL_FILE, meta)
+    return summary
+
+
+def build_meta(config, mols, sp, sv, prov, n_v, n_j) -> dict:
+    """model.json contents: everything XsecSurrogate needs, plus provenance."""
+    held = lambda s: {k: [list(x) if isinstance(x, tuple) else x for x in v]   # noqa: E731
+                      for k, v in s.held_out.items()}
+    return {
+        "package_version": opacity_jax.__version__,
+        "model": config.model,
+        "xsec": {"hidden": [int(h) for h in config.xsec.hidden],
+                 "dropout": float(config.xsec.dropout), "v_encoding": config.xsec.v_encoding,
+                 "kinetic_energy": bool(config.xsec.kinetic_energy),
+                 "n_fourier": int(config.xsec.n_fourier),
+                 "fourier_max": float(config.xsec.fourier_max),
+                 "n_v": int(n_v), "n_j": int(n_j), "descriptors": list(xsec_models.DESCRIPTORS)},
+        "target": {"definition": "log10(max(sigma, floor * m_vJ) / sigma_ref)",
+                   "floor": float(config.data.floor)},
+        "molecules": [m.name for m in mols],
+        "per_molecule": {m.name: {
+            "lam_max_nm": m.lam_max, "v_max": m.v_max, "e_min_hartree": m.e_min,
+            "sigma_ref_cm2": m.sigma_ref, "wavelength_nm": m.lam.tolist(),
+            "levels": {"v": m.v.tolist(), "J": m.J.tolist(), "energy_hartree": m.energy.tolist()}}
+            for m in mols},
+        "split": {"kind": sp.kind, "seed": int(config.seed),
+                  "test_fraction": float(config.data.test_fraction),
+                  "val_fraction": float(config.data.val_fraction), "held_out": held(sp),
+                  "val_held_out": held(sv)},
+        "table": prov,
+    }
+
+
+# ------------------------------------------------------------------------------- inference
+class XsecSurrogate:
+    """Trained cross-section nets loaded from a workdir.
+
+    Attributes: molecules (names); meta (model.json dict).
+    """
+
+    def __init__(self, meta: dict, params):
+        self.meta = meta
+        self.molecules = list(meta["molecules"])
+        x = meta["xsec"]
+        self.model = xsec_models.make_model(meta["model"], x["n_v"], x["n_j"], x["hidden"],
+                                            x["dropout"], x["v_encoding"],
+                                            x["kinetic_energy"], x["n_fourier"],
+                                            x["fourier_max"])
+        self.params = params
+        self._apply = jax.jit(lambda p, xx: self.model.apply(p, xx))
+        self._levels = {}
+        for name in self.molecules:
+            lv = meta["per_molecule"][name]["levels"]
+            self._levels[name] = {(int(a), int(b)): float(e) for a, b, e in
+                                  zip(lv["v"], lv["J"], lv["energy_hartree"])}
+
+    @classmethod
+    def load(cls, workdir) -> "XsecSurrogate":
+        """Load model.json and the best parameters of checkpoint 'xsec'."""
+        from opacity_jax.surrogate import _restore_params
+        workdir = Path(workdir)
+        f = workdir / MODEL_FILE
+        if not f.exists():
+            raise FileNotFoundError(f"{f} not found; train with bin/train "
+                                    f"--config=configs/xsec.py --workdir={workdir}")
+        meta = json.loads(f.read_text())
+        if meta.get("model") not in xsec_models.MODELS:
+            raise ValueError(f"{f}: model {meta.get('model')!r} is not a cross-section net")
+        return cls(meta, _restore_params(workdir, LABEL))
+
+    def _index(self, molecule) -> int:
+        name = molecule if molecule in self.molecules else _mol.get_molecule(molecule).name
+        if name not in self.molecules:
+            raise DomainError(f"molecule {molecule!r} not served; available: {self.molecules}")
+        return self.molecules.index(name)
+
+    def log_sigma_rel(self, molecule, v, J, wavelength_nm) -> np.ndarray:
+        """(n_levels, n_lambda) y = log10(sigma / sigma_ref) predicted for levels x wavelengths.
+
+        Args: molecule name; v, J (n_levels,) ints naming bound levels of the table; wavelength_nm
+        (n_lambda,) inside the molecule's grid range [nm]. DomainError otherwise.
+        """
+        i = self._index(molecule)
+        name = self.molecules[i]
+        pm = self.meta["per_molecule"][name]
+        v = np.atleast_1d(np.asarray(v, np.int64))
+        J = np.atleast_1d(np.asarray(J, np.int64))
+        if v.shape != J.shape or v.ndim != 1:
+            raise ValueError("v and J must be equal-length 1-D arrays")
+        lam = np.atleast_1d(np.asarray(wavelength_nm, np.float64))
+        grid = pm["wavelength_nm"]
+        lo, hi = float(grid[0]), float(grid[-1])
+        if lam.ndim != 1 or np.any(~np.isfinite(lam)) or np.any(lam < lo * (1 - 1e-9)) or \
+                np.any(lam > hi * (1 + 1e-9)):
+            raise DomainError(f"{name}: wavelengths must lie in the trained range "
+                              f"[{lo:.4g}, {hi:.4g}] nm")
+        try:
+            e = np.array([self._levels[name][(int(a), int(b))] for a, b in zip(v, J)])
+        except KeyError as exc:
+            raise DomainError(f"{name}: level (v, J) = {exc.args[0]} is not a bound level of "
+                              f"the table (J <= {max(k[1] for k in self._levels[name])})") \
+                from None
+        x = make_descriptors(v, J, e, lam, pm["lam_max_nm"], pm["v_max"], pm["e_min_hartree"],
+                             float(grid[0]))
+        p = jax.tree_util.tree_map(lambda a: a[i], self.params)
+        y = np.asarray(self._apply(p, jnp.asarray(x)), np.float64)
+        return y.reshape(v.size, lam.size)
+
+    def cross_sections(self, molecule, v, J, wavelength_nm) -> np.ndarray:
+        """(n_levels, n_lambda) predicted sigma [cm^2] (arguments as log_sigma_rel)."""
+        y = self.log_sigma_rel(molecule, v, J, wavelength_nm)
+        name = self.molecules[self._index(molecule)]
+        return 10.0 ** y * self.meta["per_molecule"][name]["sigma_ref_cm2"]
+
+
+# ------------------------------------------------------------------------------ evaluation
+def _load_config(workdir: Path) -> ConfigDict:
+    return ConfigDict(json.loads((workdir / "config.json").read_text()))
+
+
+def interpolation_baseline(m: MoleculeData, kind: str) -> np.ndarray:
+    """Training-free prediction of the test points from the known (non-test) points.
+
+    'levels': log sigma linear in J at fixed v between the nearest known J below and above
+    (the nearest one when only one side exists); 'v_levels': the same in v at fixed J;
+    'wavelength_windows': log sigma linear in log lambda across each window. Levels with no
+    known neighbour at all take the known level closest in energy.
+    Returns (n_lev, n_lam) sigma [cm^2] (known points copied).
+    """
+    known = ~m.test
+    logs = np.log(np.maximum(m.sigma, 1e-300))
+    out = logs.copy()
+    if kind == "wavelength_windows":
+        ll = np.log(m.lam)
+        for i in range(m.v.size):
+            k = known[i]
+            if k.any() and (~k).any():
+                out[i, ~k] = np.interp(ll[~k], ll[k], logs[i, k])
+        return np.exp(out)
+    lev_known = known.all(axis=1)
+    along, fixed = (m.J, m.v) if kind == "levels" else (m.v, m.J)
+    for i in np.flatnonzero(~lev_known):
+        cand = np.flatnonzero(lev_known & (fixed == fixed[i]))
+        if cand.size == 0:
+            cand = np.flatnonzero(lev_known)
+            out[i] = logs[cand[np.argmin(np.abs(m.energy[cand] - m.energy[i]))]]
+            continue
+        lo = cand[along[cand] < along[i]]
+        hi = cand[along[cand] > along[i]]
+        if lo.size and hi.size:
+            a = lo[np.argmax(along[lo])]
+            b = hi[np.argmin(along[hi])]
+            t = (along[i] - along[a]) / (along[b] - along[a])
+            out[i] = (1 - t) * logs[a] + t * logs[b]
+        else:
+            c = lo if lo.size else hi
+            out[i] = logs[c[np.argmin(np.abs(along[c] - along[i]))]]
+    return np.exp(out)
+
+
+def _err_summary(rel: np.ndarray, dlog: np.ndarray) -> dict:
+    if rel.size == 0:
+        return {"n": 0}
+    return {"median_rel": float(np.median(rel)), "p90_rel": float(np.percentile(rel, 90)),
+            "mean_rel": float(np.mean(rel)), "msle": float(np.mean(dlog ** 2)),
+            "n": int(rel.size)}
+
+
+def point_errors(pred, true, region):
+    """(rel, dlog): |pred/true - 1| and ln(pred) - ln(true) at the points of `region`."""
+    p, t = pred[region], true[region]
+    return np.abs(p / t - 1.0), np.log(np.maximum(p, 1e-300)) - np.log(t)
+
+
+def lte_errors(m: MoleculeData, pred: np.ndarray, temperatures_k, threshold: float,
+               J_max: Optional[int] = None) -> dict:
+    """Errors of the LTE-averaged cross-section built from predictions.
+
+    Populations p_vJ(T) of molecular.lte_weights over the table's levels (renormalised).
+    'net': sum p sigma_pred over all levels; 'completed': the true sigma where known, sigma_pred
+    where held out. Errors |avg_pred / avg_true - 1| over wavelengths where avg_true > threshold
+    x its maximum (for 'completed' only those wavelengths where some level is held out: with
+    held-out wavelength windows the rest are exact copies of the table), median and max, per
+    temperature [K].
+    """
+    jm = int(m.J.max()) if J_max is None else int(J_max)
+    pos = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(m.v, m.J))}
+    out = {}
+    completed = np.where(m.test, pred, m.sigma)
+    for t in temperatures_k:
+        levels, w = _mol.lte_weights(m.name, float(t), J_max=jm)
+        idx, ww = [], []
+        for lv, wi in zip(levels, w):
+            i = pos.get((int(lv["v"]), int(lv["J"])))
+            if i is not None:
+                idx.append(i)
+                ww.append(wi)
+        idx, ww = np.asarray(idx), np.asarray(ww)
+        true = _mol.lte_combine(ww, m.sigma[idx])
+        region = true > threshold * true.max()
+        filled = region & m.test.any(axis=0)
+        rec = {"population_in_table": float(ww.sum())}
+        for name, s, reg in (("net", pred, region), ("completed", completed, filled)):
+            avg = _mol.lte_combine(ww, s[idx])
+            rel = np.abs(avg[reg] / true[reg] - 1.0)
+            rec[name] = ({"median_rel": float(np.median(rel)), "max_rel": float(np.max(rel))}
+                         if rel.size else {"median_rel": 0.0, "max_rel": 0.0})
+        out[f"{float(t):g}K"] = rec
+    return out
+
+
+def predict_grids(sur: XsecSurrogate, mols: Sequence[MoleculeData]) -> Dict[str, np.ndarray]:
+    """Predicted sigma [cm^2] on every molecule's full (n_lev, n_lam) grid."""
+    return {m.name: sur.cross_sections(m.name, m.v, m.J, m.lam) for m in mols}
+
+
+def evaluate_xsec(workdir, make_figures: bool = True, progress: bool = False) -> dict:
+    """Evaluate a trained workdir on its held-out rows (module docstring); writes
+    `<workdir>/eval/metrics.json` (+ figures) and returns the metrics dict."""
+    workdir = Path(workdir)
+    cfg = _load_config(workdir)
+    sur = XsecSurrogate.load(workdir)
+    df, _ = load_table(cfg.data, progress)
+    mols, sp, _ = prepare_data(df, cfg.data, int(cfg.seed))
+    held = sur.meta["split"]["held_out"]
+    for m in mols:
+        got = [list(x) if isinstance(x, tuple) else x for x in sp.held_out[m.name]]
+        if json.loads(json.dumps(got)) != held[m.name]:
+            raise ValueError(f"{m.name}: the table's split differs from the one the model was "
+                             f"trained on (was the table regenerated with other settings?)")
+    thr = float(cfg.eval.threshold)
+    temps = [float(t) for t in cfg.eval.temperatures_k]
+    preds = predict_grids(sur, mols)
+    res = {"model": sur.meta["model"], "split": sp.kind,
+           "v_encoding": sur.meta["xsec"]["v_encoding"], "threshold": thr,
+           "per_molecule": {}, "lte": {}}
+    pooled = {"net": ([], []), "baseline": ([], []), "net_train": ([], [])}
+    for m in mols:
+        pred = preds[m.name]
+        base = interpolation_baseline(m, sp.kind)
+        region = m.sigma > thr * m.sigma.max(axis=1, keepdims=True)
+        rec = {}
+        for name, p, mask in (("net", pred, m.test), ("baseline", base, m.test),
+                              ("net_train", pred, m.train)):
+            rel, dl = point_errors(p, m.sigma, region & mask)
+            rec[name] = _err_summary(rel, dl)
+            pooled[name][0].append(rel)
+            pooled[name][1].append(dl)
+        rec["n_test_levels_or_windows"] = len(sp.held_out[m.name])
+        res["per_molecule"][m.name] = rec
+        res["lte"][m.name] = lte_errors(m, pred, temps, thr)
+    res["pooled"] = {k: _err_summary(np.concatenate(a), np.concatenate(b))
+                     for k, (a, b) in pooled.items()}
+    res["mean_of_molecule_medians"] = {
+        k: float(np.mean([res["per_molecule"][m.name][k]["median_rel"] for m in mols
+                          if res["per_molecule"][m.name][k]["n"]]))
+        for k in pooled}
+    res["lte_summary"] = {
+        kind: {t: float(np.median([res["lte"][m.name][t][kind]["median_rel"] for m in mols]))
+               for t in res["lte"][mols[0].name]} for kind in ("net", "completed")}
+    res["train_summary"] = sur.meta.get("train_summary", {})
+    res["table"] = sur.meta.get("table", {})
+    out_dir = workdir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if make_figures:
+        _figures(out_dir, mols, preds, sp.kind, temps, thr)
+    experiment._save_json(out_dir / "metrics.json", res)
+    return res
+
+
+def _pick_levels(m: MoleculeData, kind: str, k: int = 4) -> np.ndarray:
+    """Up to k levels to plot: held-out ones spread over v (any level for window splits)."""
+    cand = np.flatnonzero(m.test.any(axis=1))
+    if cand.size == 0:
+        cand = np.arange(m.v.size)
+    cand = cand[np.argsort(m.v[cand] * 1000 + m.J[cand], kind="stable")]
+    return cand[np.unique(np.linspace(0, cand.size - 1, min(k, cand.size)).round().astype(int))]
+
+
+def _figures(out_dir: Path, mols, preds, kind: str, temps, thr):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    k = 4
+    fig, axes = plt.subplots(len(mols), k, figsize=(3.2 * k, 2.3 * len(mols)), squeeze=False)
+    for r, m in enumerate(mols):
+        lev = _pick_levels(m, kind, k)
+        for c in range(k):
+            ax = axes[r, c]
+            if c >= lev.size:
+                ax.axis("off")
+                continue
+            i = lev[c]
+            ax.semilogy(m.lam, m.sigma[i], "k-", lw=1.2, label="true")
+            ax.semilogy(m.lam, preds[m.name][i], "r--", lw=1.0, label="net")
+            t = m.test[i]
+            if t.any() and not t.all():
+                ax.semilogy(m.lam[t], m.sigma[i, t], "o", ms=2, color="tab:blue",
+                            label="held out")
+            ax.set_title(f"{m.name} v={m.v[i]} J={m.J[i]}" + (" (held out)" if t.all() else ""),
+                         fontsize=8)
+            ax.tick_params(labelsize=7)
+            if r == len(mols) - 1:
+                ax.set_xlabel("wavelength [nm]", fontsize=8)
+            if c == 0:
+                ax.set_ylabel("sigma [cm^2]", fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"true vs predicted sigma(lambda) per (v, J), split '{kind}'", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_dir / "xsec_true_vs_pred.png", dpi=100)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(mols), figsize=(2.8 * len(mols), 2.8), squeeze=False)
+    t = temps[len(temps) // 2] if temps else 5000.0
+    for c, m in enumerate(mols):
+        levels, w = _mol.lte_weights(m.name, t, J_max=int(m.J.max()))
+        pos = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(m.v, m.J))}
+        pairs = [(pos[(int(lv["v"]), int(lv["J"]))], wi) for lv, wi in zip(levels, w)
+                 if (int(lv["v"]), int(lv["J"])) in pos]
+        idx = np.array([p[0] for p in pairs])
+        ww = np.array([p[1] for p in pairs])
+        ax = axes[0, c]
+        ax.semilogy(m.lam, _mol.lte_combine(ww, m.sigma[idx]), "k-", label="true")
+        ax.semilogy(m.lam, _mol.lte_combine(ww, preds[m.name][idx]), "r--", label="net")
+        ax.set_title(f"{m.name} LTE {t:g} K", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "lte_true_vs_pred.png", dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------- report
+def report_arms(base_config, pinn_config, splits: Sequence[str] = SPLITS,
+                onehot_on_v: bool = True):
+    """(name, config) of every run of the report.
+
+    Both nets on every split; on 'v_levels' with xsec.v_encoding = 'continuous' (a held-out v
+    has untrained one-hot weights), plus the published one-hot net there when onehot_on_v.
+    """
+    arms = []
+    for split in splits:
+        for cfg in (base_config, pinn_config):
+            c = copy.deepcopy(cfg)
+            with c.unlocked():
+                c.data.split = split
+                if split == "v_levels":
+                    c.xsec.v_encoding = "continuous"
+            arms.append((f"{split}__{c.model}__{c.xsec.v_encoding}", c))
+        if split == "v_levels" and onehot_on_v:
+            c = copy.deepcopy(base_config)
+            with c.unlocked():
+                c.data.split = split
+                c.xsec.v_encoding = "onehot"
+            arms.append((f"{split}__{c.model}__onehot", c))
+    return arms
+
+
+def run_report(root, base_config, pinn_config, splits: Sequence[str] = SPLITS,
+               onehot_on_v: bool = True, progress: bool = True,
+               overrides: Optional[dict] = None, runs_root=None) -> dict:
+    """Train + evaluate every arm (report_arms), write report.json / report.md under `root`.
+
+    base_config / pinn_config: configs/xsec.py and configs/xsec_pinn.py configs (same preset).
+    Each arm trains in `runs_root/<arm>` (default `root/<arm>`; checkpoints are large, so keep
+    them out of version control) and its figures are copied to `root/figures/`. Finished arms
+    (eval/metrics.json present) are reused; delete an arm's directory to redo it.
+    overrides: {dotted.key: value} applied to both configs (e.g. {'train.max_seconds': 60}).
+    """
+    import shutil
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    runs_root = Path(runs_root) if runs_root is not None else root
+    (root / "figures").mkdir(exist_ok=True)
+    base, pinn = copy.deepcopy(base_config), copy.deepcopy(pinn_config)
+    for c in (base, pinn):
+        with c.unlocked():
+            for key, val in (overrides or {}).items():
+                sec = c
+                parts = key.split(".")
+                for p in parts[:-1]:
+                    sec = sec[p]
+                sec[parts[-1]] = val
+    results = {}
+    for name, cfg in report_arms(base, pinn, splits, onehot_on_v):
+        wd = runs_root / name
+        mfile = wd / "eval" / "metrics.json"
+        if not mfile.exists():
+            print(f"[xsec report] training {name}", flush=True)
+            experiment.run(cfg, wd, progress=progress)
+            evaluate_xsec(wd, make_figures=True)
+        results[name] = json.loads(mfile.read_text())
+        for fig in sorted((wd / "eval").glob("*.png")):
+            shutil.copyfile(fig, root / "figures" / f"{name}__{fig.name}")
+    out = {"preset": base.preset, "arms": results,
+           "table": next(iter(results.values()))["table"] if results else {}}
+    experiment._save_json(root / "report.json", out)
+    (root / "report.md").write_text(report_markdown(out))
+    return out
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f} %"
+
+
+def report_markdown(rep: dict) -> str:
+    """Markdown summary of run_report's dict."""
+    tab = rep.get("table", {})
+    lines = [f"# Cross-section nets: evaluation report (preset '{rep['preset']}')", "",
+             f"Table: {', '.join(tab.get('molecules', []))}; J_max = {tab.get('J_max')}, "
+             f"{tab.get('n_wavelengths')} wavelengths per molecule, {tab.get('n_rows')} rows; "
+             f"generated in {tab.get('generation_seconds')} s (wall clock, "
+             f"`generate_xsec_table`, at first use; cached after).", "",
+             "Errors on held-out rows at points with sigma > 1e-3 of the max of its own (v, J) "
+             "curve: median |sigma_pred / sigma_true - 1| pooled over all molecules' points and "
+             "the mean of the seven per-molecule medians; MSLE = mean (ln sigma_pred - "
+             "ln sigma_true)^2 there; 'interp' = the training-free interpolation baseline on "
+             "the same points; 'train' = the net on its own training points. LTE: median over "
+             "molecules of the median relative error of the LTE average at each T, built from "
+             "the net alone (all levels predicted).", "",
+             "| split | net | v encoding | median (pooled) | mean of mol. medians | p90 | MSLE "
+             "| interp median | train median | LTE " +
+             " | LTE ".join(next(iter(rep["arms"].values()))["lte_summary"]["net"].keys()) +
+             " | epochs | train s |",
+             "|---" * (10 + len(next(iter(rep["arms"].values()))["lte_summary"]["net"])) + "|"]
+    for name, r in rep["arms"].items():
+        p = r["pooled"]
+        lte = " | ".join(_pct(v) for v in r["lte_summary"]["net"].values())
+        ts = r.get("train_summary", {})
+        lines.append(
+            f"| {r['split']} | {r['model']} | {r['v_encoding']} | {_pct(p['net']['median_rel'])}"
+            f" | {_pct(r['mean_of_molecule_medians']['net'])} | {_pct(p['net']['p90_rel'])} | "
+            f"{p['net']['msle']:.4g} | {_pct(p['baseline']['median_rel'])} | "
+            f"{_pct(p['net_train']['median_rel'])} | {lte} | {ts.get('epochs_run', '-')} | "
+            f"{ts.get('train_seconds', '-')} |")
+    lines += ["", "## Per molecule (median relative error, held-out points; net / interp)", ""]
+    mols = list(next(iter(rep["arms"].values()))["per_molecule"].keys())
+    lines.append("| arm | " + " | ".join(mols) + " |")
+    lines.append("|---" * (len(mols) + 1) + "|")
+    for name, r in rep["arms"].items():
+        cells = []
+        for m in mols:
+            pm = r["per_molecule"][m]
+            cells.append(f"{_pct(pm['net'].get('median_rel'))} / "
+                         f"{_pct(pm['baseline'].get('median_rel'))}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "## LTE average from the completed table (true where known, net where held "
+              "out): median over molecules of the median relative error", ""]
+    for name, r in rep["arms"].items():
+        lines.append(f"* {name}: " + ", ".join(f"{t}: {_pct(v)}" for t, v in
+                                               r["lte_summary"]["completed"].items()))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,147 @@
+"""Deep ensembles on the entity axis: members differ, vmap'd == separate, calibration, Surrogate."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from opacity_jax import ensemble as ens
+from opacity_jax.train import loop
+from opacity_jax.train.task import pack_ragged
+
+CFG = loop.LoopConfig(epochs=6, batch_size=16, learning_rate=3e-3, seed=3, eval_every=2,
+                      checkpoint_every=1000)
+
+
+def _data(seed=0, n=48):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (n, 2)).astype(np.float32)
+    y = np.stack([np.sin(2 * x[:, 0]) + x[:, 1], x[:, 0] * x[:, 1]], -1).astype(np.float32)
+    return pack_ragged([{"x": x, "y": y}, {"x": x[: n // 2], "y": -y[: n // 2]}])
+
+
+@pytest.fixture(scope="module")
+def trained():
+    model = ens.GaussianMLP(hidden=(16, 16), n_out=2)
+    task = ens.gaussian_nll_task(model, beta=0.5)
+    data = _data()
+    res = ens.train_ensemble(task, data, data, CFG, members=3)
+    return model, task, data, res
+
+
+def test_members_differ_and_mean_is_the_reported_mean(trained):
+    model, _, data, res = trained
+    assert res.n_entities == 2 and res.members == 3
+    mp = res.member_params()
+    leaf = jax.tree_util.tree_leaves(mp)[0]
+    assert leaf.shape[:2] == (2, 3)
+    assert not np.allclose(leaf[0, 0], leaf[0, 1])           # own init per member
+    x = np.asarray(data.arrays["x"][0, :10])
+    p0 = jax.tree_util.tree_map(lambda a: a[0], mp)            # entity 0's members
+    mu, lv = ens.predict_members(model.apply, p0, x)
+    assert mu.shape == (3, 10, 2) and lv.shape == (3, 10, 2)
+    assert np.all(mu.std(0) > 0)
+    mean, std = ens.mixture_moments(mu, np.exp(lv))
+    np.testing.assert_allclose(mean, mu.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(std ** 2, np.exp(lv).mean(0) + mu.var(0), rtol=1e-5)
+    _, spread = ens.mixture_moments(mu)
+    np.testing.assert_allclose(spread, mu.std(0), rtol=1e-5)
+
+
+def test_vmapped_ensemble_equals_members_trained_separately(trained):
+    _, task, data, res = trained
+    rep = data.replicate(3)
+    for member in (1, 5):               # entity 0 member 1, entity 1 member 2
+        alone = rep.select([member])
+        r = loop.train(task, alone, alone, CFG, progress=False)
+        for a, b in zip(jax.tree_util.tree_leaves(r.params), jax.tree_util.tree_leaves(res.params)):
+            np.testing.assert_allclose(np.asarray(a)[0], np.asarray(b)[member], rtol=2e-5,
+                                       atol=2e-6)
+
+
+def test_train_ensemble_rejects_zero_members(trained):
+    _, task, data, _ = trained
+    with pytest.raises(ValueError, match="members must be >= 1"):
+        ens.train_ensemble(task, data, data, CFG, members=0)
+
+
+def test_coverage_and_sigma_scale():
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=200_000)
+    cov = ens.interval_coverage(r, np.ones_like(r), (0.68, 0.95))
+    assert abs(cov["0.68"] - 0.68) < 0.01 and abs(cov["0.95"] - 0.95) < 0.005
+    # sigma too small by 2: the fitted scale is ~2 and restores the coverage.
+    s = ens.fit_sigma_scale(r, np.full_like(r, 0.5))
+    assert s == pytest.approx(2.0, rel=0.03)
+    s95 = ens.fit_sigma_scale(r, np.full_like(r, 0.5), levels=(0.95,))
+    assert ens.interval_coverage(r, 0.5 * s95 * np.ones_like(r), (0.95,))["0.95"] == \
+        pytest.approx(0.95, abs=0.005)
+    summ = ens.calibration_summary(r, np.full_like(r, 0.5), s)
+    assert summ["coverage_raw"]["0.68"] < 0.45 < summ["coverage_calibrated"]["0.68"]
+    assert ens.fit_sigma_scale([], []) == 1.0
+    with pytest.raises(ValueError, match="differ in size"):
+        ens.interval_coverage(np.ones(3), np.ones(4))
+    with pytest.raises(ValueError, match="levels must lie"):
+        ens.z_of_level([1.0])
+
+
+def test_reliability_plot_and_json_written_atomically(tmp_path):
+    lv, obs = ens.reliability_curve(np.linspace(-2, 2, 50), np.ones(50))
+    p = ens.plot_reliability({"x": (lv, obs)}, tmp_path / "r.png", "t")
+    assert p.exists() and p.stat().st_size > 1000
+    j = ens.write_json(tmp_path / "a.json", {"v": np.float32(1.5), "a": np.arange(2)})
+    assert json.loads(j.read_text()) == {"v": 1.5, "a": [0, 1]}
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+# ---------------------------------------------------------------------------------------------
+# CAE latent-MLP ensemble through the Surrogate
+@pytest.fixture(scope="module")
+def cae_workdir(tiny_workdir, tmp_path_factory):
+    """A copy of the session's tiny CAE workdir (tests/conftest.py) plus a 3-member ensemble."""
+    import shutil
+    wd = tmp_path_factory.mktemp("ens_cae") / "run"
+    shutil.copytree(tiny_workdir, wd)
+    ens.train_latent_ensemble(wd, members=3, train_cfg={"epochs": 8})
+    return wd
+
+
+def test_ensemble_surrogate_mean_std_and_means(cae_workdir):
+    from opacity_jax.errors import DomainError
+    s = ens.EnsembleSurrogate.load(cae_workdir)
+    assert s.members == 3
+    t, r = [0.1, 0.3], [1e-13, 1e-12]
+    km = s.spectrum_members("Nd", t, r)
+    assert km.shape == (3, 2, 48) and np.all(np.isfinite(km)) and np.all(km >= 0)
+    mean, std = s.spectrum("Nd", t, r)
+    np.testing.assert_allclose(mean, km.mean(0), rtol=1e-6)
+    assert np.all(std >= 0) and np.any(std > 0)
+    kp, kp_sd = s.planck_mean("Nd", t, r)
+    kr, kr_sd = s.rosseland_mean("U", t, r)
+    assert kp.shape == kp_sd.shape == (2,) and np.all(kp > 0) and np.all(kp_sd > 0)
+    assert kr.shape == (2,) and np.all(np.isfinite(kr))
+    # Per-member Planck means from the ordinary Surrogate with one member's parameters agree.
+    from opacity_jax.surrogate import Surrogate
+    member = Surrogate(s.base.meta, {"cae": s.base._params["cae"],
+                                     "mlp": jax.tree_util.tree_map(lambda a: a[1], s._mp)})
+    np.testing.assert_allclose(member.spectrum("Nd", t, r), km[1], rtol=2e-4, atol=1e-30)
+    with pytest.raises(DomainError):
+        s.spectrum("Nd", 4.9, 1e-13)
+    with pytest.raises(ValueError, match="no ensemble"):
+        meta = json.loads((cae_workdir / "model.json").read_text())
+        meta.pop("ensemble")
+        other = cae_workdir.parent / "no_ens"
+        other.mkdir(exist_ok=True)
+        (other / "model.json").write_text(json.dumps(meta))
+        ens.EnsembleSurrogate.load(other)
+
+
+def test_calibration_report_of_a_workdir(cae_workdir):
+    rep = ens.calibrate_workdir(cae_workdir)
+    for q in ("log_kappa", "log_planck", "log_rosseland"):
+        c = rep[q]
+        assert c["n"] > 0 and c["n_val"] > 0 and c["sigma_scale"] > 0
+        assert 0 <= c["coverage_calibrated"]["0.95"] <= 1
+    assert (cae_workdir / "eval" / "ensemble_calibration.json").exists()
+    assert (cae_workdir / "eval" / "ensemble_reliability.png").exists()
