@@ -18,7 +18,9 @@ from the points it is later judged on), `plot_reliability`.
 
 `EnsembleSurrogate` serves a CAE run whose latent MLP was trained as an ensemble by
 `train_latent_ensemble` (bin/train_ensemble): spectra and Planck/Rosseland means as mean and
-standard deviation over members (each member's means computed from its own spectrum).
+standard deviation over members (each member's means computed from its own spectrum);
+`calibrate_workdir` reports their coverage on the run's test nodes, with the sigma scale fitted
+on its validation nodes, and draws the reliability plot.
 """
 
 from __future__ import annotations
@@ -338,7 +340,8 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
     exactly as `experiment.run_cae` (same split, standardizers, hidden sizes), trains K members
     per element with `train_ensemble` (label `latent_mlp_ensemble`), and records
     `meta['ensemble'] = {'members', 'label', 'hidden'}` in model.json. The single latent MLP and
-    XGBoost stay untouched, so `Surrogate.load` works as before.
+    XGBoost stay untouched, so `Surrogate.load` works as before. Members are trained on the
+    latent MSE only (the optional decoder fine-tuning stage of run_cae is not applied to them).
 
     Args:
       workdir: a CAE run directory (bin/train --config=configs/cae.py).
