@@ -245,7 +245,7 @@ def run(config, workdir, progress: bool = True) -> dict:
     if config.model in ("xsec", "xsec_pinn"):
         from opacity_jax import xsec_experiment
         return xsec_experiment.run_xsec(config, workdir, progress)
-    raise ValueError(f"config.model must be 'cae', 'fcnn' or 'classifier', got {config.model!r}")
+    raise ValueError(f"config.model must be 'cae', 'fcnn', 'classifier', 'xsec' or 'xsec_pinn', got {config.model!r}")
 
 
 def _base_meta(config, ds, scaling, train, val, test):
