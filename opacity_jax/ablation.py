@@ -137,28 +137,78 @@ def _forward_violation(workdir: Path, config) -> float:
                                                       opts["top_percent"])
 
 
+def cae_config_from_workdir(workdir, mlp_epochs: int = 600, finetune_epochs: int = 0):
+    """(config, CAE checkpoint dir) to run the CAE arms on an already trained autoencoder.
+
+    The config is the workdir's own (same data, split and CAE), with the CAE stage capped at the
+    epochs it ran (so resuming it trains nothing), the latent MLP only, `mlp_epochs` for its
+    first stage and `finetune_epochs` for the decoder fine-tuning stage (0 = off).
+    """
+    from ml_collections import ConfigDict
+    workdir = Path(workdir)
+    cfg = ConfigDict(json.loads((workdir / "config.json").read_text()))
+    meta = json.loads((workdir / experiment.MODEL_FILE).read_text())
+    cfg.train.epochs = int(meta["train_summary"]["cae"]["epochs_run"])
+    cfg.latent.regressor = "mlp"
+    cfg.latent.mlp_train.epochs = int(mlp_epochs)
+    if "finetune_train" in cfg.latent:
+        cfg.latent.finetune_train.epochs = int(finetune_epochs)
+    if "physics" not in cfg.loss:
+        cfg.loss.physics = {"monotonic_bb": 0.0}
+    return cfg, workdir / "checkpoints" / "cae"
+
+
+def _copy_ckpt(src: Path, wd: Path, label: str) -> None:
+    (wd / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if not (wd / "checkpoints" / label).exists():
+        shutil.copytree(src, wd / "checkpoints" / label)
+
+
 def run_forward_ablation(cae_config, fcnn_config, root, gamma: float = 1.0,
-                         progress: bool = False) -> dict:
-    """CAE (+ latent MLP) and FC-NN with and without L_bb; {model: {arm: metrics row}}."""
+                         progress: bool = False, cae_checkpoint=None,
+                         warm_epochs: int = 40) -> dict:
+    """CAE (+ latent MLP) and FC-NN with and without L_bb; {model: {arm: metrics row}}.
+
+    cae_checkpoint: a trained CAE checkpoint directory (see `cae_config_from_workdir`). Then
+      the comparison is a warm start, because L_bb's decoded columns make a latent-MLP epoch
+      ~100x dearer on CPU (vmapped per-element decoders): `cae_base` trains the latent MLP
+      without physics, and both arms resume it (same CAE, MLP, Adam state) for `warm_epochs`
+      more epochs, 'none' without and 'bb' with L_bb, no wall-clock limit.
+      None: the 'none' arm trains the CAE and every other arm reuses it, each training its
+      latent MLP from scratch.
+    """
     root = Path(root)
     out = {}
     for name, base in (("cae", cae_config), ("fcnn", fcnn_config)):
         if base is None:
             continue
         out[name] = {}
+        warm = name == "cae" and cae_checkpoint is not None
+        if warm:
+            base = copy.deepcopy(base)
+            base.latent.mlp_train.max_seconds = 0.0
+            ref = root / "cae_base"
+            if not _done(ref, experiment.MODEL_FILE):
+                _copy_ckpt(Path(cae_checkpoint), ref, "cae")
+                c0 = copy.deepcopy(base)
+                c0.loss.physics.monotonic_bb = 0.0
+                experiment.run(c0, ref, progress=progress)
+            ran = json.loads((ref / experiment.MODEL_FILE).read_text())["train_summary"]
+            base.latent.mlp_train.epochs = int(ran["latent_mlp"]["epochs_run"]) + warm_epochs
         for arm in FORWARD_ARMS:
             c = copy.deepcopy(base)
             c.loss.physics.monotonic_bb = float(gamma) if arm == "bb" else 0.0
             wd = root / f"{name}_{arm}"
-            if name == "cae" and arm != "none" and not _done(wd, experiment.MODEL_FILE):
+            if warm and not _done(wd, experiment.MODEL_FILE):
+                _copy_ckpt(Path(cae_checkpoint), wd, "cae")
+                _copy_ckpt(root / "cae_base" / "checkpoints" / "latent_mlp", wd, "latent_mlp")
+            elif name == "cae" and arm != "none" and not _done(wd, experiment.MODEL_FILE):
                 ref = root / f"{name}_none"
                 ref_meta = json.loads((ref / experiment.MODEL_FILE).read_text())
                 # Same autoencoder in every arm: reuse its checkpoint; epochs = the epochs it
                 # ran, so the resumed CAE stage ends at once and only the latent MLP retrains.
                 c.train.epochs = int(ref_meta["train_summary"]["cae"]["epochs_run"])
-                (wd / "checkpoints").mkdir(parents=True, exist_ok=True)
-                if not (wd / "checkpoints" / "cae").exists():
-                    shutil.copytree(ref / "checkpoints" / "cae", wd / "checkpoints" / "cae")
+                _copy_ckpt(ref / "checkpoints" / "cae", wd, "cae")
             if not _done(wd, experiment.MODEL_FILE):
                 experiment.run(c, wd, progress=progress)
             meta = json.loads((wd / experiment.MODEL_FILE).read_text())
@@ -225,7 +275,8 @@ def tables_markdown(res: dict) -> str:
 
 def run_ablation(classifier_config, root, cae_config=None, fcnn_config=None,
                  encoders=("conv", "attention"), gamma: float = 1.0, delta: float = 1.0,
-                 gamma_forward: float = 1.0, progress: bool = False) -> dict:
+                 gamma_forward: float = 1.0, progress: bool = False,
+                 cae_checkpoint=None) -> dict:
     """Both ablations; writes <root>/ablation.json and <root>/ablation.md and returns the dict.
 
     Pass classifier_config=None (or the forward configs None) to skip a part.
@@ -239,7 +290,7 @@ def run_ablation(classifier_config, root, cae_config=None, fcnn_config=None,
         experiment._save_json(root / "ablation.json", res)
     if cae_config is not None or fcnn_config is not None:
         res["forward"] = run_forward_ablation(cae_config, fcnn_config, root, gamma_forward,
-                                              progress)
+                                              progress, cae_checkpoint=cae_checkpoint)
     experiment._save_json(root / "ablation.json", res)
     (root / "ablation.md").write_text(tables_markdown(res))
     return res

@@ -96,21 +96,21 @@ class Oracle:
 class ActiveConfig:
     """Knobs of `run_experiment` (see configs/active.py for the presets)."""
 
-    elements: tuple = ("Nd", "Er", "U")
+    elements: tuple = ("Nd", "U")
     n_energy: int = 40
     n_temperature: int = grid.N_TEMPERATURES
     n_density: int = grid.N_DENSITIES
     log_eps: float = 1e-10
-    n_initial: int = 20
-    rounds: int = 8
-    k: int = 6
+    n_initial: int = 16
+    rounds: int = 12
+    k: int = 4
     test_fraction: float = 0.25
     members: int = 5
     hidden: tuple = (64, 64, 64)
     seeds: tuple = (0, 1, 2)
     diversity_radius: int = 1
     train: dict = dataclasses.field(default_factory=lambda: dict(
-        epochs=600, batch_size=512, learning_rate=3e-3, plateau_patience=10,
+        epochs=400, batch_size=512, learning_rate=3e-3, plateau_patience=10,
         plateau_factor=0.5, eval_every=10, checkpoint_every=10_000))
 
     def __post_init__(self):

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
@@ -289,24 +287,23 @@ def plot_reliability(curves: Dict[str, tuple], path, title: str = "") -> Path:
 
 
 def save_figure(fig, path) -> Path:
-    """Save a matplotlib figure atomically (temp file + rename) and close it."""
+    """Save a matplotlib figure atomically (io's temp file + fsync + rename) and close it."""
     import matplotlib.pyplot as plt
+
+    from opacity_jax.data import io
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        io._atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120,
+                                                       format=path.suffix.lstrip(".") or "png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
 def write_json(path, obj) -> Path:
-    """Write JSON atomically (temp file in the same folder + rename); numpy scalars allowed."""
+    """Write JSON atomically (io's temp file + fsync + rename); numpy values allowed."""
+    from opacity_jax.data import io
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -319,15 +316,7 @@ def write_json(path, obj) -> Path:
             return str(o)
         raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, default=default)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return io._atomic_write_text(path, json.dumps(obj, indent=1, default=default) + "\n")
 
 
 # --------------------------------------------------------------------------------------------

@@ -748,6 +748,8 @@ def report_markdown(m: dict) -> str:
              "Zbar RMSE |", "|---|---|---|---|---|---|---|---|"]
     for cname, res in m["conditions"].items():
         for meth, r in res.items():
+            if meth == "members":          # per-member summary, not a method
+                continue
             bz = r["log_rho_rmse_dex_by_zbar"]
             lines.append(f"| {cname} | {meth} | {_fmt(r['accuracy'], '.4%')} | "
                          f"{_fmt(r['t_rmse_ev'])} | {_fmt(r['log_rho_rmse_dex'])} | "

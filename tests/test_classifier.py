@@ -138,7 +138,8 @@ def test_tiny_training_beats_chance(tiny_run):
     assert summary["classifier"]["physics"] == {"monotonic_bb_soft": 0.1, "saha_zbar": 0.1}
     m = inverse.evaluate_classifier(wd, make_figures=True,
                                     conditions=[("clean", 0.0, 1), ("noise3%", 0.03, 1)],
-                                    knn_k=(1,))
+                                    knn_k=(1,), per_member=True)
+    assert len(m["conditions"]["clean"]["members"]["t_rmse_ev"]["values"]) == 2
     clean = m["conditions"]["clean"]["classifier"]
     assert clean["accuracy"] > 0.6                      # chance: 1/3
     assert clean["t_rmse_dex"] < 0.5                    # predicting the mean: ~0.8 dex

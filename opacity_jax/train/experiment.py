@@ -188,7 +188,8 @@ def latent_finetune_task(mlp: MLP, cae: CAE, mlp_all, cae_all, z_mean, z_std, lo
     """
     def init(rng, batch):
         r = batch["row"][0]
-        take = lambda t: jax.tree_util.tree_map(lambda a: a[r], t)
+        # jnp: params resumed from a checkpoint are numpy, which a traced index cannot pick.
+        take = lambda t: jax.tree_util.tree_map(lambda a: jnp.asarray(a)[r], t)
         return {"mlp": take(mlp_all), "cae": take(cae_all)}
 
     def loss(params, batch, rng):

@@ -127,7 +127,8 @@ def latent_mlp_hook(physics_cfg, options, *, mlp, cae, cae_params, z_mean, z_std
     xs = jnp.asarray(x_standardizer.transform(feats).astype(np.float32))
     xs = jnp.moveaxis(xs, 0, 1)                                         # (nR, nT, 2)
     zm, zsd = jnp.asarray(z_mean, jnp.float32), jnp.asarray(z_std, jnp.float32)
-    frozen = jax.lax.stop_gradient(cae_params)
+    # jnp arrays: params restored from a checkpoint are numpy, which a traced index cannot pick.
+    frozen = jax.tree_util.tree_map(lambda a: jax.lax.stop_gradient(jnp.asarray(a)), cae_params)
     aux = {"top_percent": float(options["top_percent"])}
     n_groups, n_t = int(options["groups"]), lt.size
 
