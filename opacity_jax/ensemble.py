@@ -16,11 +16,12 @@ at the given levels), `fit_sigma_scale` (one factor on sigma that best matches o
 nominal coverage over levels 5 %..95 %, fitted on a calibration split that must be disjoint
 from the points it is later judged on), `plot_reliability`.
 
-`EnsembleSurrogate` serves a CAE run whose latent MLP was trained as an ensemble by
-`train_latent_ensemble` (bin/train_ensemble): spectra and Planck/Rosseland means as mean and
-standard deviation over members (each member's means computed from its own spectrum);
-`calibrate_workdir` reports their coverage on the run's test nodes, with the sigma scale fitted
-on its validation nodes, and draws the reliability plot.
+Ensembles are served by `opacity_jax.surrogate.Surrogate` (`return_std=True`): an FC-NN trained
+with `fcnn.ensemble = K` (one vmap'd run, element x member entities), or a CAE run whose latent
+MLP was trained as an ensemble by `train_latent_ensemble` (bin/train_ensemble; load with
+`ensemble=True`). `EnsembleSurrogate` is the (mean, std) view of either; `calibrate_workdir`
+reports coverage on the run's test nodes, with the sigma scale fitted on its validation nodes,
+and draws the reliability plot. Cross-section nets: `xsec.ensemble = K` (XsecSurrogate).
 """
 
 from __future__ import annotations
@@ -402,98 +403,69 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
 
 
 class EnsembleSurrogate:
-    """Mean and standard deviation over the members of a latent-MLP ensemble (CAE runs).
+    """(mean, std) over the members of an ensemble workdir: a thin view of `Surrogate`.
 
         s = EnsembleSurrogate.load("runs/cae")          # after bin/train_ensemble
         mean, std = s.spectrum("Nd", [0.3], [1e-13])    # (N, nE) each, cm^2/g
         kp_mean, kp_std = s.planck_mean("Nd", 0.3, 1e-13)
 
-    Every query goes through the same domain checks as `Surrogate`; members share the CAE
-    decoder (its reconstruction error is common to all members and not in the spread).
+    Works for CAE runs with a latent-MLP ensemble (members share the CAE decoder, whose
+    reconstruction error is common to all members and not in the spread) and for FC-NN runs
+    trained with `fcnn.ensemble = K`. Every query goes through the Surrogate's domain checks.
     """
 
-    def __init__(self, base, member_params, members: int):
-        self.base = base                      # a Surrogate (domain, decoder, scalings)
-        self.members = int(members)
-        self._mp = member_params              # leaves (members, nZ, ...)
-        self._jit = jax.jit(self._members_impl, static_argnums=0)
+    def __init__(self, base):
+        self.base = base                      # a Surrogate holding K members
+        self.members = base.members
 
     @classmethod
     def load(cls, workdir, on_domain_error: str = "raise") -> "EnsembleSurrogate":
-        """Load a CAE workdir that holds a latent ensemble (see `train_latent_ensemble`)."""
-        from opacity_jax.surrogate import Surrogate, _restore_params
+        """Load an ensemble workdir (CAE + bin/train_ensemble, or an FC-NN with K >= 2)."""
+        from opacity_jax.surrogate import Surrogate
         from opacity_jax.train import experiment
         workdir = Path(workdir)
-        meta = json.loads((workdir / experiment.MODEL_FILE).read_text())
-        ens = meta.get("ensemble")
-        if not ens:
-            raise ValueError(f"{workdir} holds no ensemble; run bin/train_ensemble "
-                             f"--workdir={workdir} first")
-        k = int(ens["members"])
-        flat = _restore_params(workdir, ens["label"])
-        n_z = len(meta["elements"])
-        # Entities are element-major, member-fastest (EntityData.replicate).
-        mp = jax.tree_util.tree_map(
-            lambda a: jnp.swapaxes(a.reshape((n_z, k) + a.shape[1:]), 0, 1), flat)
-        params = {"cae": _restore_params(workdir, "cae"),
-                  "mlp": jax.tree_util.tree_map(lambda a: a[0], mp)}
-        meta = dict(meta, latent=dict(meta["latent"], mlp_hidden=ens["hidden"]))
-        base = Surrogate(meta, params, None, "mlp", on_domain_error)
-        return cls(base, mp, k)
-
-    def _members_impl(self, pos, mp, t, r):
-        b = self.base
-        feats = b._features(t, r)
-
-        def one(p):
-            p = jax.tree_util.tree_map(lambda a: a[pos], p)
-            return b._to_kappa(b._decode_impl(pos, b._mlp.apply(p, feats)), pos)
-
-        return jax.vmap(one)(mp)
+        mf = workdir / experiment.MODEL_FILE
+        if not mf.exists():
+            raise FileNotFoundError(f"{mf} not found: not a trained workdir (run bin/train)")
+        meta = json.loads(mf.read_text())
+        if meta.get("model") == "fcnn":
+            base = Surrogate.load(workdir, on_domain_error=on_domain_error, ensemble=True)
+            if base.members < 2:
+                raise ValueError(f"{workdir} holds no ensemble: an FC-NN with 1 member (train "
+                                 f"with --config.fcnn.ensemble=K, K >= 2)")
+        else:
+            base = Surrogate.load(workdir, regressor="mlp", on_domain_error=on_domain_error,
+                                  ensemble=True)
+        return cls(base)
 
     def spectrum_members(self, element, temperature_ev, density_gcc) -> np.ndarray:
         """(K, N, nE) member spectra [cm^2/g] at N (T [eV], rho [g/cm^3]) points."""
-        pos = self.base.element_position(element)
-        t, r = self.base._check(temperature_ev, density_gcc)
-        return np.asarray(self._jit(pos, self._mp, jnp.asarray(t, jnp.float32),
-                                    jnp.asarray(r, jnp.float32)))
+        return self.base.spectrum_members(element, temperature_ev, density_gcc)
 
     def spectrum(self, element, temperature_ev, density_gcc):
         """(mean, std) over members of kappa [cm^2/g], each (N, nE)."""
-        k = self.spectrum_members(element, temperature_ev, density_gcc)
-        return k.mean(0), k.std(0)
-
-    def _mean_members(self, kind, element, temperature_ev, density_gcc):
-        from opacity_jax import _compat
-        from opacity_jax.physics import planck
-        k = self.spectrum_members(element, temperature_ev, density_gcc)
-        t = np.broadcast_arrays(np.atleast_1d(temperature_ev), np.atleast_1d(density_gcc))[0]
-        fn = planck.planck_mean if kind == "planck" else planck.rosseland_mean
-        # float64: cold spectra reach ~1e-100 cm^2/g and must not flush to zero.
-        with _compat.enable_x64():
-            return np.asarray(fn(jnp.asarray(k.astype(np.float64)), self.base.energy_edges_ev,
-                                 jnp.asarray(np.asarray(t, np.float64))))
+        return self.base.spectrum(element, temperature_ev, density_gcc, return_std=True)
 
     def planck_mean(self, element, temperature_ev, density_gcc):
         """(mean, std) over members of each member's band-limited Planck mean [cm^2/g], (N,)."""
-        m = self._mean_members("planck", element, temperature_ev, density_gcc)
-        return m.mean(0), m.std(0)
+        return self.base.planck_mean(element, temperature_ev, density_gcc, return_std=True)
 
     def rosseland_mean(self, element, temperature_ev, density_gcc):
         """(mean, std) over members of each member's band-limited Rosseland mean [cm^2/g]."""
-        m = self._mean_members("rosseland", element, temperature_ev, density_gcc)
-        return m.mean(0), m.std(0)
+        return self.base.rosseland_mean(element, temperature_ev, density_gcc, return_std=True)
 
 
 def calibrate_workdir(workdir, out_dir=None, eps: float = 1e-10) -> dict:
-    """Calibration report of a CAE workdir's latent ensemble on its held-out test nodes.
+    """Calibration report of an ensemble workdir (CAE latent ensemble or FC-NN ensemble) on its
+    held-out test nodes.
 
     Uncertainty = member spread of log10(kappa + eps) per energy bin and of log10 of each
     member's Planck / Rosseland mean. One sigma scale per quantity is fitted on the workdir's
     *validation* nodes (disjoint from the test nodes) and judged on the test nodes.
 
     Args:
-      workdir: CAE run directory holding an ensemble (bin/train_ensemble).
+      workdir: CAE run directory holding an ensemble (bin/train_ensemble), or an FC-NN run
+        trained with fcnn.ensemble >= 2.
       out_dir: where to write ensemble_calibration.json and ensemble_reliability.png
         (default <workdir>/eval).
     Returns:
@@ -550,5 +522,7 @@ def calibrate_workdir(workdir, out_dir=None, eps: float = 1e-10) -> dict:
     write_json(out / "ensemble_calibration.json",
                {"workdir": str(workdir), "members": s.members, "eps": eps,
                 "scale_fitted_on": "validation nodes (disjoint from test)", "quantities": report})
-    plot_reliability(curves, out / "ensemble_reliability.png", "latent-MLP ensemble, test nodes")
+    kind = "FC-NN" if meta.get("model") == "fcnn" else "latent-MLP"
+    plot_reliability(curves, out / "ensemble_reliability.png",
+                     f"{kind} ensemble ({s.members} members), test nodes")
     return report

@@ -124,11 +124,15 @@ def evaluate_workdir(workdir, make_figures: bool = True, progress: bool = False)
         for reg in meta["latent"]["regressors"]:
             s = Surrogate.load(workdir, regressor=reg)
             preds[f"cae+{reg}"] = _predict_all(s, elem, t, rho)
+        if meta.get("ensemble"):
+            s = Surrogate.load(workdir, regressor="mlp", ensemble=True)
+            preds[f"cae+mlp_ensemble{s.members}"] = _predict_all(s, elem, t, rho)
         preds["cae_reconstruction (upper bound)"] = _reconstruct(workdir, meta, ds, e_idx, t_idx,
                                                                  r_idx)
     else:
         s = Surrogate.load(workdir)
-        preds["fcnn"] = _predict_all(s, elem, t, rho)
+        name = "fcnn" if s.members == 1 else f"fcnn_ensemble{s.members} (mean)"
+        preds[name] = _predict_all(s, elem, t, rho)
     metrics = {"workdir": str(workdir), "split": meta["split"]["name"],
                "n_test_spectra": int(test.sum()), "n_energy": int(edges.size - 1),
                "methods": {}}
@@ -150,6 +154,10 @@ def evaluate_workdir(workdir, make_figures: bool = True, progress: bool = False)
     if meta["model"] == "cae" and "xgb_importance" in meta["latent"]:
         metrics["xgb_feature_importance"] = meta["latent"]["xgb_importance"]
     out_dir = workdir / "eval"
+    if meta.get("ensemble") or int(meta.get("fcnn", {}).get("members", 1)) > 1:
+        from opacity_jax import ensemble as ensemble_lib
+        # Coverage on the test nodes, sigma scale fitted on the (disjoint) validation nodes.
+        metrics["ensemble_calibration"] = ensemble_lib.calibrate_workdir(workdir, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / ".metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=1))

@@ -93,7 +93,11 @@ class DevicePipeline:
                 trees_lib.TreeTable.from_booster(boosters[int(z)], best[int(z)])
                 for z in s.elements])
         else:
-            latent = s._params["mlp"]
+            if s.members != 1:
+                raise ValueError(f"the device pipeline serves one latent MLP; this surrogate "
+                                 f"holds a {s.members}-member ensemble (load it with "
+                                 f"ensemble=False)")
+            latent = jax.tree_util.tree_map(lambda a: a[0], s._params["mlp"])
         params = {"cae": s._params["cae"], "latent": latent, "x_mean": s._x_mean,
                   "x_std": s._x_std, "z_mean": s._z_mean, "z_std": s._z_std, "scale": s._scale}
         return cls(cae=s._cae, mlp=getattr(s, "_mlp", None), params=params,

@@ -5,6 +5,15 @@
     kp = s.planck_mean("Nd", 0.3, 1e-13)               # cm^2/g
     dk_dt, dk_drho = s.derivatives("Nd", 0.3, 1e-13)   # smooth regressors only
 
+Deep ensembles are served by the same class: an FC-NN trained with `fcnn.ensemble = K`, or a
+CAE workdir with a latent-MLP ensemble (bin/train_ensemble) loaded with `ensemble=True`, holds
+K members; `spectrum`, `planck_mean` and `rosseland_mean` then return the member mean, and with
+`return_std=True` also the member standard deviation (each member's Planck/Rosseland mean is
+computed from its own spectrum, so the spread is carried through the nonlinear means):
+
+    s = Surrogate.load("runs/fcnn_ens")                        # K members
+    kp, kp_std = s.planck_mean("Nd", 0.3, 1e-13, return_std=True)
+
 Queries outside the training domain raise `DomainError` (or warn with `on_domain_error="warn"`);
 nothing is silently extrapolated. Unknown elements raise ValueError naming the allowed ones.
 """
@@ -42,13 +51,29 @@ def _restore_params(workdir: Path, label: str):
     return jax.tree_util.tree_map(jnp.asarray, out[1]["best_params"])
 
 
+def member_major(flat, n_entities: int, members: int):
+    """Params trained on the entity axis as entities x members (member-fastest, as
+    `EntityData.replicate`), leaves (n_entities * K, ...) -> leaves (K, n_entities, ...)."""
+    def f(a):
+        a = jnp.asarray(a)
+        if a.shape[0] != n_entities * members:
+            raise ValueError(f"parameter leaf with leading axis {a.shape[0]} is not "
+                             f"{n_entities} entities x {members} members")
+        return jnp.swapaxes(a.reshape((n_entities, members) + a.shape[1:]), 0, 1)
+    return jax.tree_util.tree_map(f, flat)
+
+
 class Surrogate:
     """A trained opacity surrogate loaded from a workdir (see module docstring).
 
     Attributes:
       elements: (nZ,) atomic numbers served; energy_edges_ev: (nE + 1,) [eV];
       energy_ev: (nE,) bin centres; domain: dict of [min, max] for temperature_ev, density_gcc;
-      regressor: 'mlp', 'xgboost' or 'fcnn' (the path used by `spectrum`).
+      regressor: 'mlp', 'xgboost' or 'fcnn' (the path used by `spectrum`);
+      members: K, the number of ensemble members (1 for a single network).
+
+    params: {'cae': (nZ, ...) leaves} and {'mlp' or 'fcnn': (K, nZ, ...) leaves} (member axis
+    first, element axis second).
     """
 
     def __init__(self, meta: dict, params: dict, boosters=None, regressor: str = "mlp",
@@ -56,6 +81,8 @@ class Surrogate:
         if on_domain_error not in ("raise", "warn"):
             raise ValueError("on_domain_error must be 'raise' or 'warn'")
         self.meta = meta
+        net = params.get("fcnn", params.get("mlp"))
+        self.members = int(jax.tree_util.tree_leaves(net)[0].shape[0]) if net is not None else 1
         self.on_domain_error = on_domain_error
         self.elements = np.asarray(meta["elements"], np.int32)
         self.energy_edges_ev = np.asarray(meta["energy_edges_ev"], np.float64)
@@ -91,16 +118,25 @@ class Surrogate:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def load(cls, workdir, regressor: Optional[str] = None,
-             on_domain_error: str = "raise") -> "Surrogate":
-        """Load from a training workdir. regressor: 'mlp' (smooth, default when trained),
-        'xgboost' (piecewise constant) or None for the best available."""
+    def load(cls, workdir, regressor: Optional[str] = None, on_domain_error: str = "raise",
+             ensemble: Optional[bool] = None) -> "Surrogate":
+        """Load from a training workdir.
+
+        Args:
+          regressor: 'mlp' (smooth, default when trained), 'xgboost' (piecewise constant) or
+            None for the best available (CAE runs only).
+          on_domain_error: 'raise' (DomainError) or 'warn' for queries outside the domain.
+          ensemble: CAE runs: True serves the latent-MLP ensemble of bin/train_ensemble
+            (ValueError if there is none); None/False the single (fine-tuned) latent MLP.
+            FC-NN runs: None/True serve all K trained members, False the first one only.
+        """
         workdir = Path(workdir)
         mf = workdir / MODEL_FILE
         if not mf.exists():
             raise FileNotFoundError(f"{mf} not found: not a trained workdir (run bin/train)")
         meta = json.loads(mf.read_text())
         params, boosters = {}, None
+        n_z = len(meta.get("elements", ()))
         if meta["model"] == "cae":
             available = meta["latent"]["regressors"]
             if regressor is None:
@@ -108,18 +144,34 @@ class Surrogate:
             if regressor not in available:
                 raise ValueError(f"regressor {regressor!r} not trained in {workdir}; "
                                  f"available: {available}")
+            if ensemble:
+                ens = meta.get("ensemble")
+                if not ens:
+                    raise ValueError(f"{workdir} holds no ensemble; run bin/train_ensemble "
+                                     f"--workdir={workdir} first")
+                if regressor != "mlp":
+                    raise ValueError("latent ensembles are MLPs; load with regressor='mlp'")
             params["cae"] = _restore_params(workdir, "cae")
-            if regressor == "mlp":
+            if ensemble:
+                params["mlp"] = member_major(_restore_params(workdir, ens["label"]), n_z,
+                                             int(ens["members"]))
+                meta = dict(meta, latent=dict(meta["latent"], mlp_hidden=ens["hidden"]))
+            elif regressor == "mlp":
                 if meta["latent"].get("mlp_finetuned"):
-                    params["mlp"] = _restore_params(workdir, "latent_mlp_finetune")["mlp"]
+                    single = _restore_params(workdir, "latent_mlp_finetune")["mlp"]
                 else:
-                    params["mlp"] = _restore_params(workdir, "latent_mlp")
+                    single = _restore_params(workdir, "latent_mlp")
+                params["mlp"] = member_major(single, n_z, 1)
             else:
                 from opacity_jax.models import latent as latent_lib
                 boosters = latent_lib.load_boosters(workdir / "xgb")
         elif meta["model"] == "fcnn":
             regressor = "fcnn"
-            params["fcnn"] = _restore_params(workdir, "fcnn")
+            k = int(meta["fcnn"].get("members", 1))
+            mp = member_major(_restore_params(workdir, "fcnn"), n_z, k)
+            if ensemble is False and k > 1:
+                mp = jax.tree_util.tree_map(lambda a: a[:1], mp)
+            params["fcnn"] = mp
         else:
             raise ValueError(f"unknown model {meta['model']!r} in {mf}")
         return cls(meta, params, boosters, regressor, on_domain_error)
@@ -162,9 +214,15 @@ class Surrogate:
         return self._cae.apply(p, z, method=self._cae.decode)
 
     def _scaled_impl(self, pos, t, r):
-        """Scaled spectra (N, nE) for one element position, differentiable in t, r."""
+        """Scaled spectra (K, N, nE) of every member for one element position,
+        differentiable in t, r."""
+        net = self._params["fcnn" if self.regressor == "fcnn" else "mlp"]
+        return jax.vmap(lambda mp: self._member_scaled(mp, pos, t, r))(net)
+
+    def _member_scaled(self, member_params, pos, t, r):
+        """Scaled spectra (N, nE) of one member (params with leading element axis)."""
+        p = jax.tree_util.tree_map(lambda a: a[pos], member_params)
         if self.regressor == "fcnn":
-            p = jax.tree_util.tree_map(lambda a: a[pos], self._params["fcnn"])
             log_e = jnp.log10(jnp.asarray(self.energy_ev, jnp.float32))
             n, ne = t.shape[0], log_e.shape[0]
             pts = jnp.concatenate([jnp.broadcast_to(log_e[None, :, None], (n, ne, 1)),
@@ -172,7 +230,6 @@ class Surrogate:
                                                               -1)[:, None, :], (n, ne, 2))], -1)
             xs = (pts - self._x_mean) / self._x_std
             return self._fcnn.apply(p, xs.reshape(-1, 3)).reshape(n, ne)
-        p = jax.tree_util.tree_map(lambda a: a[pos], self._params["mlp"])
         return self._decode_impl(pos, self._mlp.apply(p, self._features(t, r)))
 
     def _to_kappa(self, y, pos):
@@ -182,15 +239,10 @@ class Surrogate:
         return jnp.maximum(jnp.exp(y) - self.scaling.eps, 0.0)
 
     # -- public queries -----------------------------------------------------------------------
-    def spectrum(self, element, temperature_ev, density_gcc) -> np.ndarray:
-        """Opacity spectra kappa [cm^2/g] on the model's energy bins.
-
-        Args:
-          element: symbol or Z; temperature_ev (N,) [eV]; density_gcc (N,) [g/cm^3]
-            (scalars broadcast).
-        Returns:
-          (N, nE) float32 numpy array.
-        """
+    def spectrum_members(self, element, temperature_ev, density_gcc) -> np.ndarray:
+        """(K, N, nE) float32 opacity spectra [cm^2/g] of every ensemble member (K = 1 for a
+        single network) at N points (temperature_ev [eV], density_gcc [g/cm^3]; scalars
+        broadcast)."""
         pos = self.element_position(element)
         t, r = self._check(temperature_ev, density_gcc)
         if self.regressor == "xgboost":
@@ -202,23 +254,50 @@ class Surrogate:
             feats = self._x_standardizer.transform(np.stack([np.log10(t), np.log10(r)], -1))
             zs = latent_lib.predict_xgb(self._boosters[0][z], feats.astype(np.float32),
                                         self._boosters[1][z])
-            y = self._jit_decode(pos, jnp.asarray(zs))
+            y = self._jit_decode(pos, jnp.asarray(zs))[None]
         else:
             y = self._jit_scaled(pos, jnp.asarray(t, jnp.float32), jnp.asarray(r, jnp.float32))
         return np.asarray(self._to_kappa(y, pos))
 
-    def planck_mean(self, element, temperature_ev, density_gcc) -> np.ndarray:
-        """(N,) band-limited Planck mean of the predicted total spectrum [cm^2/g]."""
-        k = self.spectrum(element, temperature_ev, density_gcc)
-        t, _ = np.broadcast_arrays(np.atleast_1d(temperature_ev), np.atleast_1d(density_gcc))
-        return np.asarray(planck.planck_mean(jnp.asarray(k), self.energy_edges_ev, jnp.asarray(t)))
+    def spectrum(self, element, temperature_ev, density_gcc, return_std: bool = False):
+        """Opacity spectra kappa [cm^2/g] on the model's energy bins.
 
-    def rosseland_mean(self, element, temperature_ev, density_gcc) -> np.ndarray:
-        """(N,) band-limited Rosseland mean of the predicted total spectrum [cm^2/g]."""
-        k = self.spectrum(element, temperature_ev, density_gcc)
+        Args:
+          element: symbol or Z; temperature_ev (N,) [eV]; density_gcc (N,) [g/cm^3]
+            (scalars broadcast).
+          return_std: also return the ensemble members' standard deviation (zeros for K = 1).
+        Returns:
+          (N, nE) float32 numpy array: the member mean; with return_std, (mean, std).
+        """
+        k = self.spectrum_members(element, temperature_ev, density_gcc)
+        mean = k[0] if k.shape[0] == 1 else k.mean(0)
+        return (mean, k.std(0)) if return_std else mean
+
+    def _means(self, fn, element, temperature_ev, density_gcc, return_std):
+        k = self.spectrum_members(element, temperature_ev, density_gcc)
         t, _ = np.broadcast_arrays(np.atleast_1d(temperature_ev), np.atleast_1d(density_gcc))
-        return np.asarray(planck.rosseland_mean(jnp.asarray(k), self.energy_edges_ev,
-                                                jnp.asarray(t)))
+        if k.shape[0] == 1:
+            m = np.asarray(fn(jnp.asarray(k[0]), self.energy_edges_ev, jnp.asarray(t)))[None]
+        else:
+            from opacity_jax import _compat
+            # float64: cold member spectra reach ~1e-100 cm^2/g and must not flush to zero.
+            with _compat.enable_x64():
+                m = np.asarray(fn(jnp.asarray(k.astype(np.float64)), self.energy_edges_ev,
+                                  jnp.asarray(np.asarray(t, np.float64))))
+        mean = m[0] if m.shape[0] == 1 else m.mean(0)
+        return (mean, m.std(0)) if return_std else mean
+
+    def planck_mean(self, element, temperature_ev, density_gcc, return_std: bool = False):
+        """(N,) band-limited Planck mean of the predicted total spectrum [cm^2/g]; for an
+        ensemble the mean over members of each member's Planck mean (and with return_std their
+        standard deviation, as a (mean, std) pair)."""
+        return self._means(planck.planck_mean, element, temperature_ev, density_gcc, return_std)
+
+    def rosseland_mean(self, element, temperature_ev, density_gcc, return_std: bool = False):
+        """(N,) band-limited Rosseland mean of the predicted total spectrum [cm^2/g]; ensembles
+        as `planck_mean`."""
+        return self._means(planck.rosseland_mean, element, temperature_ev, density_gcc,
+                           return_std)
 
     def device_pipeline(self, dtype=jnp.float32, node_tol: Optional[float] = None):
         """The whole query as one jit'd device function (`opacity_jax.pipeline.DevicePipeline`):
@@ -229,7 +308,8 @@ class Surrogate:
         return pipeline.DevicePipeline.from_surrogate(self, dtype=dtype, **kw)
 
     def derivatives(self, element, temperature_ev, density_gcc):
-        """(dkappa/dT [cm^2/g/eV], dkappa/drho [cm^5/g^2]), each (N, nE), by autodiff.
+        """(dkappa/dT [cm^2/g/eV], dkappa/drho [cm^5/g^2]), each (N, nE), by autodiff (of
+        the member mean for an ensemble).
 
         Only for smooth regressors (latent MLP, FC-NN); XGBoost trees are piecewise constant
         (zero derivative almost everywhere), so they raise ValueError.
@@ -241,8 +321,9 @@ class Surrogate:
         t, r = self._check(temperature_ev, density_gcc)
 
         def one(tt, rr):
-            y = self._scaled_impl(pos, tt[None], rr[None])[0]
-            return self._to_kappa(y, pos)
+            # Derivative of the ensemble mean (the member mean for K > 1).
+            y = self._scaled_impl(pos, tt[None], rr[None])[:, 0]
+            return jnp.mean(self._to_kappa(y, pos), axis=0)
 
         jac = jax.jit(jax.vmap(jax.jacfwd(one, argnums=(0, 1))))
         dt, dr = jac(jnp.asarray(t, jnp.float32), jnp.asarray(r, jnp.float32))

@@ -353,6 +353,8 @@ def _validate(config):
     fl = float(config.data.floor)
     if not 0.0 < fl < 1.0:
         raise ValueError(f"data.floor must be in (0, 1), got {fl}")
+    if int(config.xsec.get("ensemble", 1)) < 1:
+        raise ValueError(f"xsec.ensemble must be >= 1, got {config.xsec.ensemble}")
     if config.data.split == "v_levels" and config.xsec.v_encoding == "onehot":
         logging.warning("data.split = 'v_levels' with xsec.v_encoding = 'onehot': a held-out v "
                         "enters through untrained first-layer weights; use 'continuous'")
@@ -377,11 +379,15 @@ def run_xsec(config, workdir, progress: bool = True) -> dict:
     floor = float(config.data.floor)
     tr = pack(mols, "train", floor, bool(config.data.balance))
     va = pack(mols, "val", floor)
+    members = int(config.xsec.get("ensemble", 1))
+    if members > 1:
+        # Molecule x member entities (member-fastest), each with its own PRNG stream.
+        tr, va = tr.replicate(members), va.replicate(members)
     meta = build_meta(config, mols, sp, sv, prov, n_v, n_j)
     task = experiment.regression_task(model, config.model)
     lcfg = experiment._loop_cfg(config.train, seed)
     res = loop.train(task, tr, va, lcfg, workdir, meta=meta, progress=progress, label=LABEL)
-    summary = {"model": config.model, "split": config.data.split,
+    summary = {"model": config.model, "split": config.data.split, "members": members,
                "v_encoding": config.xsec.v_encoding, "epochs_run": res.epochs_run,
                "train_seconds": round(res.seconds, 1),
                "best_val": {m.name: float(b) for m, b in zip(mols, res.best_val)},
@@ -404,7 +410,8 @@ def build_meta(config, mols, sp, sv, prov, n_v, n_j) -> dict:
                  "kinetic_energy": bool(config.xsec.kinetic_energy),
                  "n_fourier": int(config.xsec.n_fourier),
                  "fourier_max": float(config.xsec.fourier_max),
-                 "n_v": int(n_v), "n_j": int(n_j), "descriptors": list(xsec_models.DESCRIPTORS)},
+                 "n_v": int(n_v), "n_j": int(n_j), "descriptors": list(xsec_models.DESCRIPTORS),
+                 "members": int(config.xsec.get("ensemble", 1))},
         "target": {"definition": "log10(max(sigma, floor * m_vJ) / sigma_ref)",
                    "floor": float(config.data.floor)},
         "molecules": [m.name for m in mols],
@@ -425,11 +432,13 @@ def build_meta(config, mols, sp, sv, prov, n_v, n_j) -> dict:
 class XsecSurrogate:
     """Trained cross-section nets loaded from a workdir.
 
-    Attributes: molecules (names); meta (model.json dict).
+    Attributes: molecules (names); meta (model.json dict); members K (ensemble size, 1 for a
+    single net per molecule). params: leaves (K, n_molecules, ...).
     """
 
     def __init__(self, meta: dict, params):
         self.meta = meta
+        self.members = int(jax.tree_util.tree_leaves(params)[0].shape[0])
         self.molecules = list(meta["molecules"])
         x = meta["xsec"]
         self.model = xsec_models.make_model(meta["model"], x["n_v"], x["n_j"], x["hidden"],
@@ -437,7 +446,7 @@ class XsecSurrogate:
                                             x["kinetic_energy"], x["n_fourier"],
                                             x["fourier_max"])
         self.params = params
-        self._apply = jax.jit(lambda p, xx: self.model.apply(p, xx))
+        self._apply = jax.jit(jax.vmap(lambda p, xx: self.model.apply(p, xx), in_axes=(0, None)))
         self._levels = {}
         for name in self.molecules:
             lv = meta["per_molecule"][name]["levels"]
@@ -456,7 +465,9 @@ class XsecSurrogate:
         meta = json.loads(f.read_text())
         if meta.get("model") not in xsec_models.MODELS:
             raise ValueError(f"{f}: model {meta.get('model')!r} is not a cross-section net")
-        return cls(meta, _restore_params(workdir, LABEL))
+        from opacity_jax.surrogate import member_major
+        k = int(meta["xsec"].get("members", 1))
+        return cls(meta, member_major(_restore_params(workdir, LABEL), len(meta["molecules"]), k))
 
     def _index(self, molecule) -> int:
         name = molecule if molecule in self.molecules else _mol.get_molecule(molecule).name
@@ -464,12 +475,20 @@ class XsecSurrogate:
             raise DomainError(f"molecule {molecule!r} not served; available: {self.molecules}")
         return self.molecules.index(name)
 
-    def log_sigma_rel(self, molecule, v, J, wavelength_nm) -> np.ndarray:
+    def log_sigma_rel(self, molecule, v, J, wavelength_nm, return_std: bool = False):
         """(n_levels, n_lambda) y = log10(sigma / sigma_ref) predicted for levels x wavelengths.
 
         Args: molecule name; v, J (n_levels,) ints naming bound levels of the table; wavelength_nm
         (n_lambda,) inside the molecule's grid range [nm]. DomainError otherwise.
+        return_std: also return the members' standard deviation of y [dex] (zeros if K = 1).
+        Returns: the member mean of y, or (mean, std).
         """
+        y = self.log_sigma_rel_members(molecule, v, J, wavelength_nm)
+        mean = y[0] if self.members == 1 else y.mean(0)
+        return (mean, y.std(0)) if return_std else mean
+
+    def log_sigma_rel_members(self, molecule, v, J, wavelength_nm) -> np.ndarray:
+        """(K, n_levels, n_lambda) y of every ensemble member (arguments as log_sigma_rel)."""
         i = self._index(molecule)
         name = self.molecules[i]
         pm = self.meta["per_molecule"][name]
@@ -492,15 +511,18 @@ class XsecSurrogate:
                 from None
         x = make_descriptors(v, J, e, lam, pm["lam_max_nm"], pm["v_max"], pm["e_min_hartree"],
                              float(grid[0]))
-        p = jax.tree_util.tree_map(lambda a: a[i], self.params)
+        p = jax.tree_util.tree_map(lambda a: a[:, i], self.params)
         y = np.asarray(self._apply(p, jnp.asarray(x)), np.float64)
-        return y.reshape(v.size, lam.size)
+        return y.reshape(self.members, v.size, lam.size)
 
-    def cross_sections(self, molecule, v, J, wavelength_nm) -> np.ndarray:
-        """(n_levels, n_lambda) predicted sigma [cm^2] (arguments as log_sigma_rel)."""
-        y = self.log_sigma_rel(molecule, v, J, wavelength_nm)
+    def cross_sections(self, molecule, v, J, wavelength_nm, return_std: bool = False):
+        """(n_levels, n_lambda) predicted sigma [cm^2] (arguments as log_sigma_rel): for an
+        ensemble 10 ** (member mean of log10 sigma); with return_std also the members' standard
+        deviation of log10 sigma [dex], as (sigma, std_dex)."""
+        y, sd = self.log_sigma_rel(molecule, v, J, wavelength_nm, return_std=True)
         name = self.molecules[self._index(molecule)]
-        return 10.0 ** y * self.meta["per_molecule"][name]["sigma_ref_cm2"]
+        sig = 10.0 ** y * self.meta["per_molecule"][name]["sigma_ref_cm2"]
+        return (sig, sd) if return_std else sig
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -652,10 +674,46 @@ def evaluate_xsec(workdir, make_figures: bool = True, progress: bool = False) ->
     res["table"] = sur.meta.get("table", {})
     out_dir = workdir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
+    if sur.members > 1:
+        res["ensemble_calibration"] = ensemble_calibration(sur, mols, thr, out_dir,
+                                                           make_figures)
     if make_figures:
         _figures(out_dir, mols, preds, sp.kind, temps, thr)
     experiment._save_json(out_dir / "metrics.json", res)
     return res
+
+
+def ensemble_calibration(sur: XsecSurrogate, mols: Sequence[MoleculeData], threshold: float,
+                         out_dir: Path, make_figure: bool = True) -> dict:
+    """Coverage of the ensemble spread of log10 sigma on the held-out points.
+
+    Residual = member mean of log10 sigma - log10 sigma_true at points with sigma > threshold x
+    its curve's max; sigma = member standard deviation [dex]. One scale on sigma is fitted on the
+    validation points (disjoint from the test points) and judged on the test points.
+    Returns {sigma_scale, coverage_raw, coverage_calibrated, n, n_val}; writes
+    ensemble_reliability.png.
+    """
+    from opacity_jax import ensemble as ens
+    parts = {"val": ([], []), "test": ([], [])}
+    for m in mols:
+        y, sd = sur.log_sigma_rel(m.name, m.v, m.J, m.lam, return_std=True)
+        truth = np.log10(np.maximum(m.sigma, 1e-300) / m.sigma_ref)
+        region = m.sigma > threshold * m.sigma.max(axis=1, keepdims=True)
+        for part in parts:
+            mask = region & getattr(m, part)
+            parts[part][0].append((y - truth)[mask])
+            parts[part][1].append(sd[mask])
+    rv, sv = (np.concatenate(a) for a in parts["val"])
+    rt, st = (np.concatenate(a) for a in parts["test"])
+    scale = ens.fit_sigma_scale(rv, sv)
+    out = dict(ens.calibration_summary(rt, st, scale), n_val=int(rv.size),
+               members=sur.members, scale_fitted_on="validation points (disjoint from test)")
+    if make_figure:
+        ens.plot_reliability({"test (calibrated)": ens.reliability_curve(rt, st * scale),
+                              "test (raw)": ens.reliability_curve(rt, st)},
+                             out_dir / "ensemble_reliability.png",
+                             f"{sur.meta['model']} ensemble ({sur.members} members), log10 sigma")
+    return out
 
 
 def _pick_levels(m: MoleculeData, kind: str, k: int = 4) -> np.ndarray:

@@ -116,6 +116,12 @@ def test_ensemble_surrogate_mean_std_and_means(cae_workdir):
     assert km.shape == (3, 2, 48) and np.all(np.isfinite(km)) and np.all(km >= 0)
     mean, std = s.spectrum("Nd", t, r)
     np.testing.assert_allclose(mean, km.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(std, km.std(0), rtol=1e-6)
+    # The plain Surrogate with ensemble=True serves the same mean; without it, the single MLP.
+    from opacity_jax.surrogate import Surrogate as _S
+    np.testing.assert_allclose(_S.load(cae_workdir, ensemble=True).spectrum("Nd", t, r), mean,
+                               rtol=1e-6)
+    assert _S.load(cae_workdir).members == 1
     assert np.all(std >= 0) and np.any(std > 0)
     kp, kp_sd = s.planck_mean("Nd", t, r)
     kr, kr_sd = s.rosseland_mean("U", t, r)
@@ -124,7 +130,9 @@ def test_ensemble_surrogate_mean_std_and_means(cae_workdir):
     # Per-member Planck means from the ordinary Surrogate with one member's parameters agree.
     from opacity_jax.surrogate import Surrogate
     member = Surrogate(s.base.meta, {"cae": s.base._params["cae"],
-                                     "mlp": jax.tree_util.tree_map(lambda a: a[1], s._mp)})
+                                     "mlp": jax.tree_util.tree_map(lambda a: a[1:2],
+                                                                   s.base._params["mlp"])})
+    assert member.members == 1
     np.testing.assert_allclose(member.spectrum("Nd", t, r), km[1], rtol=2e-4, atol=1e-30)
     with pytest.raises(DomainError):
         s.spectrum("Nd", 4.9, 1e-13)

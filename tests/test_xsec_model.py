@@ -167,6 +167,43 @@ def test_end_to_end_tiny_run_surrogate_and_evaluation(tmp_path):
     assert set(m["lte"]) == {"H2+", "HeH+"}
 
 
+def test_ensemble_members_mean_std_and_calibration(tmp_path):
+    path = xg.save_xsec_table(_tiny_table(), tmp_path / "tiny.h5", provenance={"test": 1})
+    cfg = pinn_config.get_config()
+    cfg.data.path = str(path)
+    cfg.data.test_fraction = 0.2
+    cfg.data.val_fraction = 0.2
+    cfg.xsec.hidden = (16, 16)
+    cfg.xsec.n_fourier = 4
+    cfg.xsec.ensemble = 3
+    cfg.train.epochs = 3
+    cfg.train.batch_size = 32
+    cfg.train.max_seconds = 0.0
+    cfg.eval.temperatures_k = (3000.0,)
+    wd = tmp_path / "run"
+    experiment.run(cfg, wd, progress=False)
+    sur = xe.XsecSurrogate.load(wd)
+    assert sur.members == 3
+    args = ("HeH+", [0, 1, 2], [0, 1, 2], [55.0, 75.0])
+    ym = sur.log_sigma_rel_members(*args)
+    assert ym.shape == (3, 3, 2)
+    assert np.max(np.abs(ym[0] - ym[1])) > 0 and np.max(np.abs(ym[1] - ym[2])) > 0
+    mean, sd = sur.log_sigma_rel(*args, return_std=True)
+    np.testing.assert_allclose(mean, ym.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(sd, ym.std(0), rtol=1e-12)
+    sig, sd_dex = sur.cross_sections(*args, return_std=True)
+    ref = xe.XsecSurrogate.load(wd).meta["per_molecule"]["HeH+"]["sigma_ref_cm2"]
+    np.testing.assert_allclose(sig, 10.0 ** ym.mean(0) * ref, rtol=1e-10)
+    m = xe.evaluate_xsec(wd, make_figures=True)
+    cal = m["ensemble_calibration"]
+    assert cal["members"] == 3 and cal["n"] > 0 and cal["n_val"] > 0 and cal["sigma_scale"] > 0
+    assert 0.0 <= cal["coverage_calibrated"]["0.95"] <= 1.0
+    assert (wd / "eval" / "ensemble_reliability.png").exists()
+    cfg.xsec.ensemble = 0
+    with pytest.raises(ValueError, match="ensemble"):
+        xe._validate(cfg)
+
+
 def test_interpolation_baseline_is_exact_for_linear_log_sigma():
     lam = np.linspace(1.0, 2.0, 7)
     v = np.repeat(np.arange(3), 3)

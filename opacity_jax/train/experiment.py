@@ -379,7 +379,11 @@ def run_cae(config, workdir: Path, progress: bool = True) -> dict:
 
 
 def run_fcnn(config, workdir: Path, progress: bool = True) -> dict:
-    """FC-NN on (log E, log T, log rho) points of every training spectrum, one per element."""
+    """FC-NN on (log E, log T, log rho) points of every training spectrum, one per element
+    (times fcnn.ensemble members)."""
+    members = int(config.fcnn.get("ensemble", 1))
+    if members < 1:
+        raise ValueError(f"fcnn.ensemble must be >= 1, got {members}")
     t0 = time.perf_counter()
     seed = int(config.seed)
     ds = load_data(config.data)
@@ -409,14 +413,19 @@ def run_fcnn(config, workdir: Path, progress: bool = True) -> dict:
 
     meta = _base_meta(config, ds, scaling, train, val, test)
     meta["fcnn"] = {"hidden": list(model.hidden), "dropout": model.dropout,
-                    "x_standardizer": x_std.to_dict()}
+                    "x_standardizer": x_std.to_dict(), "members": members}
     if hook:
         meta["loss"] = {"physics": {k: float(v) for k, v in dict(config.loss.physics).items()}}
+    tr_rows, va_rows = rows(train), rows(val)
+    if members > 1:
+        # Element x member entities (member-fastest), each with its own PRNG stream.
+        tr_rows, va_rows = tr_rows.replicate(members), va_rows.replicate(members)
     res = loop.train(regression_task(model, "fcnn", point_weight_key="pw", physics=hook),
-                     rows(train), rows(val),
+                     tr_rows, va_rows,
                      _loop_cfg(config.train, seed), workdir, meta=meta, progress=progress,
                      label="fcnn")
-    summary = {"fcnn": {"epochs_run": res.epochs_run, "seconds": round(res.seconds, 1)},
+    summary = {"fcnn": {"epochs_run": res.epochs_run, "seconds": round(res.seconds, 1),
+                        "members": members},
                "seconds_total": round(time.perf_counter() - t0, 1)}
     meta["train_summary"] = summary
     _save_json(workdir / MODEL_FILE, meta)

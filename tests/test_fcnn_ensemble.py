@@ -1,0 +1,76 @@
+"""FC-NN deep ensembles: K members per element in one vmap'd run, served by the Surrogate."""
+
+import json
+
+import numpy as np
+import pytest
+
+from configs import fcnn as fcnn_config
+from opacity_jax import ensemble as ens
+from opacity_jax import evaluate
+from opacity_jax.surrogate import Surrogate
+from opacity_jax.train import experiment
+
+
+@pytest.fixture(scope="module")
+def fcnn_ens_workdir(tiny_workdir, tmp_path_factory):
+    """A 3-member FC-NN ensemble on the session's tiny dataset (Nd + U, 48 bins)."""
+    data_path = json.loads((tiny_workdir / "config.json").read_text())["data"]["path"]
+    cfg = fcnn_config.get_config()
+    cfg.data.path = data_path
+    cfg.data.elements = ""
+    cfg.data.n_energy = 48
+    cfg.fcnn.hidden = (32, 32)
+    cfg.fcnn.ensemble = 3
+    cfg.train.epochs = 3
+    cfg.train.batch_size = 512
+    cfg.train.max_seconds = 0.0
+    wd = tmp_path_factory.mktemp("fcnn_ens") / "run"
+    experiment.run(cfg, wd, progress=False)
+    return wd
+
+
+def test_members_differ_and_mean_is_reported(fcnn_ens_workdir):
+    s = Surrogate.load(fcnn_ens_workdir)
+    assert s.members == 3
+    t, r = [0.1, 0.3, 0.5], [1e-13, 1e-12, 1e-10]
+    km = s.spectrum_members("Nd", t, r)
+    assert km.shape == (3, 3, 48) and np.all(np.isfinite(km)) and np.all(km >= 0)
+    # Own initialisation and shuffles per member: no two members agree.
+    for a in range(3):
+        for b in range(a + 1, 3):
+            assert np.max(np.abs(km[a] - km[b])) > 0
+    mean, std = s.spectrum("Nd", t, r, return_std=True)
+    np.testing.assert_allclose(mean, km.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(std, km.std(0), rtol=1e-5)
+    np.testing.assert_allclose(s.spectrum("Nd", t, r), mean, rtol=0)
+    # Planck mean: mean over members of each member's own Planck mean.
+    kp, kp_sd = s.planck_mean("Nd", t, r, return_std=True)
+    first = Surrogate.load(fcnn_ens_workdir, ensemble=False)
+    assert first.members == 1
+    np.testing.assert_allclose(first.spectrum("Nd", t, r), km[0], rtol=2e-5)
+    assert kp.shape == kp_sd.shape == (3,) and np.all(kp > 0) and np.all(kp_sd > 0)
+    assert np.all(kp_sd < kp * 10)
+    # Derivatives of the ensemble mean: finite.
+    dt, dr = s.derivatives("Nd", [0.3], [1e-12])
+    assert dt.shape == dr.shape == (1, 48) and np.all(np.isfinite(dt))
+
+
+def test_evaluate_reports_ensemble_calibration(fcnn_ens_workdir):
+    m = evaluate.evaluate_workdir(fcnn_ens_workdir, make_figures=False)
+    assert "fcnn_ensemble3 (mean)" in m["methods"]
+    cal = m["ensemble_calibration"]
+    for q in ("log_kappa", "log_planck", "log_rosseland"):
+        assert cal[q]["n"] > 0 and cal[q]["n_val"] > 0 and cal[q]["sigma_scale"] > 0
+        assert 0.0 <= cal[q]["coverage_calibrated"]["0.95"] <= 1.0
+    assert (fcnn_ens_workdir / "eval" / "ensemble_reliability.png").exists()
+    assert ens.EnsembleSurrogate.load(fcnn_ens_workdir).members == 3
+
+
+def test_single_fcnn_is_not_an_ensemble(fcnn_ens_workdir, tmp_path):
+    meta = json.loads((fcnn_ens_workdir / "model.json").read_text())
+    assert meta["fcnn"]["members"] == 3
+    cfg = fcnn_config.get_config()
+    cfg.fcnn.ensemble = 0
+    with pytest.raises(ValueError, match="fcnn.ensemble"):
+        experiment.run(cfg, tmp_path / "bad", progress=False)
