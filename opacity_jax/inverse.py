@@ -25,7 +25,9 @@ Pipeline (`run_classifier(config, workdir)`, config = configs/classifier.py):
 (overall and split at Zbar = 0.05: a nearly neutral gas's spectrum per gram barely depends on
 rho), Zbar RMSE, per temperature band, on clean and degraded spectra (multiplicative noise,
 coarser resolution), next to a k-nearest-neighbour-on-spectra baseline, plus predicted-vs-true
-figures (thesis Fig. 7). Results go to `<workdir>/eval/`.
+figures (thesis Fig. 7), and the information floor of log rho (`density_identifiability`): the
+RMSE that even a perfect inverse model must incur because spectra at different densities are
+identical to within a tolerance. Results go to `<workdir>/eval/`.
 """
 
 from __future__ import annotations
@@ -625,6 +627,55 @@ TARGETS = {"accuracy_min": 0.997, "t_rmse_ev_max": 0.19, "t_rmse_ev_aim": 0.05,
            "log_rho_rmse_dex_max": 2.57, "log_rho_rmse_dex_zbar_hi_aim": 0.5}
 
 
+def density_identifiability(kappa, log10_rho, valid, query, zbar=None, tol: float = 1e-3,
+                            dynamic_range: float = 1e-12) -> dict:
+    """Lower bound on the log10 rho RMSE of ANY spectrum -> rho estimator on the queried spectra.
+
+    For a queried spectrum (element e, temperature t, density r) the densities it cannot be told
+    apart from are S = {r' valid : max over bins |kappa_r' - kappa_r| / max(kappa_r', kappa_r)
+    < tol}, the bins restricted to where kappa_r > dynamic_range x its maximum (below that the
+    "signal" is numerically meaningless). With the densities equally likely a priori (as on the
+    grid), the estimator of least squared error given only "the spectrum is one of S" is the
+    mean of log10 rho over S; its error is the floor. Exact for tol -> 0 (identical spectra);
+    for tol > 0 it is the floor at that measurement precision.
+
+    Args:
+      kappa: (nZ, nT, nR, nE) opacities [cm^2/g]; log10_rho: (nR,) log10 density [g/cm^3];
+      valid: (nZ, nT, nR) bool; query: tuple of index arrays (e, t, r), each (N,);
+      zbar: optional (nZ, nT, nR) mean charge, to split the floor at ZBAR_SPLIT;
+      tol: relative spectral tolerance; dynamic_range: bins considered, relative to the peak.
+    Returns:
+      {'tol', 'rmse_dex' (overall), 'rmse_dex_zbar_hi', 'rmse_dex_zbar_lo' (None without zbar or
+      an empty subset), 'n', 'mean_set_size'}.
+    """
+    e_idx, t_idx, r_idx = (np.asarray(a) for a in query)
+    lr = np.asarray(log10_rho, np.float64)
+    err = np.zeros(e_idx.size)
+    size = np.zeros(e_idx.size)
+    for i, (e, t, r) in enumerate(zip(e_idx, t_idx, r_idx)):
+        col = np.asarray(kappa[e, t], np.float64)                   # (nR, nE)
+        a = col[r]
+        m = a > dynamic_range * a.max() if a.max() > 0 else np.ones(a.shape, bool)
+        den = np.maximum(np.maximum(col[:, m], a[m]), 1e-300)
+        d = np.max(np.abs(col[:, m] - a[m]) / den, axis=1) if m.any() else np.zeros(len(lr))
+        same = (d < tol) & np.asarray(valid[e, t], bool)
+        same[r] = True
+        err[i] = lr[r] - lr[same].mean()
+        size[i] = same.sum()
+
+    def rms(sel):
+        return float(np.sqrt(np.mean(err[sel] ** 2))) if np.any(sel) else None
+
+    out = {"tol": float(tol), "n": int(err.size), "rmse_dex": rms(np.ones(err.size, bool)),
+           "mean_set_size": float(size.mean()) if size.size else 0.0,
+           "rmse_dex_zbar_hi": None, "rmse_dex_zbar_lo": None}
+    if zbar is not None:
+        zb = np.asarray(zbar)[e_idx, t_idx, r_idx]
+        out["rmse_dex_zbar_hi"] = rms(zb >= ZBAR_SPLIT)
+        out["rmse_dex_zbar_lo"] = rms(zb < ZBAR_SPLIT)
+    return out
+
+
 def _conditions(eval_cfg) -> list:
     conds = [("clean", 0.0, 1)]
     for s in eval_cfg.get("noise_levels", (0.01, 0.03, 0.05)):
@@ -720,6 +771,10 @@ def evaluate_classifier(workdir, make_figures: bool = True, conditions: Optional
                      "aim_log_rho_zbar_hi": zhi is not None
                      and zhi <= TARGETS["log_rho_rmse_dex_zbar_hi_aim"]}}
     ds = data.ds
+    # What any estimator must miss: spectra identical (to 0.1 % / 1 %) across densities.
+    out["log_rho_information_floor"] = [
+        density_identifiability(ds.kappa, np.log10(ds.density_gcc), ds.valid, idx, ds.zbar,
+                                tol=tol) for tol in (1e-3, 1e-2)]
     out["monotonicity_premise"] = {
         "bound_bound": phys.monotonicity_report(np.cbrt(ds.components.get("bb", ds.kappa)),
                                                 ds.temperature_ev, ds.zbar, data.train),
@@ -773,6 +828,17 @@ def report_markdown(m: dict) -> str:
                   f"{t['pass']['log_rho_rmse_dex']}), Zbar >= 0.05: "
                   f"{_fmt(t['log_rho_rmse_dex_zbar_hi'])} dex (aim 0.5: "
                   f"{t['pass']['aim_log_rho_zbar_hi']})"]
+    fl = m.get("log_rho_information_floor")
+    if fl:
+        lines += ["", "Information floor of log rho (no estimator can do better: spectra at "
+                  "different densities agree to the tolerance; the best guess is the mean log "
+                  "rho of the indistinguishable set):", "",
+                  f"| spectral tolerance | log rho floor [dex] | Zbar>={ZBAR_SPLIT:g} | "
+                  f"Zbar<{ZBAR_SPLIT:g} | mean indistinguishable set |", "|---|---|---|---|---|"]
+        for f in fl:
+            lines.append(f"| {f['tol']:.0e} | {_fmt(f['rmse_dex'])} | "
+                         f"{_fmt(f['rmse_dex_zbar_hi'])} | {_fmt(f['rmse_dex_zbar_lo'])} | "
+                         f"{f['mean_set_size']:.2f} densities |")
     mp = m.get("monotonicity_premise")
     if mp:
         lines += ["", "L_bb premise (B falls with T at fixed element, rho), training pairs "

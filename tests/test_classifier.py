@@ -161,3 +161,26 @@ def test_unknown_physics_loss_in_config_is_rejected(tiny_run, tmp_path):
     cfg.loss.physics = {"monotonic_bb": 1.0}          # forward-surrogate loss: not served here
     with pytest.raises(ValueError, match="not available for this model"):
         inverse.run_classifier(cfg, tmp_path / "bad", progress=False)
+
+
+def test_density_identifiability_floor_is_the_mean_over_indistinguishable_densities():
+    # One element, one T, three densities: the first two spectra are identical, the third
+    # differs by 10 %. Perfect knowledge of the spectrum pins r=2 exactly and leaves r=0, 1
+    # at the mean of their log rho: errors +-0.5 dex, 0.
+    base = np.linspace(1.0, 2.0, 8)
+    kappa = np.stack([base, base, 1.1 * base])[None, None]          # (1, 1, 3, 8)
+    lr = np.array([-10.0, -9.0, -8.0])
+    valid = np.ones((1, 1, 3), bool)
+    q = (np.zeros(3, int), np.zeros(3, int), np.arange(3))
+    zbar = np.array([0.0, 0.0, 1.0]).reshape(1, 1, 3)
+    f = inverse.density_identifiability(kappa, lr, valid, q, zbar, tol=1e-3)
+    np.testing.assert_allclose(f["rmse_dex"], np.sqrt((0.25 + 0.25 + 0.0) / 3), rtol=1e-12)
+    np.testing.assert_allclose(f["rmse_dex_zbar_lo"], 0.5, rtol=1e-12)
+    assert f["rmse_dex_zbar_hi"] == 0.0 and f["mean_set_size"] == (2 + 2 + 1) / 3
+    # A looser tolerance merges the third: all three share the mean -9.
+    g = inverse.density_identifiability(kappa, lr, valid, q, tol=0.2)
+    np.testing.assert_allclose(g["rmse_dex"], np.sqrt(2.0 / 3.0), rtol=1e-12)
+    # An invalid node is not a candidate.
+    valid[0, 0, 1] = False
+    h = inverse.density_identifiability(kappa, lr, valid, (q[0][:1], q[1][:1], q[2][:1]))
+    assert h["rmse_dex"] == 0.0
