@@ -14,7 +14,9 @@ var_k(mu_k) only.
 Calibration: `interval_coverage` (fraction of residuals inside the central Gaussian intervals
 at the given levels), `fit_sigma_scale` (one factor on sigma that best matches observed to
 nominal coverage over levels 5 %..95 %, fitted on a calibration split that must be disjoint
-from the points it is later judged on), `plot_reliability`.
+from the points it is later judged on), `fit_sigma_model` (sigma' = sqrt((a sigma)^2 + b^2):
+a scale plus an error floor shared by all members, which their spread cannot show),
+`plot_reliability`.
 
 Ensembles are served by `opacity_jax.surrogate.Surrogate` (`return_std=True`): an FC-NN trained
 with `fcnn.ensemble = K` (one vmap'd run, element x member entities), or a CAE run whose latent
@@ -255,12 +257,60 @@ def fit_sigma_scale(residual, sigma, levels=DEFAULT_LEVELS, bounds=(1e-3, 1e4),
     return float(grid[int(np.argmin(err))])
 
 
-def calibration_summary(residual, sigma, scale: float = 1.0, levels=(0.68, 0.95)) -> dict:
-    """Coverage before and after scaling sigma by `scale`, plus the scale and N."""
-    return {"n": int(np.size(residual)), "sigma_scale": float(scale),
-            "coverage_raw": interval_coverage(residual, sigma, levels),
-            "coverage_calibrated": interval_coverage(residual, np.asarray(sigma) * scale,
-                                                     levels)}
+def fit_sigma_model(residual, sigma, levels=DEFAULT_LEVELS, n_scale: int = 97,
+                    n_floor: int = 40, max_points: int = 50000, seed: int = 0):
+    """(a, b) of the recalibrated sigma' = sqrt((a sigma)^2 + b^2), matching the reliability curve.
+
+    a inflates the member spread (members trained on the same data share part of their
+    errors); b is an error floor common to every member, which a spread cannot show (e.g. the
+    shared CAE decoder's reconstruction error). Grid search minimising sum over levels of
+    |coverage - level|; b = 0 is on the grid, so this is never worse on the calibration split
+    than `fit_sigma_scale`'s grid at the same a. Fit on a split disjoint from the evaluation.
+
+    Args:
+      residual, sigma: (N,) calibration residuals and member standard deviations.
+      levels: nominal levels; n_scale / n_floor: grid sizes of a (1e-2..1e3, log) and b (0 and
+        quantiles of |residual|); max_points: a seeded subsample bounds the cost.
+    Returns:
+      (a, b) floats; (1.0, 0.0) when there are no calibration points.
+    """
+    r = np.abs(np.asarray(residual, np.float64)).ravel()
+    s = np.asarray(sigma, np.float64).ravel()
+    if r.size == 0:
+        return 1.0, 0.0
+    if r.size > max_points:
+        pick = np.random.default_rng(seed).choice(r.size, max_points, replace=False)
+        r, s = r[pick], s[pick]
+    z = z_of_level(levels)
+    lv = np.asarray(levels)
+    a_grid = np.geomspace(1e-2, 1e3, n_scale)
+    qs = np.quantile(r, np.linspace(0.02, 0.98, n_floor - 1))
+    b_grid = np.concatenate([[0.0], np.unique(qs[qs > 0])])
+    best, best_err = (1.0, 0.0), np.inf
+    for b in b_grid:
+        for a in a_grid:
+            sig = np.sqrt((a * s) ** 2 + b * b)
+            ratio = np.sort(r / np.maximum(sig, 1e-300))
+            err = np.abs(np.searchsorted(ratio, z, side="right") / ratio.size - lv).sum()
+            if err < best_err - 1e-12:
+                best, best_err = (float(a), float(b)), err
+    return best
+
+
+def calibration_summary(residual, sigma, scale: float = 1.0, levels=(0.68, 0.95),
+                        model=None) -> dict:
+    """Coverage before and after scaling sigma by `scale`, plus the scale and N; with model =
+    (a, b) from `fit_sigma_model` also the coverage of sqrt((a sigma)^2 + b^2)."""
+    out = {"n": int(np.size(residual)), "sigma_scale": float(scale),
+           "coverage_raw": interval_coverage(residual, sigma, levels),
+           "coverage_calibrated": interval_coverage(residual, np.asarray(sigma) * scale,
+                                                    levels)}
+    if model is not None:
+        a, b = model
+        out["sigma_model"] = {"a": float(a), "b": float(b)}
+        out["coverage_scale_and_floor"] = interval_coverage(
+            residual, np.sqrt((a * np.asarray(sigma)) ** 2 + b * b), levels)
+    return out
 
 
 def plot_reliability(curves: Dict[str, tuple], path, title: str = "") -> Path:
@@ -460,8 +510,9 @@ def calibrate_workdir(workdir, out_dir=None, eps: float = 1e-10) -> dict:
     held-out test nodes.
 
     Uncertainty = member spread of log10(kappa + eps) per energy bin and of log10 of each
-    member's Planck / Rosseland mean. One sigma scale per quantity is fitted on the workdir's
-    *validation* nodes (disjoint from the test nodes) and judged on the test nodes.
+    member's Planck / Rosseland mean. One sigma scale per quantity (and, separately, a scale +
+    floor model, `fit_sigma_model`) is fitted on the workdir's *validation* nodes (disjoint from
+    the test nodes) and judged on the test nodes.
 
     Args:
       workdir: CAE run directory holding an ensemble (bin/train_ensemble), or an FC-NN run
@@ -515,8 +566,11 @@ def calibrate_workdir(workdir, out_dir=None, eps: float = 1e-10) -> dict:
         rv, sv = (np.concatenate(a) if a else np.zeros(0) for a in d["val"])
         rt, st = (np.concatenate(a) if a else np.zeros(0) for a in d["test"])
         scale = fit_sigma_scale(rv, sv)
-        report[q] = dict(calibration_summary(rt, st, scale), n_val=int(rv.size))
-        curves[f"{q} test (calibrated)"] = reliability_curve(rt, st * scale)
+        model = fit_sigma_model(rv, sv)
+        report[q] = dict(calibration_summary(rt, st, scale, model=model), n_val=int(rv.size))
+        curves[f"{q} test (scaled)"] = reliability_curve(rt, st * scale)
+        curves[f"{q} test (scale + floor)"] = reliability_curve(
+            rt, np.sqrt((model[0] * st) ** 2 + model[1] ** 2))
         curves[f"{q} test (raw)"] = reliability_curve(rt, st)
     out = Path(out_dir) if out_dir is not None else workdir / "eval"
     write_json(out / "ensemble_calibration.json",

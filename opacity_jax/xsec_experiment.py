@@ -706,10 +706,13 @@ def ensemble_calibration(sur: XsecSurrogate, mols: Sequence[MoleculeData], thres
     rv, sv = (np.concatenate(a) for a in parts["val"])
     rt, st = (np.concatenate(a) for a in parts["test"])
     scale = ens.fit_sigma_scale(rv, sv)
-    out = dict(ens.calibration_summary(rt, st, scale), n_val=int(rv.size),
+    model = ens.fit_sigma_model(rv, sv)
+    out = dict(ens.calibration_summary(rt, st, scale, model=model), n_val=int(rv.size),
                members=sur.members, scale_fitted_on="validation points (disjoint from test)")
     if make_figure:
-        ens.plot_reliability({"test (calibrated)": ens.reliability_curve(rt, st * scale),
+        ens.plot_reliability({"test (scaled)": ens.reliability_curve(rt, st * scale),
+                              "test (scale + floor)": ens.reliability_curve(
+                                  rt, np.sqrt((model[0] * st) ** 2 + model[1] ** 2)),
                               "test (raw)": ens.reliability_curve(rt, st)},
                              out_dir / "ensemble_reliability.png",
                              f"{sur.meta['model']} ensemble ({sur.members} members), log10 sigma")

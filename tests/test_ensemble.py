@@ -86,6 +86,27 @@ def test_coverage_and_sigma_scale():
         ens.z_of_level([1.0])
 
 
+def test_sigma_model_recovers_scale_and_floor():
+    # Residuals drawn with sd sqrt((2 s)^2 + 0.3^2): a spread too small by 2 plus an error
+    # floor the spread cannot show. A scale alone cannot fix both small and large s.
+    rng = np.random.default_rng(1)
+    s_cal, s_test = rng.uniform(0.01, 1.0, 40_000), rng.uniform(0.01, 1.0, 40_000)
+    true_sd = lambda s: np.sqrt((2.0 * s) ** 2 + 0.3 ** 2)   # noqa: E731
+    r_cal, r_test = rng.normal(size=s_cal.size) * true_sd(s_cal), \
+        rng.normal(size=s_test.size) * true_sd(s_test)
+    a, b = ens.fit_sigma_model(r_cal, s_cal)
+    assert a == pytest.approx(2.0, rel=0.1) and b == pytest.approx(0.3, rel=0.25)
+    summ = ens.calibration_summary(r_test, s_test, ens.fit_sigma_scale(r_cal, s_cal),
+                                   model=(a, b))
+    small = s_test < 0.1           # where the floor dominates
+    cov_small = ens.interval_coverage(r_test[small], np.sqrt((a * s_test[small]) ** 2 + b * b))
+    scale_only = ens.interval_coverage(r_test[small],
+                                       ens.fit_sigma_scale(r_cal, s_cal) * s_test[small])
+    assert abs(cov_small["0.95"] - 0.95) < 0.02 < abs(scale_only["0.95"] - 0.95)
+    assert abs(summ["coverage_scale_and_floor"]["0.95"] - 0.95) < 0.01
+    assert ens.fit_sigma_model([], []) == (1.0, 0.0)
+
+
 def test_reliability_plot_and_json_written_atomically(tmp_path):
     lv, obs = ens.reliability_curve(np.linspace(-2, 2, 50), np.ones(50))
     p = ens.plot_reliability({"x": (lv, obs)}, tmp_path / "r.png", "t")
