@@ -64,7 +64,8 @@ def bilinear_log(kappa: np.ndarray, known: np.ndarray, query: np.ndarray,
     Returns:
       (n_query, nE) predictions [cm^2/g].
     """
-    lk = np.log(np.maximum(kappa, _FLOOR))
+    # float64 first: the floor 1e-300 is 0 in float32, and log(0) would be -inf.
+    lk = np.log(np.maximum(np.asarray(kappa, np.float64), _FLOOR))
     n_t, n_r = known.shape
     out = []
     for i, j in zip(*np.nonzero(query)):
