@@ -74,3 +74,21 @@ def test_single_fcnn_is_not_an_ensemble(fcnn_ens_workdir, tmp_path):
     cfg.fcnn.ensemble = 0
     with pytest.raises(ValueError, match="fcnn.ensemble"):
         experiment.run(cfg, tmp_path / "bad", progress=False)
+
+
+def test_prediction_table_carries_the_ensemble_spread(fcnn_ens_workdir, tiny_workdir, tmp_path):
+    from opacity_jax import predict
+    text = predict.prediction_table(fcnn_ens_workdir, "Nd", [0.3], [1e-12])
+    rows = np.loadtxt(text.splitlines(), comments="#")
+    s = Surrogate.load(fcnn_ens_workdir)
+    mean, std = s.spectrum("Nd", 0.3, 1e-12, return_std=True)
+    assert rows.shape == (48, 3)
+    np.testing.assert_allclose(rows[:, 1], mean[0], rtol=1e-5)
+    np.testing.assert_allclose(rows[:, 2], std[0], rtol=1e-5, atol=1e-30)
+    assert "3-member ensemble" in text and "+-" in text
+    single = predict.prediction_table(tiny_workdir, "Nd", [0.3], [1e-12])
+    assert np.loadtxt(single.splitlines(), comments="#").shape == (48, 2)
+    with pytest.raises(ValueError, match="one density per temperature"):
+        predict.prediction_table(tiny_workdir, "Nd", [0.3, 0.4], [1e-12])
+    predict.write_text_atomic(tmp_path / "t.txt", text)
+    assert (tmp_path / "t.txt").read_text() == text and not list(tmp_path.glob("*.tmp"))
