@@ -373,7 +373,7 @@ def write_json(path, obj) -> Path:
 # --------------------------------------------------------------------------------------------
 # ensembles through the Surrogate (CAE + latent-MLP path)
 def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] = None,
-                          progress: bool = False) -> dict:
+                          progress: bool = False, calibration_fraction: float = 0.5) -> dict:
     """Add a K-member latent-MLP ensemble to a trained CAE workdir.
 
     Re-encodes every node with the workdir's CAE, rebuilds the latent targets and features
@@ -386,6 +386,9 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
     Args:
       workdir: a CAE run directory (bin/train --config=configs/cae.py).
       members: K. train_cfg: overrides of config.latent.mlp_train (e.g. {'epochs': 300}).
+      calibration_fraction: seeded fraction of each element's validation nodes set aside for
+        `calibrate_workdir` (never used for the members' early stopping, so the variance
+        recalibration is not fitted on nodes the members were selected on); 0 = none.
     Returns:
       summary dict (members, epochs_run, seconds).
     """
@@ -419,6 +422,17 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
         return m.reshape(shape)
 
     train, val = mask("train"), mask("val")
+    if not 0.0 <= calibration_fraction < 1.0:
+        raise ValueError(f"calibration_fraction must be in [0, 1), got {calibration_fraction}")
+    calib = np.zeros_like(val)
+    if calibration_fraction > 0:
+        rng = np.random.default_rng(int(cfg.seed) + 7)
+        for e in range(val.shape[0]):
+            idx = np.flatnonzero(val[e])
+            k = int(round(calibration_fraction * idx.size))
+            if 0 < k < idx.size:
+                calib[e].flat[rng.choice(idx, k, replace=False)] = True
+        val = val & ~calib
     scaling = experiment.SpectrumScaling.from_dict(meta["scaling"])
     y = scaling.forward(ds.kappa.astype(np.float64)).astype(np.float32)
     n_z, n_t, n_r, n_e = y.shape
@@ -446,7 +460,8 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
     res = train_ensemble(regression_task(mlp, "latent_mlp"), tr, va, lcfg, members, workdir,
                          label=ENSEMBLE_LABEL, meta=meta, progress=progress)
     meta["ensemble"] = {"members": int(members), "label": ENSEMBLE_LABEL,
-                        "hidden": list(hidden)}
+                        "hidden": list(hidden),
+                        "calibration_nodes": np.flatnonzero(calib).tolist()}
     write_json(mf, meta)
     return {"members": int(members), "epochs_run": res.result.epochs_run,
             "seconds": round(res.result.seconds, 1)}
@@ -536,7 +551,17 @@ def calibrate_workdir(workdir, out_dir=None, eps: float = 1e-10) -> dict:
         m[meta["split"][name]] = True
         return m.reshape(shape)
 
-    parts = {"val": mask("val"), "test": mask("test")}
+    cal_idx = (meta.get("ensemble") or {}).get("calibration_nodes")
+    if cal_idx:
+        # Nodes held out of the members' early stopping (train_latent_ensemble).
+        cal = np.zeros(int(np.prod(shape)), bool)
+        cal[cal_idx] = True
+        cal_mask, fitted_on = cal.reshape(shape), "calibration nodes (validation nodes not " \
+            "used for the members' early stopping; disjoint from test)"
+    else:
+        cal_mask, fitted_on = mask("val"), "validation nodes (disjoint from test; also the " \
+            "members' early-stopping nodes)"
+    parts = {"val": cal_mask, "test": mask("test")}
     res = {q: {p: ([], []) for p in parts} for q in ("log_kappa", "log_planck", "log_rosseland")}
     for part, m in parts.items():
         for e, z in enumerate(ds.elements):
@@ -575,7 +600,7 @@ def calibrate_workdir(workdir, out_dir=None, eps: float = 1e-10) -> dict:
     out = Path(out_dir) if out_dir is not None else workdir / "eval"
     write_json(out / "ensemble_calibration.json",
                {"workdir": str(workdir), "members": s.members, "eps": eps,
-                "scale_fitted_on": "validation nodes (disjoint from test)", "quantities": report})
+                "scale_fitted_on": fitted_on, "quantities": report})
     kind = "FC-NN" if meta.get("model") == "fcnn" else "latent-MLP"
     plot_reliability(curves, out / "ensemble_reliability.png",
                      f"{kind} ensemble ({s.members} members), test nodes")

@@ -167,7 +167,13 @@ def test_ensemble_surrogate_mean_std_and_means(cae_workdir):
 
 
 def test_calibration_report_of_a_workdir(cae_workdir):
+    meta = json.loads((cae_workdir / "model.json").read_text())
+    cal = set(meta["ensemble"]["calibration_nodes"])
+    assert cal and cal <= set(meta["split"]["val"]) and not cal & set(meta["split"]["test"])
     rep = ens.calibrate_workdir(cae_workdir)
+    saved = json.loads((cae_workdir / "eval" / "ensemble_calibration.json").read_text())
+    assert saved["scale_fitted_on"].startswith("calibration nodes")
+    assert rep["log_kappa"]["n_val"] == 48 * len(cal)
     for q in ("log_kappa", "log_planck", "log_rosseland"):
         c = rep[q]
         assert c["n"] > 0 and c["n_val"] > 0 and c["sigma_scale"] > 0
