@@ -373,7 +373,8 @@ def write_json(path, obj) -> Path:
 # --------------------------------------------------------------------------------------------
 # ensembles through the Surrogate (CAE + latent-MLP path)
 def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] = None,
-                          progress: bool = False, calibration_fraction: float = 0.5) -> dict:
+                          progress: bool = False, calibration_fraction: float = 0.5,
+                          overwrite: bool = False) -> dict:
     """Add a K-member latent-MLP ensemble to a trained CAE workdir.
 
     Re-encodes every node with the workdir's CAE, rebuilds the latent targets and features
@@ -389,6 +390,9 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
       calibration_fraction: seeded fraction of each element's validation nodes set aside for
         `calibrate_workdir` (never used for the members' early stopping, so the variance
         recalibration is not fitted on nodes the members were selected on); 0 = none.
+      overwrite: replace an existing ensemble trained with other settings (otherwise an
+        existing one with the same members and calibration nodes is resumed, a different one
+        is an error).
     Returns:
       summary dict (members, epochs_run, seconds).
     """
@@ -433,6 +437,18 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
             if 0 < k < idx.size:
                 calib[e].flat[rng.choice(idx, k, replace=False)] = True
         val = val & ~calib
+    old = meta.get("ensemble")
+    ck_dir = workdir / "checkpoints" / ENSEMBLE_LABEL
+    if ck_dir.exists():
+        same = bool(old) and int(old["members"]) == int(members) and \
+            old.get("calibration_nodes", []) == np.flatnonzero(calib).tolist()
+        if overwrite or not same:
+            if not overwrite:
+                raise ValueError(f"{ck_dir} holds an ensemble trained with other settings "
+                                 f"(members {old and old.get('members')}); pass overwrite=True "
+                                 f"(bin/train_ensemble --overwrite) to replace it")
+            import shutil
+            shutil.rmtree(ck_dir)
     scaling = experiment.SpectrumScaling.from_dict(meta["scaling"])
     y = scaling.forward(ds.kappa.astype(np.float64)).astype(np.float32)
     n_z, n_t, n_r, n_e = y.shape

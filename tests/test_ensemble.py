@@ -170,6 +170,8 @@ def test_calibration_report_of_a_workdir(cae_workdir):
     meta = json.loads((cae_workdir / "model.json").read_text())
     cal = set(meta["ensemble"]["calibration_nodes"])
     assert cal and cal <= set(meta["split"]["val"]) and not cal & set(meta["split"]["test"])
+    with pytest.raises(ValueError, match="other settings"):
+        ens.train_latent_ensemble(cae_workdir, members=2, train_cfg={"epochs": 2})
     rep = ens.calibrate_workdir(cae_workdir)
     saved = json.loads((cae_workdir / "eval" / "ensemble_calibration.json").read_text())
     assert saved["scale_fitted_on"].startswith("calibration nodes")
