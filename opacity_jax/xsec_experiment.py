@@ -707,7 +707,9 @@ def ensemble_calibration(sur: XsecSurrogate, mols: Sequence[MoleculeData], thres
     rt, st = (np.concatenate(a) for a in parts["test"])
     scale = ens.fit_sigma_scale(rv, sv)
     model = ens.fit_sigma_model(rv, sv)
-    out = dict(ens.calibration_summary(rt, st, scale, model=model), n_val=int(rv.size),
+    out = dict(ens.calibration_summary(rt, st, scale, model=model,
+                                       conformal=ens.fit_conformal(rv, sv)),
+               n_val=int(rv.size),
                members=sur.members, scale_fitted_on="validation points (disjoint from test)")
     if make_figure:
         ens.plot_reliability({"test (scaled)": ens.reliability_curve(rt, st * scale),

@@ -107,6 +107,25 @@ def test_sigma_model_recovers_scale_and_floor():
     assert ens.fit_sigma_model([], []) == (1.0, 0.0)
 
 
+def test_conformal_multipliers_cover_heavy_tails():
+    # Student-t (3 dof) residuals with sigma = 1: no single Gaussian scale gives 68 % and 95 %
+    # at once; the conformal quantiles do, on an independent sample.
+    rng = np.random.default_rng(3)
+    r_cal, r_test = rng.standard_t(3, 40_000), rng.standard_t(3, 40_000)
+    one = np.ones(40_000)
+    q = ens.fit_conformal(r_cal, one)
+    from scipy import stats
+    assert q["0.95"] == pytest.approx(stats.t.ppf(0.975, 3), rel=0.03)
+    assert q["0.68"] == pytest.approx(stats.t.ppf(0.84, 3), rel=0.03)
+    cov = ens.conformal_coverage(r_test, one, q)
+    assert abs(cov["0.68"] - 0.68) < 0.01 and abs(cov["0.95"] - 0.95) < 0.005
+    scaled = ens.interval_coverage(r_test, ens.fit_sigma_scale(r_cal, one) * one)
+    assert max(abs(scaled["0.68"] - 0.68), abs(scaled["0.95"] - 0.95)) > 0.01
+    assert ens.fit_conformal([1.0], [1.0], (0.95,))["0.95"] == float("inf")
+    summ = ens.calibration_summary(r_test, one, 1.0, conformal=q)
+    assert summ["coverage_conformal"] == cov
+
+
 def test_reliability_plot_and_json_written_atomically(tmp_path):
     lv, obs = ens.reliability_curve(np.linspace(-2, 2, 50), np.ones(50))
     p = ens.plot_reliability({"x": (lv, obs)}, tmp_path / "r.png", "t")
