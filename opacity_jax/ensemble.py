@@ -299,10 +299,13 @@ def fit_sigma_model(residual, sigma, levels=DEFAULT_LEVELS, n_scale: int = 97,
 
 
 def fit_conformal(residual, sigma, levels=(0.68, 0.95)) -> Dict[str, float]:
-    """Split-conformal interval multipliers: for each level L, the finite-sample
-    ceil((n + 1) L) / n empirical quantile q_L of |residual| / sigma on a calibration split.
+    """Normalised split-conformal intervals mean +- q_L (sigma + beta), fitted on a calibration
+    split.
 
-    The interval mean +- q_L sigma then covers a fresh point with probability >= L whenever
+    q_L is the finite-sample ceil((n + 1) L) / n empirical quantile of |residual| / (sigma +
+    beta) on the calibration points; beta = the median calibration sigma keeps points where
+    all members agree exactly (sigma = 0, e.g. spectra clipped to zero by every member) from
+    making q_L infinite. The interval covers a fresh point with probability >= L whenever
     calibration and evaluation points are exchangeable, whatever the shape of the residual
     distribution (a Gaussian scale cannot match heavy tails at 68 % and 95 % at once).
 
@@ -310,29 +313,32 @@ def fit_conformal(residual, sigma, levels=(0.68, 0.95)) -> Dict[str, float]:
       residual, sigma: (N,) calibration residuals and predicted standard deviations.
       levels: coverage levels in (0, 1).
     Returns:
-      {f"{L:g}": q_L}; inf where N is too small for the level; with no calibration points,
-      the Gaussian z_L (no recalibration).
+      {f"{L:g}": q_L, ..., "beta": beta}; q_L = inf where N is too small for the level; with
+      no calibration points, the Gaussian z_L and beta = 0 (no recalibration).
     """
     r = np.abs(np.asarray(residual, np.float64)).ravel()
-    s = np.maximum(np.asarray(sigma, np.float64).ravel(), 1e-300)
+    s = np.asarray(sigma, np.float64).ravel()
     levels = np.atleast_1d(levels)
     if r.size == 0:
-        return {f"{float(lv):g}": float(z) for lv, z in zip(levels, z_of_level(levels))}
-    ratio = np.sort(r / s)
+        out = {f"{float(lv):g}": float(z) for lv, z in zip(levels, z_of_level(levels))}
+        return dict(out, beta=0.0)
+    beta = float(np.median(s))
+    ratio = np.sort(r / np.maximum(s + beta, 1e-300))
     n = ratio.size
     out = {}
     for lv in levels:
         k = int(np.ceil((n + 1) * float(lv)))
         out[f"{float(lv):g}"] = float(ratio[k - 1]) if k <= n else float("inf")
+    out["beta"] = beta
     return out
 
 
 def conformal_coverage(residual, sigma, multipliers: Dict[str, float]) -> Dict[str, float]:
-    """Observed fraction of |residual| <= q_L sigma for each level's multiplier q_L."""
+    """Observed fraction of |residual| <= q_L (sigma + beta) for each level of `fit_conformal`."""
     r = np.abs(np.asarray(residual, np.float64)).ravel()
-    s = np.asarray(sigma, np.float64).ravel()
+    s = np.asarray(sigma, np.float64).ravel() + float(multipliers.get("beta", 0.0))
     return {k: (float(np.mean(r <= q * s)) if r.size else float("nan"))
-            for k, q in multipliers.items()}
+            for k, q in multipliers.items() if k != "beta"}
 
 
 def calibration_summary(residual, sigma, scale: float = 1.0, levels=(0.68, 0.95),

@@ -115,13 +115,20 @@ def test_conformal_multipliers_cover_heavy_tails():
     one = np.ones(40_000)
     q = ens.fit_conformal(r_cal, one)
     from scipy import stats
-    assert q["0.95"] == pytest.approx(stats.t.ppf(0.975, 3), rel=0.03)
-    assert q["0.68"] == pytest.approx(stats.t.ppf(0.84, 3), rel=0.03)
+    # beta = median sigma = 1, so the multipliers are half the t quantiles.
+    assert q["beta"] == 1.0
+    assert 2 * q["0.95"] == pytest.approx(stats.t.ppf(0.975, 3), rel=0.03)
+    assert 2 * q["0.68"] == pytest.approx(stats.t.ppf(0.84, 3), rel=0.03)
     cov = ens.conformal_coverage(r_test, one, q)
     assert abs(cov["0.68"] - 0.68) < 0.01 and abs(cov["0.95"] - 0.95) < 0.005
     scaled = ens.interval_coverage(r_test, ens.fit_sigma_scale(r_cal, one) * one)
     assert max(abs(scaled["0.68"] - 0.68), abs(scaled["0.95"] - 0.95)) > 0.01
     assert ens.fit_conformal([1.0], [1.0], (0.95,))["0.95"] == float("inf")
+    # Points where every member agrees (sigma = 0) do not make the intervals infinite.
+    s0 = np.where(np.arange(40_000) % 10 == 0, 0.0, 1.0)
+    q0 = ens.fit_conformal(r_cal, s0)
+    assert q0["beta"] == 1.0 and np.isfinite(q0["0.95"])
+    assert abs(ens.conformal_coverage(r_test, s0, q0)["0.95"] - 0.95) < 0.005
     summ = ens.calibration_summary(r_test, one, 1.0, conformal=q)
     assert summ["coverage_conformal"] == cov
 
