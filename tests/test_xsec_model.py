@@ -137,7 +137,8 @@ def _tiny_table():
     return df
 
 
-def test_end_to_end_tiny_run_surrogate_and_evaluation(tmp_path):
+def _tiny_pinn_config(tmp_path, ensemble: int = 1):
+    """The PINN config shrunk to seconds on the synthetic two-molecule table."""
     path = xg.save_xsec_table(_tiny_table(), tmp_path / "tiny.h5", provenance={"test": 1})
     cfg = pinn_config.get_config()
     cfg.data.path = str(path)
@@ -145,10 +146,16 @@ def test_end_to_end_tiny_run_surrogate_and_evaluation(tmp_path):
     cfg.data.val_fraction = 0.2
     cfg.xsec.hidden = (16, 16)
     cfg.xsec.n_fourier = 4
+    cfg.xsec.ensemble = ensemble
     cfg.train.epochs = 3
     cfg.train.batch_size = 32
     cfg.train.max_seconds = 0.0
     cfg.eval.temperatures_k = (3000.0,)
+    return cfg
+
+
+def test_end_to_end_tiny_run_surrogate_and_evaluation(tmp_path):
+    cfg = _tiny_pinn_config(tmp_path)
     wd = tmp_path / "run"
     summary = experiment.run(cfg, wd, progress=False)
     assert summary["epochs_run"] == 3 and set(summary["best_val"]) == {"H2+", "HeH+"}
@@ -168,18 +175,7 @@ def test_end_to_end_tiny_run_surrogate_and_evaluation(tmp_path):
 
 
 def test_ensemble_members_mean_std_and_calibration(tmp_path):
-    path = xg.save_xsec_table(_tiny_table(), tmp_path / "tiny.h5", provenance={"test": 1})
-    cfg = pinn_config.get_config()
-    cfg.data.path = str(path)
-    cfg.data.test_fraction = 0.2
-    cfg.data.val_fraction = 0.2
-    cfg.xsec.hidden = (16, 16)
-    cfg.xsec.n_fourier = 4
-    cfg.xsec.ensemble = 3
-    cfg.train.epochs = 3
-    cfg.train.batch_size = 32
-    cfg.train.max_seconds = 0.0
-    cfg.eval.temperatures_k = (3000.0,)
+    cfg = _tiny_pinn_config(tmp_path, ensemble=3)
     wd = tmp_path / "run"
     experiment.run(cfg, wd, progress=False)
     sur = xe.XsecSurrogate.load(wd)
