@@ -174,7 +174,9 @@ class Surrogate:
             params["fcnn"] = mp
         else:
             raise ValueError(f"unknown model {meta['model']!r} in {mf}")
-        return cls(meta, params, boosters, regressor, on_domain_error)
+        out = cls(meta, params, boosters, regressor, on_domain_error)
+        out.workdir = workdir
+        return out
 
     # -- validation ---------------------------------------------------------------------------
     def element_position(self, element) -> int:
@@ -298,6 +300,60 @@ class Surrogate:
         as `planck_mean`."""
         return self._means(planck.rosseland_mean, element, temperature_ev, density_gcc,
                            return_std)
+
+    def interval(self, quantity: str, element, temperature_ev, density_gcc,
+                 level: float = 0.95):
+        """Calibrated (lower, upper) bounds [cm^2/g] from an ensemble's conformal intervals.
+
+        The interval is 10 ** (m +- q_L (s + beta)), with m, s the member mean and standard
+        deviation of log10(x) (x = kappa + eps per bin, or each member's Planck / Rosseland
+        mean) and q_L, beta the split-conformal multipliers that `ensemble.calibrate_workdir`
+        (run by bin/evaluate) fitted on data disjoint from the training data and stored in
+        <workdir>/eval/ensemble_calibration.json.
+
+        Args:
+          quantity: 'kappa' (per bin, (N, nE)), 'planck' or 'rosseland' ((N,)).
+          element, temperature_ev [eV], density_gcc [g/cm^3]: as `spectrum`.
+          level: a coverage level stored in the calibration file (0.68 or 0.95).
+        Returns:
+          (lower, upper) arrays [cm^2/g].
+        """
+        names = {"kappa": "log_kappa", "planck": "log_planck", "rosseland": "log_rosseland"}
+        if quantity not in names:
+            raise ValueError(f"quantity must be one of {sorted(names)}, got {quantity!r}")
+        if self.members < 2:
+            raise ValueError("calibrated intervals need an ensemble (members >= 2)")
+        path = Path(getattr(self, "workdir", ".")) / "eval" / "ensemble_calibration.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found; run bin/evaluate --workdir="
+                                    f"{getattr(self, 'workdir', '<workdir>')} first")
+        cal = json.loads(path.read_text())
+        if int(cal.get("members", self.members)) != self.members:
+            raise ValueError(f"{path} was fitted for {cal['members']} members, this surrogate "
+                             f"has {self.members}; re-run bin/evaluate")
+        conf = cal["quantities"][names[quantity]].get("conformal_multipliers")
+        key = f"{float(level):g}"
+        if not conf or key not in conf:
+            raise ValueError(f"{path} holds no conformal multiplier for level {key}; "
+                             f"available: {sorted(k for k in (conf or {}) if k != 'beta')}")
+        q, beta = float(conf[key]), float(conf.get("beta", 0.0))
+        if quantity == "kappa":
+            eps = float(cal.get("eps", 1e-10))
+            lx = np.log10(self.spectrum_members(element, temperature_ev, density_gcc)
+                          .astype(np.float64) + eps)
+        else:
+            from opacity_jax import _compat
+            k = self.spectrum_members(element, temperature_ev, density_gcc).astype(np.float64)
+            t = np.broadcast_arrays(np.atleast_1d(temperature_ev),
+                                    np.atleast_1d(density_gcc))[0]
+            fn = planck.planck_mean if quantity == "planck" else planck.rosseland_mean
+            with _compat.enable_x64():
+                m = np.asarray(fn(jnp.asarray(k), self.energy_edges_ev,
+                                  jnp.asarray(np.asarray(t, np.float64))))
+            lx = np.log10(np.maximum(m, 1e-300))
+        half = q * (lx.std(0) + beta)
+        mid = lx.mean(0)
+        return 10.0 ** (mid - half), 10.0 ** (mid + half)
 
     def device_pipeline(self, dtype=jnp.float32, node_tol: Optional[float] = None):
         """The whole query as one jit'd device function (`opacity_jax.pipeline.DevicePipeline`):

@@ -65,6 +65,35 @@ def test_evaluate_reports_ensemble_calibration(fcnn_ens_workdir):
         assert 0.0 <= cal[q]["coverage_calibrated"]["0.95"] <= 1.0
     assert (fcnn_ens_workdir / "eval" / "ensemble_reliability.png").exists()
     assert ens.EnsembleSurrogate.load(fcnn_ens_workdir).members == 3
+    # Calibrated intervals: bracket the member mean, widen with the level, and reproduce the
+    # stored conformal multipliers.
+    s = Surrogate.load(fcnn_ens_workdir)
+    t, r = [0.1, 0.3], [1e-13, 1e-11]
+    lo68, hi68 = s.interval("planck", "U", t, r, level=0.68)
+    lo95, hi95 = s.interval("planck", "U", t, r, level=0.95)
+    kp = s.planck_mean("U", t, r)
+    assert np.all(lo95 <= lo68) and np.all(hi68 <= hi95) and np.all(lo95 < hi95)
+    km = s.spectrum_members("U", t, r).astype(np.float64)
+    import jax.numpy as jnp
+    from opacity_jax import _compat
+    from opacity_jax.physics import planck
+    with _compat.enable_x64():
+        pm = np.asarray(planck.planck_mean(jnp.asarray(km), s.energy_edges_ev,
+                                           jnp.asarray(np.asarray(t, np.float64))))
+    lp = np.log10(pm)
+    conf = cal["log_planck"]["conformal_multipliers"]
+    np.testing.assert_allclose(np.log10(hi95) - np.log10(lo95),
+                               2 * conf["0.95"] * (lp.std(0) + conf["beta"]), rtol=1e-6)
+    assert np.all((lo95 <= 10 ** lp.mean(0)) & (10 ** lp.mean(0) <= hi95))
+    assert np.all(np.isfinite(kp))
+    klo, khi = s.interval("kappa", "U", t, r)
+    assert klo.shape == khi.shape == (2, 48) and np.all(klo <= khi)
+    with pytest.raises(ValueError, match="level 0.9"):
+        s.interval("planck", "U", t, r, level=0.9)
+    with pytest.raises(ValueError, match="quantity"):
+        s.interval("flux", "U", t, r)
+    with pytest.raises(ValueError, match="ensemble"):
+        Surrogate.load(fcnn_ens_workdir, ensemble=False).interval("planck", "U", t, r)
 
 
 def test_single_fcnn_is_not_an_ensemble(fcnn_ens_workdir, tmp_path):
