@@ -121,10 +121,7 @@ def _forward_violation(workdir: Path, config) -> float:
     from opacity_jax.surrogate import Surrogate
     meta = json.loads((workdir / experiment.MODEL_FILE).read_text())
     ds = experiment.load_data(config.data)
-    shape = tuple(meta["split"]["shape"])
-    train = np.zeros(int(np.prod(shape)), bool)
-    train[meta["split"]["train"]] = True
-    train = train.reshape(shape)
+    train = experiment.node_mask(meta, "train")
     opts = physics_hooks.options_from_config(config.loss)
     masks = physics_hooks.column_pair_masks(ds, train, opts)            # (nZ, nR, nT-1)
     s = Surrogate.load(workdir)

@@ -466,14 +466,7 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
     if ds.elements.tolist() != meta["elements"]:
         raise ValueError(f"dataset elements {ds.elements.tolist()} differ from the model's "
                          f"{meta['elements']} in {mf}")
-    shape = tuple(meta["split"]["shape"])
-
-    def mask(name):
-        m = np.zeros(int(np.prod(shape)), bool)
-        m[meta["split"][name]] = True
-        return m.reshape(shape)
-
-    train, val = mask("train"), mask("val")
+    train, val = experiment.node_mask(meta, "train"), experiment.node_mask(meta, "val")
     if not 0.0 <= calibration_fraction < 1.0:
         raise ValueError(f"calibration_fraction must be in [0, 1), got {calibration_fraction}")
     calib = np.zeros_like(val)
@@ -608,24 +601,17 @@ def calibrate_workdir(workdir, out_dir=None, eps: float = 1e-10) -> dict:
     s = EnsembleSurrogate.load(workdir, on_domain_error="warn")
     meta = s.base.meta
     ds = experiment.load_data(ConfigDict(json.loads((workdir / "config.json").read_text())).data)
-    shape = tuple(meta["split"]["shape"])
-
-    def mask(name):
-        m = np.zeros(int(np.prod(shape)), bool)
-        m[meta["split"][name]] = True
-        return m.reshape(shape)
-
     cal_idx = (meta.get("ensemble") or {}).get("calibration_nodes")
     if cal_idx:
         # Nodes held out of the members' early stopping (train_latent_ensemble).
-        cal = np.zeros(int(np.prod(shape)), bool)
-        cal[cal_idx] = True
-        cal_mask, fitted_on = cal.reshape(shape), "calibration nodes (validation nodes not " \
-            "used for the members' early stopping; disjoint from test)"
+        cal_mask = experiment.node_mask(meta, cal_idx)
+        fitted_on = "calibration nodes (validation nodes not used for the members' early " \
+            "stopping; disjoint from test)"
     else:
-        cal_mask, fitted_on = mask("val"), "validation nodes (disjoint from test; also the " \
-            "members' early-stopping nodes)"
-    parts = {"val": cal_mask, "test": mask("test")}
+        cal_mask = experiment.node_mask(meta, "val")
+        fitted_on = "validation nodes (disjoint from test; also the members' early-stopping " \
+            "nodes)"
+    parts = {"val": cal_mask, "test": experiment.node_mask(meta, "test")}
     res = {q: {p: ([], []) for p in parts} for q in ("log_kappa", "log_planck", "log_rosseland")}
     for part, m in parts.items():
         for e, z in enumerate(ds.elements):

@@ -96,10 +96,7 @@ def evaluate_workdir(workdir, make_figures: bool = True, progress: bool = False)
     if ds.elements.tolist() != meta["elements"]:
         raise ValueError(f"dataset elements {ds.elements.tolist()} differ from the model's "
                          f"{meta['elements']}")
-    shape = tuple(meta["split"]["shape"])
-    test = np.zeros(int(np.prod(shape)), bool)
-    test[meta["split"]["test"]] = True
-    test = test.reshape(shape)
+    test = experiment.node_mask(meta, "test")
     known = ds.valid & ~test
     e_idx, t_idx, r_idx = np.nonzero(test)
     t = ds.temperature_ev[t_idx]

@@ -89,6 +89,16 @@ def make_split_masks(ds: Dataset, data_cfg, seed: int):
     return train, val, test
 
 
+def node_mask(meta: dict, indices) -> np.ndarray:
+    """(nZ, nT, nR) bool mask of the flat node indices recorded in a model.json (`meta`);
+    `indices` is a split name ('train', 'val', 'test') or a list of flat indices."""
+    shape = tuple(meta["split"]["shape"])
+    idx = meta["split"][indices] if isinstance(indices, str) else indices
+    m = np.zeros(int(np.prod(shape)), bool)
+    m[np.asarray(idx, np.int64)] = True
+    return m.reshape(shape)
+
+
 @dataclasses.dataclass
 class SpectrumScaling:
     """y = forward(kappa) / scale_e per element; inverse clips at 0 (opacities are >= 0)."""
