@@ -135,6 +135,9 @@ class Surrogate:
         if not mf.exists():
             raise FileNotFoundError(f"{mf} not found: not a trained workdir (run bin/train)")
         meta = json.loads(mf.read_text())
+        if meta.get("model") == "stage_basis":
+            from opacity_jax.serve.stage_basis import StageBasisSurrogate
+            return StageBasisSurrogate.load(workdir, on_domain_error=on_domain_error)
         params, boosters = {}, None
         n_z = len(meta.get("elements", ()))
         if meta["model"] == "cae":

@@ -1,11 +1,14 @@
 """Seeded train/test splits over the (element, temperature, density) grid of spectra.
 
-Two protocols:
+Three protocols:
   * 'random': a stratified random 90/10 split of the valid spectra (as in the thesis): every element
     contributes ~10 % of its valid (T, rho) nodes to the test set.
   * 'heldout_nodes': the gap-filling test used by all later evaluations. Per element, ~10 % of the
     interior (T, rho) nodes are held out such that no two are 8-neighbours, so every held-out node
     keeps all 8 neighbours in training and is a genuine interpolation target.
+  * 'heldout_t_rows': per element, whole interior temperature rows (every density of one T) are
+    held out, no two adjacent, so each held-out row has both neighbouring rows in training: the
+    test of a model that must carry a missing temperature.
 
 All randomness comes from np.random.default_rng(seed) (never global seeding), so a split is a pure
 function of its arguments. Counts use round-half-up: round(0.1 * 375) = 38 on the 27 x 17 grid.
@@ -18,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-SPLIT_NAMES = ("random", "heldout_nodes")
+SPLIT_NAMES = ("random", "heldout_nodes", "heldout_t_rows")
 # Randomised greedy attempts before falling back to the lattice construction (see
 # `_choose_independent`); the greedy pass succeeds on the first try far below the maximum.
 _GREEDY_ATTEMPTS = 64
@@ -229,12 +232,51 @@ class Split:
                    fraction=float(d.get("fraction", 0.1)))
 
 
+def heldout_t_row_split(valid, fraction: float = 0.1, seed: int = 0) -> np.ndarray:
+    """Held-out interior temperature rows, independently per element.
+
+    For each element, max(1, round-half-up(fraction * nT)) rows are drawn among the interior
+    rows 1 .. nT-2 that have valid nodes, no two adjacent (each keeps both neighbouring rows).
+
+    Args:
+      valid: (nZ, nT, nR) bool mask of existing spectra (nT >= 3).
+      fraction: fraction of temperature rows to hold out; seed: integer seed.
+    Returns:
+      (nZ, nT, nR) bool test mask (the valid nodes of the chosen rows).
+    """
+    valid = _check_valid(valid)
+    fraction = _check_fraction(fraction)
+    n_z, n_t, _ = valid.shape
+    if n_t < 3:
+        raise ValueError(f"heldout_t_rows needs at least 3 temperatures, got {n_t}")
+    k = max(1, _round_half_up(fraction * n_t))
+    if k > (n_t - 1) // 2:
+        raise ValueError(f"cannot hold out {k} non-adjacent interior rows of {n_t} "
+                         f"temperatures; lower the test fraction")
+    rng = np.random.default_rng(seed)
+    test = np.zeros_like(valid)
+    for z in range(n_z):
+        rows = []
+        candidates = [i for i in range(1, n_t - 1) if valid[z, i].any()]
+        for i in rng.permutation(candidates):
+            if len(rows) == k:
+                break
+            if all(abs(int(i) - r) > 1 for r in rows):
+                rows.append(int(i))
+        if len(rows) < k:
+            raise ValueError(f"element position {z}: only {len(rows)} non-adjacent interior rows "
+                             f"with data, {k} requested")
+        test[z, rows] = valid[z, rows]
+    return test
+
+
 def make_split(name: str, valid, seed: int = 0, fraction: float = 0.1) -> Split:
     """Build a Split by protocol name.
 
     Args:
-      name: 'random' (stratified random over valid spectra) or 'heldout_nodes' (non-adjacent
-        interior nodes per element; neighbours must be valid).
+      name: 'random' (stratified random over valid spectra), 'heldout_nodes' (non-adjacent
+        interior nodes per element; neighbours must be valid) or 'heldout_t_rows' (whole
+        non-adjacent interior temperature rows per element).
       valid: (nZ, nT, nR) bool mask of existing spectra.
       seed: integer seed.
       fraction: test fraction.
@@ -247,6 +289,9 @@ def make_split(name: str, valid, seed: int = 0, fraction: float = 0.1) -> Split:
     valid = _check_valid(valid)
     if name == "random":
         train, test = random_split(valid, fraction=fraction, seed=seed)
+    elif name == "heldout_t_rows":
+        test = heldout_t_row_split(valid, fraction=fraction, seed=seed)
+        train = valid & ~test
     else:
         test = heldout_node_split(valid.shape[1], valid.shape[2], fraction=fraction, seed=seed,
                                   valid=valid)

@@ -4,6 +4,8 @@ Both use only the nodes marked known (train + validation), never the held-out on
 
 * `four_neighbour_mean`: the thesis's baseline, the arithmetic mean of kappa at the known
   nodes among (i+-1, j) and (i, j+-1).
+* `log_interp_along`: linear interpolation of log kappa along one axis (rho at fixed T, or T
+  at fixed rho) between the nearest known nodes.
 * `bilinear_log`: bilinear interpolation of log kappa in (log T, log rho) from the smallest
   axis-aligned rectangle of known nodes around the query node (for the held-out-node split, where
   no two held-out nodes touch, that is the cell of the four diagonal neighbours). Falls back to
@@ -54,6 +56,41 @@ def _rectangle(known, i, j):
     return None if best is None else best[1:]
 
 
+def _axis_interp(lk, known, i, j, coord, axis):
+    """Linear interpolation of lk (nT, nR, nE) in `coord` along one axis from the nearest known
+    nodes on both sides of (i, j); None where one side has none."""
+    n = known.shape[axis]
+    at = (lambda a: (a, j)) if axis == 0 else (lambda a: (i, a))
+    pos = i if axis == 0 else j
+    lo = next((a for a in range(pos - 1, -1, -1) if known[at(a)]), None)
+    hi = next((b for b in range(pos + 1, n) if known[at(b)]), None)
+    if lo is None or hi is None:
+        return None
+    u = (coord[pos] - coord[lo]) / (coord[hi] - coord[lo])
+    return (1 - u) * lk[at(lo)] + u * lk[at(hi)]
+
+
+def log_interp_along(kappa: np.ndarray, known: np.ndarray, query: np.ndarray,
+                     coord: np.ndarray, axis: int) -> np.ndarray:
+    """1-D linear interpolation of log kappa along one grid axis, from the nearest known nodes on
+    both sides (a geometric mean of the two neighbours when they are adjacent and the axis is
+    log-uniform).
+
+    Args:
+      kappa: (nT, nR, nE) [cm^2/g]; known, query: (nT, nR) bool;
+      coord: (nT,) log10 T for axis 0, or (nR,) log10 rho for axis 1.
+    Returns:
+      (n_query, nE) predictions [cm^2/g]; rows of NaN where the query has no known node on one
+      side along that axis (e.g. a held-out temperature row interpolated along rho).
+    """
+    lk = np.log(np.maximum(np.asarray(kappa, np.float64), _FLOOR))
+    out = []
+    for i, j in zip(*np.nonzero(query)):
+        val = _axis_interp(lk, known, i, j, np.asarray(coord, np.float64), axis)
+        out.append(np.full(lk.shape[-1], np.nan) if val is None else np.exp(val))
+    return np.asarray(out).reshape(-1, lk.shape[-1])
+
+
 def bilinear_log(kappa: np.ndarray, known: np.ndarray, query: np.ndarray,
                  log_t: np.ndarray, log_r: np.ndarray) -> np.ndarray:
     """Bilinear interpolation of log kappa in (log T, log rho) for every query node.
@@ -81,23 +118,11 @@ def bilinear_log(kappa: np.ndarray, known: np.ndarray, query: np.ndarray,
         # Border nodes: 1-D linear interpolation along whichever axis has known nodes both sides.
         done = False
         for axis in (0, 1):
-            lo = hi = None
-            if axis == 0:
-                lo = next((a for a in range(i - 1, -1, -1) if known[a, j]), None)
-                hi = next((b for b in range(i + 1, n_t) if known[b, j]), None)
-                if lo is not None and hi is not None:
-                    u = (log_t[i] - log_t[lo]) / (log_t[hi] - log_t[lo])
-                    out.append(np.exp((1 - u) * lk[lo, j] + u * lk[hi, j]))
-                    done = True
-                    break
-            else:
-                lo = next((c for c in range(j - 1, -1, -1) if known[i, c]), None)
-                hi = next((d for d in range(j + 1, n_r) if known[i, d]), None)
-                if lo is not None and hi is not None:
-                    v = (log_r[j] - log_r[lo]) / (log_r[hi] - log_r[lo])
-                    out.append(np.exp((1 - v) * lk[i, lo] + v * lk[i, hi]))
-                    done = True
-                    break
+            val = _axis_interp(lk, known, i, j, log_t if axis == 0 else log_r, axis)
+            if val is not None:
+                out.append(np.exp(val))
+                done = True
+                break
         if not done:
             q = np.zeros_like(query)
             q[i, j] = True

@@ -24,7 +24,7 @@ finite and should be used for comparisons in that regime.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -41,12 +41,14 @@ class SahaResult(NamedTuple):
     zbar: (..., n_el) mean ionic charge sum_k k f_k of each element.
     log_zbar: (..., n_el) ln Zbar (finite even where Zbar underflows).
     log_ne: (...) ln of the free-electron density [cm^-3].
+    log_fractions: (..., n_el, n_stages) ln f_k (finite where f_k underflows), when computed.
     """
 
     fractions: jax.Array
     zbar: jax.Array
     log_zbar: jax.Array
     log_ne: jax.Array
+    log_fractions: Optional[jax.Array] = None
 
 
 def log_partition_functions(temperature_ev, level_energy_ev, level_log_g):
@@ -84,6 +86,18 @@ def _log_zbar(log_f):
     return jax.nn.logsumexp(log_f + safe_log_k, axis=-1)
 
 
+def stage_log_weights(temperature_ev, ionization_energies_ev, log_u):
+    """Saha stage boundaries phi_i = ln[2 U_{i+1}/U_i (2 pi m_e kT/h^2)^{3/2}] - I_i/kT.
+
+    Args:
+      temperature_ev: scalar T [eV]; ionization_energies_ev: (..., n_stages - 1) [eV];
+      log_u: (..., n_stages) ln partition functions.
+    Returns:
+      (..., n_stages - 1) phi_i [ln cm^-3]: ln(n_{i+1} n_e / n_i).
+    """
+    return _stage_log_weights(temperature_ev, ionization_energies_ev, log_u)[1]
+
+
 def solve_mixture(temperature_ev, density_gcc, mass_fractions, atomic_weights,
                   ionization_energies_ev, level_energy_ev, level_log_g) -> SahaResult:
     """LTE ionization of a mixture sharing one free-electron density (scalar T, rho).
@@ -102,6 +116,28 @@ def solve_mixture(temperature_ev, density_gcc, mass_fractions, atomic_weights,
     """
     dtype = jnp.result_type(temperature_ev, float)
     t = jnp.asarray(temperature_ev, dtype)
+    log_u = log_partition_functions(t, jnp.asarray(level_energy_ev, dtype),
+                                    jnp.asarray(level_log_g, dtype))
+    phi = stage_log_weights(t, jnp.asarray(ionization_energies_ev, dtype), log_u)
+    return solve_mixture_phi(density_gcc, mass_fractions, atomic_weights, phi)
+
+
+def solve_mixture_phi(density_gcc, mass_fractions, atomic_weights, phi,
+                      bisection_steps: int = _BISECTION_STEPS) -> SahaResult:
+    """Charge neutrality for given Saha stage boundaries phi (see `stage_log_weights`).
+
+    The same solve as `solve_mixture`, for callers that build phi themselves (a prior with
+    approximate partition functions plus a learned correction, say).
+
+    Args:
+      density_gcc: scalar total mass density [g/cm^3]; mass_fractions, atomic_weights: (n_el,)
+        (weights in u); phi: (n_el, n_stages - 1) [ln cm^-3].
+      bisection_steps: halvings of the ln n_e bracket before the Newton polish (64 reach float64
+        resolution; ~32 suffice in float32, where the two Newton steps then converge).
+    Returns:
+      SahaResult as `solve_mixture` (log_fractions included).
+    """
+    dtype = jnp.result_type(phi, float)
     rho = jnp.asarray(density_gcc, dtype)
     x_frac = jnp.asarray(mass_fractions, dtype)
     x_frac = x_frac / jnp.sum(x_frac)
@@ -111,9 +147,9 @@ def solve_mixture(temperature_ev, density_gcc, mass_fractions, atomic_weights,
         jnp.log(rho) + jnp.log(jnp.where(present, x_frac, 1.0))
         - jnp.log(jnp.asarray(atomic_weights, dtype) * C.ATOMIC_MASS_UNIT_G),
         -jnp.inf)
-    log_u = log_partition_functions(t, jnp.asarray(level_energy_ev, dtype),
-                                    jnp.asarray(level_log_g, dtype))
-    c, phi = _stage_log_weights(t, jnp.asarray(ionization_energies_ev, dtype), log_u)
+    phi = jnp.asarray(phi, dtype)
+    zero = jnp.zeros(phi.shape[:-1] + (1,), phi.dtype)
+    c = jnp.concatenate([zero, jnp.cumsum(phi, axis=-1)], axis=-1)
     n_stages = c.shape[-1]
     log_n_tot = jax.nn.logsumexp(log_n_el)
 
@@ -134,7 +170,7 @@ def solve_mixture(temperature_ev, density_gcc, mass_fractions, atomic_weights,
         pos = residual(m, c_ng, log_n_ng) > 0
         return jnp.where(pos, a, m), jnp.where(pos, m, b)
 
-    a, b = jax.lax.fori_loop(0, _BISECTION_STEPS, body, (lo, hi))
+    a, b = jax.lax.fori_loop(0, bisection_steps, body, (lo, hi))
     x0 = 0.5 * (a + b)
     # Polish (no gradient) then one differentiable Newton step = implicit-function derivative.
     for _ in range(2):
@@ -146,7 +182,7 @@ def solve_mixture(temperature_ev, density_gcc, mass_fractions, atomic_weights,
     log_f = _log_fractions(c, x)
     log_zbar = _log_zbar(log_f)
     return SahaResult(fractions=jnp.exp(log_f), zbar=jnp.exp(log_zbar), log_zbar=log_zbar,
-                      log_ne=x)
+                      log_ne=x, log_fractions=log_f)
 
 
 def solve_element(temperature_ev, density_gcc, atomic_weight, ionization_energies_ev,
@@ -160,7 +196,8 @@ def solve_element(temperature_ev, density_gcc, atomic_weight, ionization_energie
     res = solve_mixture(temperature_ev, density_gcc, jnp.ones((1,)),
                         jnp.reshape(jnp.asarray(atomic_weight), (1,)),
                         ionization_energies_ev[None], level_energy_ev[None], level_log_g[None])
-    return SahaResult(res.fractions[0], res.zbar[0], res.log_zbar[0], res.log_ne)
+    return SahaResult(res.fractions[0], res.zbar[0], res.log_zbar[0], res.log_ne,
+                      res.log_fractions[0])
 
 
 def solve_indexed(atomic_data, element_index, temperature_ev, density_gcc) -> SahaResult:

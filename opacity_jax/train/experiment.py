@@ -256,7 +256,22 @@ def run(config, workdir, progress: bool = True) -> dict:
     if config.model in ("xsec", "xsec_pinn"):
         from opacity_jax import xsec_experiment
         return xsec_experiment.run_xsec(config, workdir, progress)
-    raise ValueError(f"config.model must be 'cae', 'fcnn', 'classifier', 'xsec' or 'xsec_pinn', got {config.model!r}")
+    if config.model == "stage_basis":
+        from opacity_jax.experiments import stage_basis
+        return stage_basis.train(config, workdir, progress)
+    raise ValueError("config.model must be 'cae', 'fcnn', 'classifier', 'xsec', 'xsec_pinn' or "
+                     f"'stage_basis', got {config.model!r}")
+
+
+def base_meta(config, ds, scaling, train, val, test) -> dict:
+    """The model.json fields every spectrum family shares (grid, domain, scaling, split masks as
+    flat node indices, provenance)."""
+    return _base_meta(config, ds, scaling, train, val, test)
+
+
+def save_json(path: Path, obj) -> None:
+    """Atomic JSON write (temporary file + rename)."""
+    _save_json(path, obj)
 
 
 def _base_meta(config, ds, scaling, train, val, test):

@@ -1,0 +1,283 @@
+"""Saha-structured opacity surrogate: charge-stage spectra mixed by an LTE ionization prior.
+
+In LTE the bound-bound and bound-free opacity of an element is, per gram,
+
+    kappa_bb+bf(E; T, rho) = sum_q x_q(T, rho) A_q(E, T),
+
+with x_q the charge-stage fractions and A_q the opacity of a gram of the element if all of it were
+in stage q, which does not depend on rho (up to weak density effects in real tables). Free-free
+(~ n_e sum_q x_q q^2 K(E, T)) and Thomson scattering (~ Zbar) follow in closed form from
+(x, n_e, T) (`opacity_jax.physics.opacity`). This module builds exactly that structure:
+
+* **Prior ionization.** Saha boundaries phi_q(T) from the tabulated ionization energies
+  (`physics.elements.IONIZATION_ENERGIES_EV`) with unit partition functions, U_q = 1: only what a
+  holder of real tables has. Partition-function ratios are the prior's main error; they enter
+  phi_q additively as ln(U_{q+1}/U_q)(T), a smooth function of T alone.
+* **Learned correction** dphi_q(T) to those boundaries (penalised), on knots in log10 T; charge
+  neutrality is then solved exactly (`physics.saha.solve_mixture_phi`, implicit derivatives),
+  so the corrected fractions stay normalised and consistent with n_e.
+* **Stage spectra** log A_q(E, T) on the same log10 T knots, one table per stage window of the
+  element, fitted per knot by linear least squares on that temperature's training densities
+  (`row_fit`: for given fractions the absorption is linear in the stage spectra, so they are
+  projected out of the fit of dphi - variable projection); between knots (held-out
+  temperature rows, off-grid queries) a cubic Hermite (Catmull-Rom) interpolant in log10 T
+  over the element's knots.
+* **Free-free and Thomson** from the same (x, n_e, T), each with one learned log scale.
+
+Everything is computed in log space (log kappa never underflows), so the model never outputs an
+exact zero. Shapes: per element (one entity of the vmap'd training step) params are
+
+    {"log_a": (n_stages, n_knots, n_energy), "dphi": (n_stages + 1, n_knots),
+     "log_s_ff": (), "log_s_es": ()}
+
+and the per-element constants (`ElementConsts`) carry the stage window, atomic weight,
+ionization energies and knot mask. Units: energies eV, T eV, rho g/cm^3, kappa cm^2/g.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from opacity_jax.physics import constants as C
+from opacity_jax.physics import elements as _el
+from opacity_jax.physics import opacity as phys
+from opacity_jax.physics import saha
+
+NEG = -1.0e4          # "log of zero" that keeps gradients finite (exp underflows to 0 exactly)
+N_BOUNDARIES = _el.MAX_STAGES - 1
+# float32 ln n_e: a ~2e3-wide bracket halved 36 times is ~3e-8 wide before the Newton polish.
+BISECTION_STEPS = 36
+
+
+@dataclasses.dataclass(frozen=True)
+class StageBasisSpec:
+    """Static shape of the model (shared by every element).
+
+    n_stages: charge stages in each element's window; n_energy: bins;
+    knots_log10_t: (n_knots,) log10 T [eV] of the knots (the dataset's T axis);
+    energy_edges_ev: (n_energy + 1,) bin edges [eV];
+    correction: learn dphi (else the prior's fractions are used as they are);
+    log_floor: ln of the opacity floor [cm^2/g] below which the loss does not resolve values.
+    """
+
+    n_stages: int
+    n_energy: int
+    knots_log10_t: tuple
+    energy_edges_ev: tuple
+    correction: bool = True
+    log_floor: float = float(np.log(1e-30))
+
+
+class ElementConsts(NamedTuple):
+    """Per-element constants (leading entity axis when stacked).
+
+    q_lo: () int first charge of the window; atomic_weight: () [u];
+    ionization_energies_ev: (20,) [eV]; knot_mask: (n_knots,) bool, knots with training data;
+    stage_mask: (n_stages,) bool, window stages that exist (q <= 20);
+    boundary_mask: (n_stages + 1,) bool, corrected boundaries q_lo - 1 ... q_lo + n_stages - 1
+    that exist.
+    """
+
+    q_lo: jax.Array
+    atomic_weight: jax.Array
+    ionization_energies_ev: jax.Array
+    knot_mask: jax.Array
+    stage_mask: jax.Array
+    boundary_mask: jax.Array
+
+
+def prior_phi(temperature_ev, ionization_energies_ev):
+    """Prior Saha boundaries with unit partition functions.
+
+    Args: temperature_ev: scalar [eV]; ionization_energies_ev: (20,) [eV].
+    Returns: (20,) phi_q [ln cm^-3] = ln[2 (2 pi m_e kT / h^2)^{3/2}] - I_q / kT.
+    """
+    i = jnp.asarray(ionization_energies_ev)
+    log_u = jnp.zeros(i.shape[:-1] + (i.shape[-1] + 1,), i.dtype)
+    return saha.stage_log_weights(temperature_ev, i, log_u)
+
+
+def prior_fractions(temperature_ev, density_gcc, atomic_weight, ionization_energies_ev):
+    """Prior stage fractions at one (T [eV], rho [g/cm^3]): SahaResult with (21,) fractions."""
+    phi = prior_phi(temperature_ev, ionization_energies_ev)
+    res = saha.solve_mixture_phi(density_gcc, jnp.ones((1,)), jnp.reshape(atomic_weight, (1,)),
+                                 phi[None])
+    return jax.tree_util.tree_map(lambda a: a[0] if a.ndim > 0 else a, res)
+
+
+def interp_weights(knots, mask, x):
+    """Cubic Hermite (Catmull-Rom) weights over the valid knots for one query.
+
+    Args: knots: (K,) ascending abscissae; mask: (K,) bool valid knots (>= 1); x: scalar.
+    Returns: (K,) weights w with sum_k w_k p_k the interpolant of knot values p (zero weight on
+    invalid knots). Outside the valid knots the value is clamped to the end knot. Differentiable
+    in x.
+    """
+    k = knots.shape[0]
+    idx = jnp.arange(k)
+    big = k
+    first = jnp.min(jnp.where(mask, idx, big))
+    i1 = jnp.max(jnp.where(mask & (knots <= x), idx, -1))
+    i1 = jnp.where(i1 < 0, first, i1)
+    i2 = jnp.min(jnp.where(mask & (idx > i1), idx, big))
+    i2 = jnp.where(i2 >= big, i1, i2)
+    i0 = jnp.max(jnp.where(mask & (idx < i1), idx, -1))
+    i0 = jnp.where(i0 < 0, i1, i0)
+    i3 = jnp.min(jnp.where(mask & (idx > i2), idx, big))
+    i3 = jnp.where(i3 >= big, i2, i3)
+    x0, x1, x2, x3 = knots[i0], knots[i1], knots[i2], knots[i3]
+    h = x2 - x1
+    safe = lambda d: jnp.where(d > 0, d, 1.0)
+    u = jnp.where(h > 0, jnp.clip((x - x1) / safe(h), 0.0, 1.0), 0.0)
+    h00 = 2 * u**3 - 3 * u**2 + 1
+    h10 = u**3 - 2 * u**2 + u
+    h01 = -2 * u**3 + 3 * u**2
+    h11 = u**3 - u**2
+    e = lambda i: jax.nn.one_hot(i, k, dtype=knots.dtype)
+    d20, d31 = x2 - x0, x3 - x1
+    m1 = jnp.where(d20 > 0, (e(i2) - e(i0)) / safe(d20), 0.0)
+    m2 = jnp.where(d31 > 0, (e(i3) - e(i1)) / safe(d31), 0.0)
+    return h00 * e(i1) + h01 * e(i2) + h * (h10 * m1 + h11 * m2)
+
+
+def _log_kernel_bin_mean(edges, t):
+    """ln of the bin mean of E^-3 (1 - e^{-E/kT}) [eV^-3], (nE,)."""
+    integral = phys.kramers_kernel_integral(edges[:-1], edges[1:], t)
+    return jnp.log(integral) - jnp.log(edges[1:] - edges[:-1])
+
+
+def init_params(spec: StageBasisSpec, log_a, dphi):
+    """Parameters of one element.
+
+    Args: log_a: (n_stages, n_knots, n_energy) ln A_q [ln cm^2/g]; dphi: (n_stages + 1, n_knots).
+    Returns: the params dict of the module docstring (free-free and Thomson scales 1).
+    """
+    return {"log_a": jnp.asarray(log_a, jnp.float32), "dphi": jnp.asarray(dphi, jnp.float32),
+            "log_s_ff": jnp.zeros((), jnp.float32), "log_s_es": jnp.zeros((), jnp.float32)}
+
+
+def ionization_and_continuum(consts: ElementConsts, spec: StageBasisSpec, log10_t, log10_rho,
+                             dphi_t, log_s_ff=0.0, log_s_es=0.0):
+    """Corrected LTE ionization and the closed-form continuum at one (log10 T, log10 rho).
+
+    Args: dphi_t: (n_stages + 1,) boundary corrections at this T (ignored unless
+      spec.correction); log_s_ff, log_s_es: learned log scales of free-free and Thomson.
+    Returns: (log_x (n_stages,) ln window fractions, log_cont (nE,) ln(ff + es) [ln cm^2/g],
+      log_zbar (), log_ne () [ln cm^-3]).
+    """
+    edges = jnp.asarray(spec.energy_edges_ev, jnp.float32)
+    t = 10.0 ** log10_t
+    phi = prior_phi(t, consts.ionization_energies_ev)
+    if spec.correction:
+        b_idx = jnp.clip(consts.q_lo - 1 + jnp.arange(spec.n_stages + 1), 0, N_BOUNDARIES - 1)
+        phi = phi.at[b_idx].add(jnp.where(consts.boundary_mask, dphi_t, 0.0))
+    res = saha.solve_mixture_phi(10.0 ** log10_rho, jnp.ones((1,)),
+                                 jnp.reshape(consts.atomic_weight, (1,)), phi[None],
+                                 bisection_steps=BISECTION_STEPS)
+    log_f = res.log_fractions[0]
+    q = jnp.clip(consts.q_lo + jnp.arange(spec.n_stages), 0, _el.MAX_STAGES - 1)
+    log_x = jnp.where(consts.stage_mask, log_f[q], NEG)
+    log_mass = jnp.log(consts.atomic_weight * C.ATOMIC_MASS_UNIT_G)
+    charges = jnp.arange(_el.MAX_STAGES, dtype=log_f.dtype)
+    log_q2 = jnp.where(charges > 0, 2.0 * jnp.log(jnp.maximum(charges, 1.0)), NEG)
+    log_sum_fq2 = jax.nn.logsumexp(log_f + log_q2)
+    t_k = t / C.K_BOLTZMANN_EV_K
+    # Kramers free-free (physics.opacity.ff_prefactor_cm2_g_ev3) written in logs: n_e can
+    # underflow float32 at cold, thin nodes while ln n_e stays finite.
+    log_ff = (np.log(C.KRAMERS_FF_CGS) + res.log_ne[()] + log_sum_fq2 - log_mass
+              - 0.5 * jnp.log(t_k) + 3.0 * np.log(C.H_PLANCK_EV_S)
+              + _log_kernel_bin_mean(edges, t) + log_s_ff)
+    log_es = np.log(C.THOMSON_CM2) + res.log_zbar[0] - log_mass + log_s_es
+    return log_x, jnp.logaddexp(log_ff, log_es), res.log_zbar[0], res.log_ne[()]
+
+
+def row_fit(consts, spec, params, log10_t, log10_rho, kappa, scale, mask, ridge: float = 1e-6):
+    """Stage spectra of one temperature row by linear least squares (variable projection).
+
+    For the row's corrections, every known density's absorption kappa - (ff + es) is a linear
+    combination of the stage fractions: the stage spectra follow by ridge least squares on the
+    known densities, each bin scaled by `scale`.
+
+    Args: params: {'dphi_t': (n_stages + 1,), 'log_s_ff', 'log_s_es'} at this row;
+      log10_t: scalar; log10_rho: (nR,); kappa: (nR, nE) [cm^2/g] (anything at unknown nodes);
+      scale: (nE,) [cm^2/g]; mask: (nR,) 1 for densities used in the fit.
+    Returns: (a (n_stages, nE) stage spectra [cm^2/g], x (nR, n_stages) fractions,
+      cont (nR, nE) ff + es [cm^2/g]).
+    """
+    f = lambda r: ionization_and_continuum(consts, spec, log10_t, r, params["dphi_t"],
+                                           params["log_s_ff"], params["log_s_es"])
+    log_x, log_cont, _, _ = jax.vmap(f)(log10_rho)
+    x, cont = jnp.exp(log_x), jnp.exp(log_cont)
+    y = (kappa - cont) / scale
+    xm = x * mask[:, None]
+    g = xm.T @ xm + ridge * jnp.eye(spec.n_stages, dtype=x.dtype)
+    a = jnp.linalg.solve(g, xm.T @ (y * mask[:, None])) * scale
+    return a, x, cont
+
+
+def row_loss(consts, spec, params, log10_t, log10_rho, kappa, scale, fit_mask, score_mask):
+    """Scaled squared misfit at the `score_mask` densities of a row whose stage spectra were
+    fitted on the `fit_mask` densities (`row_fit`); equal masks give the training misfit,
+    disjoint ones a validation error. Returns a scalar (mean over scored values)."""
+    a, x, cont = row_fit(consts, spec, params, log10_t, log10_rho, kappa, scale, fit_mask)
+    r = (kappa - cont - x @ a) / scale * score_mask[:, None]
+    return jnp.sum(r ** 2) / (jnp.maximum(jnp.sum(score_mask), 1.0) * kappa.shape[-1])
+
+
+def point(params, consts: ElementConsts, spec: StageBasisSpec, log10_t, log10_rho):
+    """Model at one (log10 T [eV], log10 rho [g/cm^3]) of one element.
+
+    Returns a dict: 'log_kappa' (nE,) ln kappa [ln cm^2/g]; 'log_x' (n_stages,) ln stage fractions
+    of the window; 'log_zbar' (); 'log_ne' () ln n_e [ln cm^-3].
+    """
+    knots = jnp.asarray(spec.knots_log10_t, jnp.float32)
+    w = interp_weights(knots, consts.knot_mask, log10_t)
+    log_x, log_cont, log_zbar, log_ne = ionization_and_continuum(
+        consts, spec, log10_t, log10_rho, params["dphi"] @ w, params["log_s_ff"],
+        params["log_s_es"])
+    log_a = jnp.einsum("k,ske->se", w, params["log_a"])
+    log_bbbf = jax.nn.logsumexp(log_x[:, None] + log_a, axis=0)
+    log_k = jnp.logaddexp(log_bbbf, log_cont)
+    return {"log_kappa": log_k, "log_x": log_x, "log_zbar": log_zbar, "log_ne": log_ne}
+
+
+def log_kappa(params, consts, spec, log10_t, log10_rho):
+    """ln kappa [ln cm^2/g] at N points of one element: log10_t, log10_rho (N,) -> (N, nE)."""
+    f = lambda lt, lr: point(params, consts, spec, lt, lr)["log_kappa"]
+    return jax.vmap(f)(log10_t, log10_rho)
+
+
+def smoothness_penalty(values, knots_log10_t, knot_mask):
+    """Mean squared second divided difference in log10 T over consecutive valid knots.
+
+    Args: values: (..., K) knot values; knots_log10_t: (K,); knot_mask: (K,) bool.
+    Returns: scalar (0 where fewer than three consecutive knots are valid).
+    """
+    x = jnp.asarray(knots_log10_t, jnp.float32)
+    s = (values[..., 1:] - values[..., :-1]) / (x[1:] - x[:-1])
+    d2 = s[..., 1:] - s[..., :-1]
+    ok = (knot_mask[2:] & knot_mask[1:-1] & knot_mask[:-2]).astype(jnp.float32)
+    n = jnp.sum(ok) * int(np.prod(values.shape[:-1]))
+    return jnp.sum(d2 ** 2 * ok) / jnp.maximum(n, 1.0)
+
+
+def element_consts(z: int, n_stages: int, q_lo: int, knot_mask) -> ElementConsts:
+    """Constants of element `z` (numpy, float32) for a window of `n_stages` charges from q_lo."""
+    i = _el.element_index(z)
+    q = q_lo + np.arange(n_stages)
+    b = q_lo - 1 + np.arange(n_stages + 1)
+    return ElementConsts(
+        q_lo=np.int32(q_lo), atomic_weight=np.float32(_el.ATOMIC_WEIGHTS[i]),
+        ionization_energies_ev=_el.IONIZATION_ENERGIES_EV[i].astype(np.float32),
+        knot_mask=np.asarray(knot_mask, bool), stage_mask=q < _el.MAX_STAGES,
+        boundary_mask=(b >= 0) & (b < N_BOUNDARIES))
+
+
+def stack_consts(consts) -> ElementConsts:
+    """Stack a list of ElementConsts along a new leading entity axis."""
+    return ElementConsts(*(np.stack(f) for f in zip(*consts)))

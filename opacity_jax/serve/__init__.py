@@ -1,0 +1,1 @@
+"""Inference: loading trained workdirs and serving opacities, without the trainer."""

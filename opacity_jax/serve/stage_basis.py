@@ -1,0 +1,199 @@
+"""Serving the Saha-structured surrogate (`model.json["model"] == "stage_basis"`).
+
+    s = StageBasisSurrogate.load("runs/sb")           # or opacity_jax.surrogate.Surrogate.load
+    kappa = s.spectrum("Nd", [0.3, 1.0], [1e-13, 1e-12])   # (2, nE) cm^2/g, float64
+    kp = s.planck_mean("Nd", 0.3, 1e-13)
+    dk_dt, dk_drho = s.derivatives("Nd", 0.3, 1e-13)
+
+The model is evaluated in log space (ln kappa never underflows, so no bin is ever an exact zero
+unless exp(ln kappa) underflows float64); spectra are returned in float64. Large queries run in
+chunks of `chunk` points (bounded memory). Queries outside the training domain raise DomainError.
+Nothing here imports the trainer.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from opacity_jax import _compat
+from opacity_jax.data import grid as _grid
+from opacity_jax.errors import DomainError
+from opacity_jax.models import stage_basis as sb
+from opacity_jax.physics import elements as _el
+from opacity_jax.physics import planck
+
+MODEL_NAME = "stage_basis"
+TABLES_FILE = "stage_basis_tables.npz"
+
+
+def spec_from_meta(meta: dict):
+    """(StageBasisSpec, stacked ElementConsts) from a model.json written by training."""
+    m = meta["stage_basis"]
+    spec = sb.StageBasisSpec(
+        n_stages=int(m["n_stages"]), n_energy=int(m["n_energy"]),
+        knots_log10_t=tuple(m["knots_log10_t"]), energy_edges_ev=tuple(meta["energy_edges_ev"]),
+        correction=bool(m["correction"]), log_floor=float(m["log_floor"]))
+    consts = sb.stack_consts([
+        sb.element_consts(int(z), spec.n_stages, int(w[0]), np.asarray(km, bool))
+        for z, w, km in zip(meta["elements"], m["windows"], m["knot_mask"])])
+    return spec, consts
+
+
+def load_tables(path, sha256: str) -> dict:
+    """Read the fitted arrays (.npz, no pickle), refusing a file whose SHA-256 differs from the
+    one recorded in model.json."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: the workdir holds no fitted stage-basis "
+                                "model (run bin/train)")
+    data = path.read_bytes()
+    got = hashlib.sha256(data).hexdigest()
+    if got != sha256:
+        raise IOError(f"{path}: SHA-256 {got[:12]}... differs from {sha256[:12]}... recorded in "
+                      "model.json; the file is corrupt or from another run - re-run bin/train "
+                      "with --overwrite")
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+@functools.lru_cache(maxsize=8)
+def _predictor(spec):
+    return jax.jit(lambda p, c, lt, lr: sb.log_kappa(p, c, spec, lt, lr))
+
+
+def predict_log_kappa(spec, consts, params, element_pos, log10_t, log10_rho, chunk: int = 4096):
+    """ln kappa (N, nE) [ln cm^2/g] of the element at position `element_pos` (of the stacked
+    params/consts) at N points log10 T [eV], log10 rho [g/cm^3], in chunks of `chunk` points."""
+    p = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[element_pos], params)
+    c = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[element_pos], consts)
+    f = _predictor(spec)
+    lt = np.asarray(log10_t, np.float32).ravel()
+    lr = np.asarray(log10_rho, np.float32).ravel()
+    out = [np.asarray(f(p, c, jnp.asarray(lt[i:i + chunk]), jnp.asarray(lr[i:i + chunk])))
+           for i in range(0, lt.size, chunk)]
+    return np.concatenate(out, 0) if out else np.zeros((0, spec.n_energy), np.float32)
+
+
+class StageBasisSurrogate:
+    """A trained Saha-structured surrogate (see module docstring).
+
+    Attributes: elements (nZ,) atomic numbers; energy_edges_ev (nE + 1,) [eV]; energy_ev (nE,);
+    domain {'temperature_ev': [lo, hi], 'density_gcc': [lo, hi]}; members = 1; regressor =
+    'stage_basis'.
+    """
+
+    regressor = MODEL_NAME
+    members = 1
+
+    def __init__(self, meta: dict, params: dict, chunk: int = 4096,
+                 on_domain_error: str = "raise"):
+        if on_domain_error not in ("raise", "warn"):
+            raise ValueError("on_domain_error must be 'raise' or 'warn'")
+        self.meta = meta
+        self.spec, self.consts = spec_from_meta(meta)
+        self.params = params
+        self.chunk = int(chunk)
+        self.on_domain_error = on_domain_error
+        self.elements = np.asarray(meta["elements"], np.int32)
+        self.energy_edges_ev = np.asarray(meta["energy_edges_ev"], np.float64)
+        self.energy_ev = _grid.bin_centers_ev(self.energy_edges_ev)
+        self.domain = meta["domain"]
+
+    @classmethod
+    def load(cls, workdir, on_domain_error: str = "raise", chunk: int = 4096):
+        """Load from a training workdir (model.json + the digest-checked tables)."""
+        workdir = Path(workdir)
+        mf = workdir / "model.json"
+        if not mf.exists():
+            raise FileNotFoundError(f"{mf} not found: not a trained workdir (run bin/train)")
+        meta = json.loads(mf.read_text())
+        if meta.get("model") != MODEL_NAME:
+            raise ValueError(f"{mf}: model {meta.get('model')!r} is not {MODEL_NAME!r}")
+        params = load_tables(workdir / TABLES_FILE, meta["stage_basis"]["tables_sha256"])
+        n_z = len(meta["elements"])
+        for k, v in params.items():
+            if v.shape[:1] != (n_z,):
+                raise ValueError(f"{workdir / TABLES_FILE}: array {k!r} has leading axis "
+                                 f"{v.shape[:1]}, model.json lists {n_z} elements")
+        return cls(meta, params, chunk=chunk, on_domain_error=on_domain_error)
+
+    def element_position(self, element) -> int:
+        """Position on the model's element axis of a symbol or atomic number."""
+        z = int(_el.ATOMIC_NUMBERS[_el.element_index(element)])
+        hits = np.nonzero(self.elements == z)[0]
+        if hits.size != 1:
+            raise ValueError(f"element {element!r} not served by this surrogate; trained on "
+                             f"{[_el.SYMBOLS[_el.element_index(int(e))] for e in self.elements]}")
+        return int(hits[0])
+
+    def check_domain(self, temperature_ev, density_gcc):
+        """Broadcast (N,) float64 T [eV], rho [g/cm^3]; DomainError (or a warning) outside."""
+        t = np.asarray(temperature_ev, np.float64)
+        r = np.asarray(density_gcc, np.float64)
+        if t.ndim > 1 or r.ndim > 1:
+            raise ValueError(f"temperature_ev and density_gcc must be scalars or 1-D, got shapes "
+                             f"{t.shape} and {r.shape}")
+        t, r = np.broadcast_arrays(np.atleast_1d(t), np.atleast_1d(r))
+        msgs = []
+        for name, v in (("temperature_ev", t), ("density_gcc", r)):
+            lo, hi = self.domain[name]
+            bad = ~np.isfinite(v) | (v < lo * (1 - 1e-9)) | (v > hi * (1 + 1e-9))
+            if np.any(bad):
+                msgs.append(f"{name} {v[bad][:3].tolist()} outside the training domain "
+                            f"[{lo:.4g}, {hi:.4g}]")
+        if msgs:
+            msg = "; ".join(msgs) + " (no extrapolation)"
+            if self.on_domain_error == "raise":
+                raise DomainError(msg)
+            import warnings
+            warnings.warn(msg)
+        return t, r
+
+    def log_spectrum(self, element, temperature_ev, density_gcc) -> np.ndarray:
+        """(N, nE) ln kappa [ln cm^2/g] (finite everywhere)."""
+        pos = self.element_position(element)
+        t, r = self.check_domain(temperature_ev, density_gcc)
+        return predict_log_kappa(self.spec, self.consts, self.params, pos, np.log10(t),
+                                 np.log10(r), self.chunk)
+
+    def spectrum(self, element, temperature_ev, density_gcc, return_std: bool = False):
+        """(N, nE) kappa [cm^2/g] float64 on the model's bins (return_std: zeros, one member)."""
+        k = np.exp(self.log_spectrum(element, temperature_ev, density_gcc).astype(np.float64))
+        return (k, np.zeros_like(k)) if return_std else k
+
+    def _mean(self, fn, element, temperature_ev, density_gcc):
+        k = self.spectrum(element, temperature_ev, density_gcc)
+        t, _ = self.check_domain(temperature_ev, density_gcc)
+        with _compat.enable_x64():
+            return np.asarray(fn(jnp.asarray(k), self.energy_edges_ev, jnp.asarray(t)))
+
+    def planck_mean(self, element, temperature_ev, density_gcc):
+        """(N,) band-limited Planck mean of the predicted spectrum [cm^2/g]."""
+        return self._mean(planck.planck_mean, element, temperature_ev, density_gcc)
+
+    def rosseland_mean(self, element, temperature_ev, density_gcc):
+        """(N,) band-limited Rosseland mean of the predicted spectrum [cm^2/g]."""
+        return self._mean(planck.rosseland_mean, element, temperature_ev, density_gcc)
+
+    def derivatives(self, element, temperature_ev, density_gcc):
+        """(dkappa/dT [cm^2/g/eV], dkappa/drho [cm^5/g^2]), each (N, nE), by autodiff through
+        the Saha solve (implicit derivative) and the T interpolation."""
+        pos = self.element_position(element)
+        t, r = self.check_domain(temperature_ev, density_gcc)
+        p = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[pos], self.params)
+        c = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[pos], self.consts)
+
+        def one(tt, rr):
+            return jnp.exp(sb.point(p, c, self.spec, jnp.log10(tt), jnp.log10(rr))["log_kappa"])
+
+        jac = jax.jit(jax.vmap(jax.jacfwd(one, argnums=(0, 1))))
+        dt, dr = jac(jnp.asarray(t, jnp.float32), jnp.asarray(r, jnp.float32))
+        return np.asarray(dt, np.float64), np.asarray(dr, np.float64)
