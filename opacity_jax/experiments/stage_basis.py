@@ -220,8 +220,8 @@ def make_task(spec, consts, dphi0, log10_rho, penalties: dict) -> Task:
         c = pick(batch["row"][0])
 
         def one(lt, k, s, fm, sm):
-            w = sb.interp_weights(knots, c.knot_mask, lt)
-            p = {"dphi_t": params["dphi"] @ w, "log_s_ff": params["log_s_ff"],
+            p = {"dphi_t": sb.interp_values(knots, c.knot_mask, lt, params["dphi"]),
+                 "log_s_ff": params["log_s_ff"],
                  "log_s_es": params["log_s_es"]}
             return sb.row_loss(c, spec, p, lt, lr_j, k, s, fm, sm)
 

@@ -128,3 +128,31 @@ def bilinear_log(kappa: np.ndarray, known: np.ndarray, query: np.ndarray,
             q[i, j] = True
             out.append(four_neighbour_mean(kappa, known, q)[0])
     return np.asarray(out)
+
+
+def bilinear_log_points(kappa: np.ndarray, log_t: np.ndarray, log_r: np.ndarray,
+                        query_log_t: np.ndarray, query_log_r: np.ndarray) -> np.ndarray:
+    """Table lookup at arbitrary points: bilinear interpolation of log kappa in (log10 T,
+    log10 rho) inside the cell that holds each query (a complete table, as a radiative-transfer
+    code holds it).
+
+    Args:
+      kappa: (nT, nR, nE) [cm^2/g]; log_t: (nT,), log_r: (nR,) ascending axes;
+      query_log_t, query_log_r: (N,) points inside the axes' range.
+    Returns:
+      (N, nE) [cm^2/g]. Raises ValueError for a query outside the table.
+    """
+    qt = np.asarray(query_log_t, np.float64)
+    qr = np.asarray(query_log_r, np.float64)
+    lt = np.asarray(log_t, np.float64)
+    lr = np.asarray(log_r, np.float64)
+    if np.any(qt < lt[0]) or np.any(qt > lt[-1]) or np.any(qr < lr[0]) or np.any(qr > lr[-1]):
+        raise ValueError("bilinear_log_points: query outside the table's (T, rho) range")
+    lk = np.log(np.maximum(np.asarray(kappa, np.float64), _FLOOR))
+    i = np.clip(np.searchsorted(lt, qt, side="right") - 1, 0, lt.size - 2)
+    j = np.clip(np.searchsorted(lr, qr, side="right") - 1, 0, lr.size - 2)
+    u = ((qt - lt[i]) / (lt[i + 1] - lt[i]))[:, None]
+    v = ((qr - lr[j]) / (lr[j + 1] - lr[j]))[:, None]
+    val = ((1 - u) * (1 - v) * lk[i, j] + u * (1 - v) * lk[i + 1, j]
+           + (1 - u) * v * lk[i, j + 1] + u * v * lk[i + 1, j + 1])
+    return np.exp(val)

@@ -20,8 +20,8 @@ in stage q, which does not depend on rho (up to weak density effects in real tab
   element, fitted per knot by linear least squares on that temperature's training densities
   (`row_fit`: for given fractions the absorption is linear in the stage spectra, so they are
   projected out of the fit of dphi - variable projection); between knots (held-out
-  temperature rows, off-grid queries) a cubic Hermite (Catmull-Rom) interpolant in log10 T
-  over the element's knots.
+  temperature rows, off-grid queries) an interpolant in log10 T
+  over the element's knots: monotone cubic (PCHIP) in log10 T, which cannot overshoot.
 * **Free-free and Thomson** from the same (x, n_e, T), each with one learned log scale.
 
 Everything is computed in log space (log kappa never underflows), so the model never outputs an
@@ -110,39 +110,60 @@ def prior_fractions(temperature_ev, density_gcc, atomic_weight, ionization_energ
     return jax.tree_util.tree_map(lambda a: a[0] if a.ndim > 0 else a, res)
 
 
-def interp_weights(knots, mask, x):
-    """Cubic Hermite (Catmull-Rom) weights over the valid knots for one query.
-
-    Args: knots: (K,) ascending abscissae; mask: (K,) bool valid knots (>= 1); x: scalar.
-    Returns: (K,) weights w with sum_k w_k p_k the interpolant of knot values p (zero weight on
-    invalid knots). Outside the valid knots the value is clamped to the end knot. Differentiable
-    in x.
-    """
+def _bracket(knots, mask, x):
+    """Indices (i0, i1, i2, i3) of valid knots around x (i1 <= x < i2, clamped) and u in [0, 1]."""
     k = knots.shape[0]
     idx = jnp.arange(k)
-    big = k
-    first = jnp.min(jnp.where(mask, idx, big))
+    first = jnp.min(jnp.where(mask, idx, k))
     i1 = jnp.max(jnp.where(mask & (knots <= x), idx, -1))
     i1 = jnp.where(i1 < 0, first, i1)
-    i2 = jnp.min(jnp.where(mask & (idx > i1), idx, big))
-    i2 = jnp.where(i2 >= big, i1, i2)
+    i2 = jnp.min(jnp.where(mask & (idx > i1), idx, k))
+    i2 = jnp.where(i2 >= k, i1, i2)
     i0 = jnp.max(jnp.where(mask & (idx < i1), idx, -1))
     i0 = jnp.where(i0 < 0, i1, i0)
-    i3 = jnp.min(jnp.where(mask & (idx > i2), idx, big))
-    i3 = jnp.where(i3 >= big, i2, i3)
+    i3 = jnp.min(jnp.where(mask & (idx > i2), idx, k))
+    i3 = jnp.where(i3 >= k, i2, i3)
+    h = knots[i2] - knots[i1]
+    u = jnp.where(h > 0, jnp.clip((x - knots[i1]) / jnp.where(h > 0, h, 1.0), 0.0, 1.0), 0.0)
+    return (i0, i1, i2, i3), u
+
+
+def interp_values(knots, mask, x, values):
+    """Monotone cubic (PCHIP, Fritsch-Carlson) interpolation over the valid knots.
+
+    No overshoot: between two knots the interpolant stays within their values, which matters
+    for ln A tables whose values span hundreds of e-folds between neighbouring temperatures.
+
+    Args: knots: (K,) ascending; mask: (K,) bool valid knots; x: scalar;
+      values: (..., K) knot values.
+    Returns: (...) the interpolant at x (clamped outside the valid knots). Differentiable in x
+    and in values.
+    """
+    (i0, i1, i2, i3), u = _bracket(knots, mask, x)
     x0, x1, x2, x3 = knots[i0], knots[i1], knots[i2], knots[i3]
-    h = x2 - x1
+    p0, p1, p2, p3 = (values[..., i] for i in (i0, i1, i2, i3))
     safe = lambda d: jnp.where(d > 0, d, 1.0)
-    u = jnp.where(h > 0, jnp.clip((x - x1) / safe(h), 0.0, 1.0), 0.0)
+    h = x2 - x1
+    d1 = jnp.where(h > 0, (p2 - p1) / safe(h), 0.0)
+    d0 = jnp.where(x1 - x0 > 0, (p1 - p0) / safe(x1 - x0), d1)
+    d2 = jnp.where(x3 - x2 > 0, (p3 - p2) / safe(x3 - x2), d1)
+
+    def slope(da, db, ha, hb):
+        # Weighted harmonic mean of neighbouring secants; zero at a local extremum.
+        wa, wb = 2 * hb + ha, hb + 2 * ha
+        same = da * db > 0
+        den = jnp.where(same, wa / jnp.where(same, da, 1.0) + wb / jnp.where(same, db, 1.0), 1.0)
+        return jnp.where(same, (wa + wb) / den, 0.0)
+
+    h0 = jnp.where(x1 - x0 > 0, x1 - x0, h)
+    h2 = jnp.where(x3 - x2 > 0, x3 - x2, h)
+    m1 = jnp.where(i0 == i1, d1, slope(d0, d1, h0, h))
+    m2 = jnp.where(i3 == i2, d1, slope(d1, d2, h, h2))
     h00 = 2 * u**3 - 3 * u**2 + 1
     h10 = u**3 - 2 * u**2 + u
     h01 = -2 * u**3 + 3 * u**2
     h11 = u**3 - u**2
-    e = lambda i: jax.nn.one_hot(i, k, dtype=knots.dtype)
-    d20, d31 = x2 - x0, x3 - x1
-    m1 = jnp.where(d20 > 0, (e(i2) - e(i0)) / safe(d20), 0.0)
-    m2 = jnp.where(d31 > 0, (e(i3) - e(i1)) / safe(d31), 0.0)
-    return h00 * e(i1) + h01 * e(i2) + h * (h10 * m1 + h11 * m2)
+    return h00 * p1 + h01 * p2 + h * (h10 * m1 + h11 * m2)
 
 
 def _log_kernel_bin_mean(edges, t):
@@ -236,11 +257,11 @@ def point(params, consts: ElementConsts, spec: StageBasisSpec, log10_t, log10_rh
     of the window; 'log_zbar' (); 'log_ne' () ln n_e [ln cm^-3].
     """
     knots = jnp.asarray(spec.knots_log10_t, jnp.float32)
-    w = interp_weights(knots, consts.knot_mask, log10_t)
+    interp = lambda v: interp_values(knots, consts.knot_mask, log10_t, v)
     log_x, log_cont, log_zbar, log_ne = ionization_and_continuum(
-        consts, spec, log10_t, log10_rho, params["dphi"] @ w, params["log_s_ff"],
+        consts, spec, log10_t, log10_rho, interp(params["dphi"]), params["log_s_ff"],
         params["log_s_es"])
-    log_a = jnp.einsum("k,ske->se", w, params["log_a"])
+    log_a = interp(params["log_a"].transpose(0, 2, 1))         # (S, nE)
     log_bbbf = jax.nn.logsumexp(log_x[:, None] + log_a, axis=0)
     log_k = jnp.logaddexp(log_bbbf, log_cont)
     return {"log_kappa": log_k, "log_x": log_x, "log_zbar": log_zbar, "log_ne": log_ne}
