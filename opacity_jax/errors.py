@@ -24,3 +24,38 @@ class DataFormatError(ValueError):
 
 class DomainError(ValueError):
     """A query outside the domain a model or table covers (never extrapolated silently)."""
+
+
+def check_domain(domain: dict, temperature_ev, density_gcc, on_domain_error: str = "raise"):
+    """Broadcast query conditions and check them against a model's domain.
+
+    Args:
+      domain: {'temperature_ev': [lo, hi], 'density_gcc': [lo, hi]} [eV], [g/cm^3].
+      temperature_ev, density_gcc: scalars or (N,) arrays.
+      on_domain_error: 'raise' (DomainError) or 'warn' (a warning; values are returned as given).
+    Returns:
+      (t, rho), each (N,) float64. Raises ValueError for arrays of more than one dimension.
+    """
+    import warnings
+
+    import numpy as np
+
+    t = np.asarray(temperature_ev, np.float64)
+    r = np.asarray(density_gcc, np.float64)
+    if t.ndim > 1 or r.ndim > 1:
+        raise ValueError(f"temperature_ev and density_gcc must be scalars or 1-D, got shapes "
+                         f"{t.shape} and {r.shape}")
+    t, r = np.broadcast_arrays(np.atleast_1d(t), np.atleast_1d(r))
+    msgs = []
+    for name, v in (("temperature_ev", t), ("density_gcc", r)):
+        lo, hi = domain[name]
+        bad = ~np.isfinite(v) | (v < lo * (1 - 1e-9)) | (v > hi * (1 + 1e-9))
+        if np.any(bad):
+            msgs.append(f"{name} {v[bad][:3].tolist()} outside the training domain "
+                        f"[{lo:.4g}, {hi:.4g}]")
+    if msgs:
+        msg = "; ".join(msgs) + " (no extrapolation)"
+        if on_domain_error == "raise":
+            raise DomainError(msg)
+        warnings.warn(msg)
+    return t, r

@@ -21,7 +21,6 @@ nothing is silently extrapolated. Unknown elements raise ValueError naming the a
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -31,7 +30,7 @@ import numpy as np
 
 from opacity_jax.data import grid as _grid
 from opacity_jax.data import transforms
-from opacity_jax.errors import DomainError
+from opacity_jax.errors import DomainError, check_domain
 from opacity_jax.models.cae import CAE
 from opacity_jax.models.fcnn import FCNN, MLP
 from opacity_jax.physics import elements as _el
@@ -184,30 +183,10 @@ class Surrogate:
     # -- validation ---------------------------------------------------------------------------
     def element_position(self, element) -> int:
         """Position on the model's element axis of a symbol or atomic number."""
-        z = int(_el.ATOMIC_NUMBERS[_el.element_index(element)])
-        hits = np.nonzero(self.elements == z)[0]
-        if hits.size != 1:
-            raise ValueError(f"element {element!r} not served by this surrogate; trained on "
-                             f"{[_el.SYMBOLS[_el.element_index(int(e))] for e in self.elements]}")
-        return int(hits[0])
+        return _el.position_in(self.elements, element)
 
     def _check(self, t, r):
-        t = np.atleast_1d(np.asarray(t, np.float64))
-        r = np.atleast_1d(np.asarray(r, np.float64))
-        t, r = np.broadcast_arrays(t, r)
-        msgs = []
-        for name, v in (("temperature_ev", t), ("density_gcc", r)):
-            lo, hi = self.domain[name]
-            bad = ~np.isfinite(v) | (v < lo * (1 - 1e-9)) | (v > hi * (1 + 1e-9))
-            if np.any(bad):
-                msgs.append(f"{name} {v[bad][:3].tolist()} outside the training domain "
-                            f"[{lo:.4g}, {hi:.4g}]")
-        if msgs:
-            msg = "; ".join(msgs) + " (no extrapolation)"
-            if self.on_domain_error == "raise":
-                raise DomainError(msg)
-            warnings.warn(msg)
-        return t, r
+        return check_domain(self.domain, t, r, self.on_domain_error)
 
     # -- networks -----------------------------------------------------------------------------
     def _features(self, t, r):

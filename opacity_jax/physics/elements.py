@@ -111,3 +111,14 @@ def element_index(element) -> int:
             f"{', '.join(SYMBOLS)}")
     return int(hits[0])
 
+
+
+def position_in(served, element) -> int:
+    """Position of `element` (symbol or Z) in the atomic numbers `served` (a model's element
+    axis); ValueError naming the served elements if it is not among them."""
+    z = int(ATOMIC_NUMBERS[element_index(element)])
+    hits = np.nonzero(np.asarray(served) == z)[0]
+    if hits.size != 1:
+        raise ValueError(f"element {element!r} not served by this surrogate; trained on "
+                         f"{[SYMBOLS[element_index(int(e))] for e in served]}")
+    return int(hits[0])

@@ -25,7 +25,7 @@ import numpy as np
 
 from opacity_jax import _compat
 from opacity_jax.data import grid as _grid
-from opacity_jax.errors import DomainError
+from opacity_jax.errors import check_domain
 from opacity_jax.models import stage_basis as sb
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
@@ -127,35 +127,11 @@ class StageBasisSurrogate:
 
     def element_position(self, element) -> int:
         """Position on the model's element axis of a symbol or atomic number."""
-        z = int(_el.ATOMIC_NUMBERS[_el.element_index(element)])
-        hits = np.nonzero(self.elements == z)[0]
-        if hits.size != 1:
-            raise ValueError(f"element {element!r} not served by this surrogate; trained on "
-                             f"{[_el.SYMBOLS[_el.element_index(int(e))] for e in self.elements]}")
-        return int(hits[0])
+        return _el.position_in(self.elements, element)
 
     def check_domain(self, temperature_ev, density_gcc):
         """Broadcast (N,) float64 T [eV], rho [g/cm^3]; DomainError (or a warning) outside."""
-        t = np.asarray(temperature_ev, np.float64)
-        r = np.asarray(density_gcc, np.float64)
-        if t.ndim > 1 or r.ndim > 1:
-            raise ValueError(f"temperature_ev and density_gcc must be scalars or 1-D, got shapes "
-                             f"{t.shape} and {r.shape}")
-        t, r = np.broadcast_arrays(np.atleast_1d(t), np.atleast_1d(r))
-        msgs = []
-        for name, v in (("temperature_ev", t), ("density_gcc", r)):
-            lo, hi = self.domain[name]
-            bad = ~np.isfinite(v) | (v < lo * (1 - 1e-9)) | (v > hi * (1 + 1e-9))
-            if np.any(bad):
-                msgs.append(f"{name} {v[bad][:3].tolist()} outside the training domain "
-                            f"[{lo:.4g}, {hi:.4g}]")
-        if msgs:
-            msg = "; ".join(msgs) + " (no extrapolation)"
-            if self.on_domain_error == "raise":
-                raise DomainError(msg)
-            import warnings
-            warnings.warn(msg)
-        return t, r
+        return check_domain(self.domain, temperature_ev, density_gcc, self.on_domain_error)
 
     def log_spectrum(self, element, temperature_ev, density_gcc) -> np.ndarray:
         """(N, nE) ln kappa [ln cm^2/g] (finite everywhere)."""
