@@ -36,6 +36,7 @@ from opacity_jax import ensemble as ens
 from opacity_jax.data import generator, grid
 from opacity_jax.physics import elements as _el
 from opacity_jax.train import loop
+from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.experiment import regression_task
 from opacity_jax.train.task import pack_ragged
 
@@ -366,7 +367,7 @@ def run_experiment(cfg: ActiveConfig, out_dir=None, progress: bool = False) -> d
               "seconds": round(time.perf_counter() - t0, 1)}
     if out_dir is not None:
         out = Path(out_dir)
-        ens.write_json(out / "active_learning.json", result)
+        workdir_lib.write_json(out / "active_learning.json", result)
         plot_curves(avg, out / "active_vs_random.png", cfg)
     return result
 

@@ -39,6 +39,7 @@ import opacity_jax
 from opacity_jax.models.cae import CAE
 from opacity_jax.pipeline import DevicePipeline
 from opacity_jax.train import experiment, loop
+from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import pack_ragged
 
 # Published dense peaks, FLOP/s: (float32 without tensor cores, TF32 tensor core, bf16 tensor
@@ -433,15 +434,9 @@ def run(cfg, output_dir, argv=None) -> dict:
         result["training"] = bench_training(cfg)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmark.json").write_text(json.dumps(result, indent=1, default=_json_default))
+    workdir_lib.write_json(out / "benchmark.json", result)
     (out / "benchmark.md").write_text(markdown(result))
     return result
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    return str(o)
 
 
 def _g(x, fmt=".3g"):

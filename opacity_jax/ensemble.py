@@ -42,6 +42,8 @@ from scipy import special as _special
 
 from opacity_jax.losses import data as data_losses
 from opacity_jax.train import loop
+from opacity_jax.train import workdir as workdir_lib
+from opacity_jax.train.workdir import write_json
 from opacity_jax.train.task import EntityData, Task
 
 ENSEMBLE_LABEL = "latent_mlp_ensemble"
@@ -389,33 +391,14 @@ def save_figure(fig, path) -> Path:
     """Save a matplotlib figure atomically (io's temp file + fsync + rename) and close it."""
     import matplotlib.pyplot as plt
 
-    from opacity_jax.data import io
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        io._atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120,
+        workdir_lib.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120,
                                                        format=path.suffix.lstrip(".") or "png"))
     finally:
         plt.close(fig)
     return path
-
-
-def write_json(path, obj) -> Path:
-    """Write JSON atomically (io's temp file + fsync + rename); numpy values allowed."""
-    from opacity_jax.data import io
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def default(o):
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, Path):
-            return str(o)
-        raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
-
-    return io._atomic_write_text(path, json.dumps(obj, indent=1, default=default) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,7 +432,6 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
     from opacity_jax.data import transforms
     from opacity_jax.models.cae import CAE
     from opacity_jax.models.fcnn import MLP
-    from opacity_jax.surrogate import _restore_params
     from opacity_jax.train import experiment
     from opacity_jax.train.task import pack_ragged
 
@@ -479,7 +461,7 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
                 calib[e].flat[rng.choice(idx, k, replace=False)] = True
         val = val & ~calib
     old = meta.get("ensemble")
-    ck_dir = workdir / "checkpoints" / ENSEMBLE_LABEL
+    ck_dir = workdir_lib.checkpoint_dir(workdir, ENSEMBLE_LABEL)
     if ck_dir.exists():
         same = bool(old) and int(old["members"]) == int(members) and \
             old.get("calibration_nodes", []) == np.flatnonzero(calib).tolist()
@@ -496,7 +478,7 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
     c = meta["cae"]
     cae = CAE(n_bins=c["n_bins"], latent_dim=c["latent_dim"], channels=tuple(c["channels"]),
               kernel=c["kernel"], strides=tuple(c.get("strides", ())))
-    z_all = experiment.encode_all(cae, _restore_params(workdir, "cae"),
+    z_all = experiment.encode_all(cae, workdir_lib.restore_params(workdir, "cae"),
                                   y.reshape(n_z, n_t * n_r, n_e)).reshape(n_z, n_t, n_r, -1)
     lat = meta["latent"]
     zs = (z_all - np.asarray(lat["z_mean"])[:, None, None]) / np.asarray(lat["z_std"])[:, None,
@@ -653,7 +635,7 @@ def calibrate_workdir(workdir, out_dir=None, eps: float = 1e-10) -> dict:
         curves[f"{q} test (scale + floor)"] = reliability_curve(
             rt, np.sqrt((model[0] * st) ** 2 + model[1] ** 2))
         curves[f"{q} test (raw)"] = reliability_curve(rt, st)
-    out = Path(out_dir) if out_dir is not None else workdir / "eval"
+    out = Path(out_dir) if out_dir is not None else workdir_lib.eval_dir(workdir)
     write_json(out / "ensemble_calibration.json",
                {"workdir": str(workdir), "members": s.members, "eps": eps,
                 "scale_fitted_on": fitted_on, "quantities": report})

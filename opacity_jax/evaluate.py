@@ -31,6 +31,7 @@ from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
 from opacity_jax.surrogate import Surrogate
 from opacity_jax.train import experiment
+from opacity_jax.train import workdir as workdir_lib
 
 T_BANDS = ((0.0, 0.1, "T<0.1eV"), (0.1, 1.0, "0.1<=T<1eV"), (1.0, np.inf, "T>=1eV"))
 
@@ -90,7 +91,7 @@ def _aggregate(m: dict, elem: np.ndarray, t: np.ndarray, elements) -> dict:
 def evaluate_workdir(workdir, make_figures: bool = True, progress: bool = False) -> dict:
     """Evaluate a trained workdir (see module docstring); returns and writes the metrics."""
     workdir = Path(workdir)
-    meta = json.loads((workdir / experiment.MODEL_FILE).read_text())
+    meta = workdir_lib.read_model_meta(workdir)
     cfg = ConfigDict(json.loads((workdir / "config.json").read_text()))
     ds = experiment.load_data(cfg.data)
     if ds.elements.tolist() != meta["elements"]:
@@ -150,15 +151,12 @@ def evaluate_workdir(workdir, make_figures: bool = True, progress: bool = False)
             "planck_rel_median_target": 0.02}
     if meta["model"] == "cae" and "xgb_importance" in meta["latent"]:
         metrics["xgb_feature_importance"] = meta["latent"]["xgb_importance"]
-    out_dir = workdir / "eval"
+    out_dir = workdir_lib.eval_dir(workdir)
     if meta.get("ensemble") or int(meta.get("fcnn", {}).get("members", 1)) > 1:
         from opacity_jax import ensemble as ensemble_lib
         # Coverage on the test nodes, sigma scale fitted on the (disjoint) validation nodes.
         metrics["ensemble_calibration"] = ensemble_lib.calibrate_workdir(workdir, out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=1))
-    tmp.replace(out_dir / "metrics.json")
+    workdir_lib.write_json(out_dir / "metrics.json", metrics)
     if make_figures:
         _figures(out_dir, preds, true, per_spec, elem, t, rho, edges, ds.elements, metrics)
     return metrics
@@ -176,8 +174,7 @@ def _reconstruct(workdir, meta, ds, e_idx, t_idx, r_idx):
     """Encode-decode of the true test spectra: what the CAE can represent at best."""
     import jax
     from opacity_jax.models.cae import CAE
-    from opacity_jax.surrogate import _restore_params
-    params = _restore_params(workdir, "cae")
+    params = workdir_lib.restore_params(workdir, "cae")
     scaling = experiment.SpectrumScaling.from_dict(meta["scaling"])
     c = meta["cae"]
     model = CAE(n_bins=c["n_bins"], latent_dim=c["latent_dim"], channels=tuple(c["channels"]),

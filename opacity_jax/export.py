@@ -48,13 +48,14 @@ import opacity_jax
 from opacity_jax.data import grid as _grid
 from opacity_jax.data import io
 from opacity_jax.physics import elements as _el
+from opacity_jax.train import workdir as workdir_lib
 
 TEXT_FORMAT_VERSION = 1
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    io._atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    workdir_lib.write_bytes(path, data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,7 +179,7 @@ def write_hdf5(table: dict, path, attrs: Optional[dict] = None) -> Path:
                     d = g.create_dataset(name, data=np.asarray(table[key][i], np.float32))
                     d.attrs["units"] = "cm^2/g"
 
-    return io._atomic_write(path, write)
+    return workdir_lib.atomic_write(path, write)
 
 
 def write_text(table: dict, path) -> Path:

@@ -53,6 +53,7 @@ from opacity_jax.losses.data import masked_mean
 from opacity_jax.models.classifier import MultitaskClassifier
 from opacity_jax.physics import elements as _el
 from opacity_jax.train import experiment, loop
+from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import EntityData, Task, pack_ragged
 
 MODEL_FILE = experiment.MODEL_FILE
@@ -398,7 +399,7 @@ def run_classifier(config, workdir, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    experiment._save_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+    workdir_lib.write_config(workdir, config)
     data = prepare(config)
     tr, va = data.samples(data.train), data.samples(data.val)
     n_classes = int(data.ds.elements.size)
@@ -421,7 +422,7 @@ def run_classifier(config, workdir, progress: bool = True) -> dict:
     if members > 1:
         tr_d, va_d = tr_d.replicate(members), va_d.replicate(members)
     meta = _meta(config, data, model, {})
-    cfg = experiment._loop_cfg(config.train, int(config.seed))
+    cfg = loop.LoopConfig.from_config(config.train, int(config.seed))
     res = loop.train(task, tr_d, va_d, cfg, workdir, meta=meta, progress=progress, label=LABEL)
     summary = {"classifier": {"epochs_run": res.epochs_run, "seconds": round(res.seconds, 1),
                               "best_val": res.best_val.tolist(),
@@ -431,7 +432,7 @@ def run_classifier(config, workdir, progress: bool = True) -> dict:
                               "physics": {k: w for k, (_, w) in physics.items()}},
                "seconds_total": round(time.perf_counter() - t0, 1)}
     meta["train_summary"] = summary
-    experiment._save_json(workdir / MODEL_FILE, meta)
+    workdir_lib.write_model_meta(workdir, meta)
     return summary
 
 
@@ -477,12 +478,11 @@ class InverseModel:
     @classmethod
     def load(cls, workdir) -> "InverseModel":
         """Restore the best parameters and metadata written by `run_classifier`."""
-        from opacity_jax.surrogate import _restore_params
         workdir = Path(workdir)
-        meta = json.loads((workdir / MODEL_FILE).read_text())
+        meta = workdir_lib.read_model_meta(workdir)
         if meta.get("model") != "classifier":
             raise ValueError(f"{workdir} holds a {meta.get('model')!r} model, not a classifier")
-        return cls(meta, _restore_params(workdir, LABEL))
+        return cls(meta, workdir_lib.restore_params(workdir, LABEL))
 
     def predict_scaled(self, x, chunk: int = 2048) -> Dict[str, np.ndarray]:
         """Predictions for already-scaled inputs x (N, nE) (see `scale_input`)."""
@@ -719,7 +719,7 @@ def evaluate_classifier(workdir, make_figures: bool = True, conditions: Optional
       in <workdir>/eval/report.md.
     """
     workdir = Path(workdir)
-    meta = json.loads((workdir / MODEL_FILE).read_text())
+    meta = workdir_lib.read_model_meta(workdir)
     cfg = ConfigDict(json.loads((workdir / "config.json").read_text()))
     data = prepare(cfg)
     if np.flatnonzero(data.test).tolist() != meta["split"]["test"]:
@@ -780,9 +780,9 @@ def evaluate_classifier(workdir, make_figures: bool = True, conditions: Optional
                                                 ds.temperature_ev, ds.zbar, data.train),
         "total": phys.monotonicity_report(np.cbrt(ds.kappa), ds.temperature_ev, ds.zbar,
                                           data.train)}
-    eval_dir = workdir / "eval"
+    eval_dir = workdir_lib.eval_dir(workdir)
     eval_dir.mkdir(parents=True, exist_ok=True)
-    experiment._save_json(eval_dir / "metrics.json", out)
+    workdir_lib.write_json(eval_dir / "metrics.json", out)
     (eval_dir / "report.md").write_text(report_markdown(out))
     if make_figures and "clean" in preds:
         _figures(eval_dir, preds["clean"], te, data.ds)

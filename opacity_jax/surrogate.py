@@ -31,24 +31,14 @@ import numpy as np
 
 from opacity_jax.data import grid as _grid
 from opacity_jax.data import transforms
+from opacity_jax.data.transforms import SpectrumScaling
 from opacity_jax.errors import DomainError
 from opacity_jax.models.cae import CAE
 from opacity_jax.models.fcnn import FCNN, MLP
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
-from opacity_jax.train.checkpoint import Checkpointer
-from opacity_jax.train.experiment import MODEL_FILE, SpectrumScaling
-
-
-def _restore_params(workdir: Path, label: str):
-    ck = Checkpointer(workdir / "checkpoints" / label)
-    if not ck.steps():
-        raise FileNotFoundError(f"no checkpoint in {ck.directory}; train first")
-    out = ck.restore_any()
-    ck.close()
-    if out is None:
-        raise IOError(f"no readable checkpoint in {ck.directory}")
-    return jax.tree_util.tree_map(jnp.asarray, out[1]["best_params"])
+from opacity_jax.train import workdir as workdir_lib
+from opacity_jax.train.workdir import MODEL_FILE, restore_params
 
 
 def member_major(flat, n_entities: int, members: int):
@@ -131,10 +121,7 @@ class Surrogate:
             FC-NN runs: None/True serve all K trained members, False the first one only.
         """
         workdir = Path(workdir)
-        mf = workdir / MODEL_FILE
-        if not mf.exists():
-            raise FileNotFoundError(f"{mf} not found: not a trained workdir (run bin/train)")
-        meta = json.loads(mf.read_text())
+        meta = workdir_lib.read_model_meta(workdir)
         params, boosters = {}, None
         n_z = len(meta.get("elements", ()))
         if meta["model"] == "cae":
@@ -151,16 +138,16 @@ class Surrogate:
                                      f"--workdir={workdir} first")
                 if regressor != "mlp":
                     raise ValueError("latent ensembles are MLPs; load with regressor='mlp'")
-            params["cae"] = _restore_params(workdir, "cae")
+            params["cae"] = restore_params(workdir, "cae")
             if ensemble:
-                params["mlp"] = member_major(_restore_params(workdir, ens["label"]), n_z,
+                params["mlp"] = member_major(restore_params(workdir, ens["label"]), n_z,
                                              int(ens["members"]))
                 meta = dict(meta, latent=dict(meta["latent"], mlp_hidden=ens["hidden"]))
             elif regressor == "mlp":
                 if meta["latent"].get("mlp_finetuned"):
-                    single = _restore_params(workdir, "latent_mlp_finetune")["mlp"]
+                    single = restore_params(workdir, "latent_mlp_finetune")["mlp"]
                 else:
-                    single = _restore_params(workdir, "latent_mlp")
+                    single = restore_params(workdir, "latent_mlp")
                 params["mlp"] = member_major(single, n_z, 1)
             else:
                 from opacity_jax.models import latent as latent_lib
@@ -168,12 +155,12 @@ class Surrogate:
         elif meta["model"] == "fcnn":
             regressor = "fcnn"
             k = int(meta["fcnn"].get("members", 1))
-            mp = member_major(_restore_params(workdir, "fcnn"), n_z, k)
+            mp = member_major(restore_params(workdir, "fcnn"), n_z, k)
             if ensemble is False and k > 1:
                 mp = jax.tree_util.tree_map(lambda a: a[:1], mp)
             params["fcnn"] = mp
         else:
-            raise ValueError(f"unknown model {meta['model']!r} in {mf}")
+            raise ValueError(f"unknown model {meta['model']!r} in {workdir / MODEL_FILE}")
         out = cls(meta, params, boosters, regressor, on_domain_error)
         out.workdir = workdir
         return out
@@ -323,7 +310,7 @@ class Surrogate:
             raise ValueError(f"quantity must be one of {sorted(names)}, got {quantity!r}")
         if self.members < 2:
             raise ValueError("calibrated intervals need an ensemble (members >= 2)")
-        path = Path(getattr(self, "workdir", ".")) / "eval" / "ensemble_calibration.json"
+        path = workdir_lib.eval_dir(getattr(self, "workdir", ".")) / "ensemble_calibration.json"
         if not path.exists():
             raise FileNotFoundError(f"{path} not found; run bin/evaluate --workdir="
                                     f"{getattr(self, 'workdir', '<workdir>')} first")

@@ -71,6 +71,7 @@ from opacity_jax.errors import DomainError
 from opacity_jax.models import xsec as xsec_models
 from opacity_jax.physics import molecular as _mol
 from opacity_jax.train import experiment, loop
+from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import EntityData, pack_ragged
 
 MODEL_FILE = experiment.MODEL_FILE
@@ -369,7 +370,7 @@ def run_xsec(config, workdir, progress: bool = True) -> dict:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     # experiment.run writes it too; evaluate_xsec needs it when run_xsec is called directly.
-    experiment._save_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+    workdir_lib.write_config(workdir, config)
     t0 = time.perf_counter()
     seed = int(config.seed)
     df, prov = load_table(config.data, progress)
@@ -385,7 +386,7 @@ def run_xsec(config, workdir, progress: bool = True) -> dict:
         tr, va = tr.replicate(members), va.replicate(members)
     meta = build_meta(config, mols, sp, sv, prov, n_v, n_j)
     task = experiment.regression_task(model, config.model)
-    lcfg = experiment._loop_cfg(config.train, seed)
+    lcfg = loop.LoopConfig.from_config(config.train, seed)
     res = loop.train(task, tr, va, lcfg, workdir, meta=meta, progress=progress, label=LABEL)
     summary = {"model": config.model, "split": config.data.split, "members": members,
                "v_encoding": config.xsec.v_encoding, "epochs_run": res.epochs_run,
@@ -394,7 +395,7 @@ def run_xsec(config, workdir, progress: bool = True) -> dict:
                "n_train_points": {m.name: int(m.train.sum()) for m in mols},
                "seconds_total": round(time.perf_counter() - t0, 1)}
     meta["train_summary"] = summary
-    experiment._save_json(workdir / MODEL_FILE, meta)
+    workdir_lib.write_model_meta(workdir, meta)
     return summary
 
 
@@ -456,7 +457,6 @@ class XsecSurrogate:
     @classmethod
     def load(cls, workdir) -> "XsecSurrogate":
         """Load model.json and the best parameters of checkpoint 'xsec'."""
-        from opacity_jax.surrogate import _restore_params
         workdir = Path(workdir)
         f = workdir / MODEL_FILE
         if not f.exists():
@@ -467,7 +467,7 @@ class XsecSurrogate:
             raise ValueError(f"{f}: model {meta.get('model')!r} is not a cross-section net")
         from opacity_jax.surrogate import member_major
         k = int(meta["xsec"].get("members", 1))
-        return cls(meta, member_major(_restore_params(workdir, LABEL), len(meta["molecules"]), k))
+        return cls(meta, member_major(workdir_lib.restore_params(workdir, LABEL), len(meta["molecules"]), k))
 
     def _index(self, molecule) -> int:
         name = molecule if molecule in self.molecules else _mol.get_molecule(molecule).name
@@ -672,14 +672,14 @@ def evaluate_xsec(workdir, make_figures: bool = True, progress: bool = False) ->
                for t in res["lte"][mols[0].name]} for kind in ("net", "completed")}
     res["train_summary"] = sur.meta.get("train_summary", {})
     res["table"] = sur.meta.get("table", {})
-    out_dir = workdir / "eval"
+    out_dir = workdir_lib.eval_dir(workdir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if sur.members > 1:
         res["ensemble_calibration"] = ensemble_calibration(sur, mols, thr, out_dir,
                                                            make_figures)
     if make_figures:
         _figures(out_dir, mols, preds, sp.kind, temps, thr)
-    experiment._save_json(out_dir / "metrics.json", res)
+    workdir_lib.write_json(out_dir / "metrics.json", res)
     return res
 
 
@@ -837,17 +837,17 @@ def run_report(root, base_config, pinn_config, splits: Sequence[str] = SPLITS,
     results = {}
     for name, cfg in report_arms(base, pinn, splits, onehot_on_v):
         wd = runs_root / name
-        mfile = wd / "eval" / "metrics.json"
+        mfile = workdir_lib.eval_dir(wd) / "metrics.json"
         if not mfile.exists():
             print(f"[xsec report] training {name}", flush=True)
             experiment.run(cfg, wd, progress=progress)
             evaluate_xsec(wd, make_figures=True)
         results[name] = json.loads(mfile.read_text())
-        for fig in sorted((wd / "eval").glob("*.png")):
+        for fig in sorted(workdir_lib.eval_dir(wd).glob("*.png")):
             shutil.copyfile(fig, root / "figures" / f"{name}__{fig.name}")
     out = {"preset": base.preset, "arms": results,
            "table": next(iter(results.values()))["table"] if results else {}}
-    experiment._save_json(root / "report.json", out)
+    workdir_lib.write_json(root / "report.json", out)
     (root / "report.md").write_text(report_markdown(out))
     return out
 

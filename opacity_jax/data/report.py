@@ -6,7 +6,6 @@ can check magnitudes against published NIST-LANL numbers before training on the 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -17,6 +16,7 @@ from opacity_jax import _compat
 from opacity_jax.data import generator, grid, transforms
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
+from opacity_jax.train import workdir as workdir_lib
 
 
 def _means(comps, edges, t):
@@ -100,9 +100,7 @@ def dataset_report(output_dir, element="Nd", density_gcc: float = 1e-13,
               "generator_version": generator.GENERATOR_VERSION,
               "seconds_one_element_full_grid": round(gen_seconds, 3),
               "zbar_corners": corners, "per_temperature": rows}
-    tmp = out_dir / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(out_dir / "report.json")
+    workdir_lib.write_json(out_dir / "report.json", report)
     if make_figures:
         _figures(out_dir, element, edges, full, t_axis, r_axis, ir)
     return report

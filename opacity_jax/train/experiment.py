@@ -12,8 +12,6 @@ split, provenance), orbax checkpoints per stage, XGBoost boosters, and `config.j
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -27,15 +25,16 @@ import opacity_jax
 from opacity_jax import distributed
 from opacity_jax.data import embedded, grid, io, splits, transforms
 from opacity_jax.data.dataset import Dataset
+from opacity_jax.data.transforms import SpectrumScaling
 from opacity_jax.losses import data as data_losses
 from opacity_jax.models import latent as latent_lib
 from opacity_jax.models.cae import CAE, activation_dtype
 from opacity_jax.models.fcnn import FCNN, MLP
 from opacity_jax.physics import elements as _el
 from opacity_jax.train import loop, physics_hooks
+from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import EntityData, Task, pack_ragged
-
-MODEL_FILE = "model.json"
+from opacity_jax.train.workdir import MODEL_FILE
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,36 +96,6 @@ def node_mask(meta: dict, indices) -> np.ndarray:
     m = np.zeros(int(np.prod(shape)), bool)
     m[np.asarray(idx, np.int64)] = True
     return m.reshape(shape)
-
-
-@dataclasses.dataclass
-class SpectrumScaling:
-    """y = forward(kappa) / scale_e per element; inverse clips at 0 (opacities are >= 0)."""
-
-    name: str
-    eps: float
-    scale: np.ndarray   # (nZ,)
-
-    def forward(self, kappa):
-        """(nZ, ...) opacities [cm^2/g] -> scaled values (element axis first)."""
-        s = transforms.get_scaling(self.name, self.eps)
-        sc = self.scale.reshape((-1,) + (1,) * (np.ndim(kappa) - 1))
-        return s.forward(kappa) / sc
-
-    def inverse_for(self, y, element_pos):
-        """Inverse for spectra of one element (position on the element axis)."""
-        s = transforms.get_scaling(self.name, self.eps)
-        y = y * self.scale[element_pos]
-        if self.name == "cbrt":
-            y = np.maximum(y, 0.0)
-        return np.maximum(s.inverse(y), 0.0)
-
-    def to_dict(self):
-        return {"name": self.name, "eps": self.eps, "scale": self.scale.tolist()}
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(d["name"], float(d["eps"]), np.asarray(d["scale"], np.float64))
 
 
 def fit_scaling(ds: Dataset, train: np.ndarray, name: str, eps: float) -> SpectrumScaling:
@@ -221,18 +190,6 @@ def latent_finetune_task(mlp: MLP, cae: CAE, mlp_all, cae_all, z_mean, z_std, lo
 
 # --------------------------------------------------------------------------------------------
 # runs
-def _save_json(path: Path, obj) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
-
-
-def _loop_cfg(section, seed) -> loop.LoopConfig:
-    d = dict(section)
-    d.setdefault("seed", seed)
-    return loop.LoopConfig.from_config(d)
-
-
 def encode_all(model: CAE, params, y_all: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """(nZ, n, nE) scaled spectra -> (nZ, n, latent) with each element's encoder."""
     enc = jax.jit(jax.vmap(lambda p, x: model.apply(p, x, method=model.encode)))
@@ -245,7 +202,7 @@ def run(config, workdir, progress: bool = True) -> dict:
     """Train the configured model into `workdir` (resuming if checkpoints exist)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    _save_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+    workdir_lib.write_config(workdir, config)
     if config.model == "cae":
         return run_cae(config, workdir, progress)
     if config.model == "fcnn":
@@ -299,7 +256,7 @@ def run_cae(config, workdir: Path, progress: bool = True) -> dict:
                    "kernel": model.kernel, "n_bins": n_e, "strides": list(model.strides)}
     meta["loss"] = {"name": config.loss.name, "alpha": float(config.loss.alpha)}
     task = cae_task(model, config.loss.name, float(config.loss.alpha))
-    lc = _loop_cfg(config.train, seed)
+    lc = loop.LoopConfig.from_config(config.train, seed)
     # None (the plain Trainer) unless bin/train --sharded enabled the multi-device trainer.
     res = loop.train(task, tr, va, lc, workdir, meta=meta, progress=progress, label="cae",
                      trainer=distributed.default_trainer(task, lc, n_z))
@@ -337,8 +294,8 @@ def run_cae(config, workdir: Path, progress: bool = True) -> dict:
         if hook:
             meta["loss"]["physics"] = {k: float(v) for k, v in dict(config.loss.physics).items()}
         res_l = loop.train(regression_task(mlp, "latent_mlp", physics=hook), tr_l, va_l,
-                           _loop_cfg(config.latent.mlp_train, seed), workdir, meta=meta,
-                           progress=progress, label="latent_mlp")
+                           loop.LoopConfig.from_config(config.latent.mlp_train, seed), workdir,
+                           meta=meta, progress=progress, label="latent_mlp")
         mlp_params = res_l.params
         summary["latent_mlp"] = {"epochs_run": res_l.epochs_run,
                                  "seconds": round(res_l.seconds, 1)}
@@ -357,8 +314,9 @@ def run_cae(config, workdir: Path, progress: bool = True) -> dict:
                                           jnp.asarray(z_mean, jnp.float32),
                                           jnp.asarray(z_std, jnp.float32), config.loss.name,
                                           float(config.loss.alpha), physics=hook)
-            res_f = loop.train(task_f, tr_f, va_f, _loop_cfg(ft, seed), workdir, meta=meta,
-                               progress=progress, label="latent_mlp_finetune")
+            res_f = loop.train(task_f, tr_f, va_f, loop.LoopConfig.from_config(ft, seed),
+                               workdir, meta=meta, progress=progress,
+                               label="latent_mlp_finetune")
             meta["latent"]["mlp_finetuned"] = True
             summary["latent_mlp_finetune"] = {"epochs_run": res_f.epochs_run,
                                               "seconds": round(res_f.seconds, 1)}
@@ -384,7 +342,7 @@ def run_cae(config, workdir: Path, progress: bool = True) -> dict:
                               "best_iteration_median": float(np.median(list(best.values())))}
     summary["seconds_total"] = round(time.perf_counter() - t0, 1)
     meta["train_summary"] = summary
-    _save_json(workdir / MODEL_FILE, meta)
+    workdir_lib.write_model_meta(workdir, meta)
     return summary
 
 
@@ -432,11 +390,11 @@ def run_fcnn(config, workdir: Path, progress: bool = True) -> dict:
         tr_rows, va_rows = tr_rows.replicate(members), va_rows.replicate(members)
     res = loop.train(regression_task(model, "fcnn", point_weight_key="pw", physics=hook),
                      tr_rows, va_rows,
-                     _loop_cfg(config.train, seed), workdir, meta=meta, progress=progress,
-                     label="fcnn")
+                     loop.LoopConfig.from_config(config.train, seed), workdir, meta=meta,
+                     progress=progress, label="fcnn")
     summary = {"fcnn": {"epochs_run": res.epochs_run, "seconds": round(res.seconds, 1),
                         "members": members},
                "seconds_total": round(time.perf_counter() - t0, 1)}
     meta["train_summary"] = summary
-    _save_json(workdir / MODEL_FILE, meta)
+    workdir_lib.write_model_meta(workdir, meta)
     return summary

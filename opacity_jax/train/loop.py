@@ -68,9 +68,12 @@ class LoopConfig:
     max_seconds: float = 0.0
 
     @classmethod
-    def from_config(cls, cfg) -> "LoopConfig":
-        """Build from a mapping / ConfigDict, rejecting unknown keys and bad values."""
+    def from_config(cls, cfg, seed: Optional[int] = None) -> "LoopConfig":
+        """Build from a mapping / ConfigDict, rejecting unknown keys and bad values; `seed`
+        (the run's top-level seed) is used when the section sets none."""
         d = dict(cfg)
+        if seed is not None:
+            d.setdefault("seed", seed)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
