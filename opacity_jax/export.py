@@ -46,7 +46,6 @@ import numpy as np
 
 import opacity_jax
 from opacity_jax.data import grid as _grid
-from opacity_jax.data import io
 from opacity_jax.physics import elements as _el
 from opacity_jax.train import workdir as workdir_lib
 

@@ -436,6 +436,21 @@ def run_classifier(config, workdir, progress: bool = True) -> dict:
     return summary
 
 
+def train(config, workdir, progress: bool = True) -> dict:
+    """Family verb (`opacity_jax.experiments.registry`): `run_classifier`."""
+    return run_classifier(config, workdir, progress)
+
+
+def load(workdir) -> "InverseModel":
+    """Family verb: `InverseModel.load(workdir)`."""
+    return InverseModel.load(workdir)
+
+
+def evaluate(workdir, **options) -> dict:
+    """Family verb: `evaluate_classifier(workdir, **options)`; writes <workdir>/eval/."""
+    return evaluate_classifier(workdir, **options)
+
+
 # ---------------------------------------------------------------------------------- predict
 class InverseModel:
     """A trained classifier loaded from its workdir.

@@ -429,6 +429,21 @@ def build_meta(config, mols, sp, sv, prov, n_v, n_j) -> dict:
     }
 
 
+def train(config, workdir, progress: bool = True) -> dict:
+    """Family verb (`opacity_jax.experiments.registry`): `run_xsec`."""
+    return run_xsec(config, workdir, progress)
+
+
+def load(workdir) -> "XsecSurrogate":
+    """Family verb: `XsecSurrogate.load(workdir)`."""
+    return XsecSurrogate.load(workdir)
+
+
+def evaluate(workdir, **options) -> dict:
+    """Family verb: `evaluate_xsec(workdir, **options)`; writes <workdir>/eval/."""
+    return evaluate_xsec(workdir, **options)
+
+
 # ------------------------------------------------------------------------------- inference
 class XsecSurrogate:
     """Trained cross-section nets loaded from a workdir.
