@@ -1,0 +1,10 @@
+"""Serving: load trained workdirs and answer queries, without importing the trainer.
+
+    from opacity_jax.serve import Surrogate
+    s = Surrogate.load("runs/cae")
+
+Modules: `surrogate` (opacity spectra and means, `Surrogate`), `xsec` (cross-section nets,
+`XsecSurrogate`), `inverse` (spectrum -> element, T, rho, Zbar, `InverseModel`), `pipeline`
+(fused jit'd device pipeline, `DevicePipeline`), `trees` (XGBoost boosters as JAX functions),
+`export` (StableHLO / serialized artifacts), `predict` (text tables of predictions).
+"""
