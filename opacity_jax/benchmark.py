@@ -37,7 +37,7 @@ import numpy as np
 
 import opacity_jax
 from opacity_jax.models.cae import CAE
-from opacity_jax.pipeline import DevicePipeline
+from opacity_jax.serve.pipeline import DevicePipeline
 from opacity_jax.train import experiment, loop
 from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import pack_ragged
@@ -157,7 +157,7 @@ def _pipelines(cfg) -> dict:
     """{'mlp': DevicePipeline, 'xgboost': ...} from a workdir or random weights."""
     regs = list(cfg.inference.regressors)
     if cfg.workdir:
-        from opacity_jax.surrogate import Surrogate
+        from opacity_jax.serve.surrogate import Surrogate
         out = {}
         for r in regs:
             try:

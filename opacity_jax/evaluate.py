@@ -29,7 +29,7 @@ from opacity_jax.data import grid
 from opacity_jax.models import baselines
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
-from opacity_jax.surrogate import Surrogate
+from opacity_jax.serve.surrogate import Surrogate
 from opacity_jax.train import experiment
 from opacity_jax.train import workdir as workdir_lib
 
@@ -153,7 +153,7 @@ def evaluate_workdir(workdir, make_figures: bool = True, progress: bool = False)
         metrics["xgb_feature_importance"] = meta["latent"]["xgb_importance"]
     out_dir = workdir_lib.eval_dir(workdir)
     if meta.get("ensemble") or int(meta.get("fcnn", {}).get("members", 1)) > 1:
-        from opacity_jax import ensemble as ensemble_lib
+        from opacity_jax.experiments import ensemble as ensemble_lib
         # Coverage on the test nodes, sigma scale fitted on the (disjoint) validation nodes.
         metrics["ensemble_calibration"] = ensemble_lib.calibrate_workdir(workdir, out_dir)
     workdir_lib.write_json(out_dir / "metrics.json", metrics)

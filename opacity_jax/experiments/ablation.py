@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from opacity_jax import evaluate as fwd_eval
-from opacity_jax import inverse
+from opacity_jax.experiments import inverse
 from opacity_jax.train import experiment, physics_hooks
 from opacity_jax.train import workdir as workdir_lib
 
@@ -119,7 +119,7 @@ def run_classifier_ablation(config, root, encoders=("conv", "attention"),
 
 def _forward_violation(workdir: Path, config) -> float:
     """Fraction of allowed (regime 'data') grid T-pairs where the predicted B rises."""
-    from opacity_jax.surrogate import Surrogate
+    from opacity_jax.serve.surrogate import Surrogate
     meta = workdir_lib.read_model_meta(workdir)
     ds = experiment.load_data(config.data)
     train = experiment.node_mask(meta, "train")

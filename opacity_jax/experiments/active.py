@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from opacity_jax import ensemble as ens
+from opacity_jax.experiments import ensemble as ens
 from opacity_jax.data import generator, grid
 from opacity_jax.physics import elements as _el
 from opacity_jax.train import loop

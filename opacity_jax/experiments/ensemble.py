@@ -19,7 +19,7 @@ a scale plus an error floor shared by all members, which their spread cannot sho
 `fit_conformal` (split-conformal multipliers per level: distribution-free, so heavy-tailed
 residuals are covered at 68 % and 95 % at once), `plot_reliability`.
 
-Ensembles are served by `opacity_jax.surrogate.Surrogate` (`return_std=True`): an FC-NN trained
+Ensembles are served by `opacity_jax.serve.surrogate.Surrogate` (`return_std=True`): an FC-NN trained
 with `fcnn.ensemble = K` (one vmap'd run, element x member entities), or a CAE run whose latent
 MLP was trained as an ensemble by `train_latent_ensemble` (bin/train_ensemble; load with
 `ensemble=True`). `EnsembleSurrogate` is the (mean, std) view of either; `calibrate_workdir`
@@ -525,7 +525,7 @@ class EnsembleSurrogate:
     @classmethod
     def load(cls, workdir, on_domain_error: str = "raise") -> "EnsembleSurrogate":
         """Load an ensemble workdir (CAE + bin/train_ensemble, or an FC-NN with K >= 2)."""
-        from opacity_jax.surrogate import Surrogate
+        from opacity_jax.serve.surrogate import Surrogate
         from opacity_jax.train import experiment
         workdir = Path(workdir)
         mf = workdir / experiment.MODEL_FILE

@@ -22,9 +22,9 @@ from opacity_jax.train import workdir as workdir_lib
 FAMILIES = {
     "cae": "opacity_jax.experiments.spectra",
     "fcnn": "opacity_jax.experiments.spectra",
-    "classifier": "opacity_jax.inverse",
-    "xsec": "opacity_jax.xsec_experiment",
-    "xsec_pinn": "opacity_jax.xsec_experiment",
+    "classifier": "opacity_jax.experiments.inverse",
+    "xsec": "opacity_jax.experiments.xsec",
+    "xsec_pinn": "opacity_jax.experiments.xsec",
 }
 
 

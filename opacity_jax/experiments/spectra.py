@@ -44,7 +44,7 @@ def train(config, workdir, progress: bool = True) -> dict:
 
 def load(workdir, **options):
     """`Surrogate.load(workdir, **options)` (regressor, on_domain_error, ensemble)."""
-    from opacity_jax.surrogate import Surrogate
+    from opacity_jax.serve.surrogate import Surrogate
     return Surrogate.load(workdir, **options)
 
 

@@ -8,3 +8,10 @@ Modules: `surrogate` (opacity spectra and means, `Surrogate`), `xsec` (cross-sec
 (fused jit'd device pipeline, `DevicePipeline`), `trees` (XGBoost boosters as JAX functions),
 `export` (StableHLO / serialized artifacts), `predict` (text tables of predictions).
 """
+
+from opacity_jax.serve.inverse import InverseModel
+from opacity_jax.serve.pipeline import DevicePipeline
+from opacity_jax.serve.surrogate import Surrogate
+from opacity_jax.serve.xsec import XsecSurrogate
+
+__all__ = ["DevicePipeline", "InverseModel", "Surrogate", "XsecSurrogate"]

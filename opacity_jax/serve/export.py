@@ -1,6 +1,6 @@
 """Exports for simulation codes: a serialized `jax.export` artifact and opacity tables.
 
-1. Artifact. The fused device pipeline (`opacity_jax.pipeline`) with its weights baked in, as a
+1. Artifact. The fused device pipeline (`opacity_jax.serve.pipeline`) with its weights baked in, as a
    serialized `jax.export.Exported` (StableHLO + calling convention) with a symbolic batch size:
 
        write_artifact(pipe, "nd_u.jaxexport")                 # + "nd_u.jaxexport.json"

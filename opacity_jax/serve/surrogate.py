@@ -343,10 +343,10 @@ class Surrogate:
         return 10.0 ** (mid - half), 10.0 ** (mid + half)
 
     def device_pipeline(self, dtype=jnp.float32, node_tol: Optional[float] = None):
-        """The whole query as one jit'd device function (`opacity_jax.pipeline.DevicePipeline`):
+        """The whole query as one jit'd device function (`opacity_jax.serve.pipeline.DevicePipeline`):
         (element, T, rho) -> latent (MLP or the XGBoost trees as an exact lookup table) ->
         decoder -> kappa (N, nE) -> Planck/Rosseland means (N,), with no host round trip."""
-        from opacity_jax import pipeline
+        from opacity_jax.serve import pipeline
         kw = {} if node_tol is None else {"node_tol": node_tol}
         return pipeline.DevicePipeline.from_surrogate(self, dtype=dtype, **kw)
 
