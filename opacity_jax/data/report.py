@@ -129,3 +129,21 @@ def _figures(out_dir, element, edges, full, t_axis, r_axis, ir):
     fig.tight_layout()
     fig.savefig(out_dir / "spectra_and_zbar.png", dpi=110)
     plt.close(fig)
+
+
+def summary_text(rep: dict) -> str:
+    """The per-temperature table of `dataset_report`'s result (T [eV], Zbar, peak kappa of the
+    binned and native spectra and Planck / Rosseland means [cm^2/g], their binning biases, the
+    band fraction of B) and Zbar at the grid corners."""
+    lines = [f"{'T [eV]':>8} {'Zbar':>7} {'peak200':>9} {'peak15000':>10} {'kP':>9} {'kR':>9}"
+             f" {'biasP':>8} {'biasR':>8} {'fB':>6}"]
+    for r in rep["per_temperature"]:
+        lines.append(f"{r['temperature_ev']:8.3g} {r['zbar']:7.3g} {r['peak_kappa_binned']:9.3g} "
+                     f"{r['peak_kappa_native']:10.3g} {r['planck_mean']:9.3g} "
+                     f"{r['rosseland_mean']:9.3g} "
+                     f"{r['planck_rel_bias_binned_vs_native']:8.2g} "
+                     f"{r['rosseland_rel_bias_binned_vs_native']:8.2g} "
+                     f"{r['band_fraction_B']:6.3f}")
+    corners = rep["zbar_corners"][next(iter(rep["zbar_corners"]))]
+    lines.append(f"Zbar at grid corners: {corners}")
+    return "\n".join(lines)

@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from opacity_jax import config_files
 from opacity_jax import evaluate as fwd_eval
 from opacity_jax.experiments import inverse
 from opacity_jax.train import experiment, physics_hooks
@@ -133,6 +134,30 @@ def _forward_violation(workdir: Path, config) -> float:
         preds.append(np.moveaxis(np.cbrt(np.maximum(k, 0.0)), 1, 0))   # (nR, nT, nE)
     return physics_hooks.predicted_violation_fraction(np.stack(preds), masks,
                                                       opts["top_percent"])
+
+
+def ablation_configs(parts=("classifier", "forward"), full: bool = False, members: int = 1,
+                     cae_from: Optional[str] = None) -> tuple:
+    """(classifier, cae, fcnn configs, CAE checkpoint dir or None) for `run_ablation`.
+
+    parts: 'classifier' and/or 'forward'; full: the configs' default presets unchanged
+    (otherwise `small_scale`); members: classifier seed replicates; cae_from: a trained CAE
+    workdir whose autoencoder serves the CAE arms (`cae_config_from_workdir`).
+    """
+    bad = sorted(set(parts) - {"classifier", "forward"})
+    if bad:
+        raise ValueError(f"--parts: unknown {bad}; allowed: classifier, forward")
+    clf = config_files.load("classifier") if "classifier" in parts else None
+    cae = config_files.load("cae") if "forward" in parts else None
+    fcnn = config_files.load("fcnn") if "forward" in parts else None
+    if not full:
+        clf, cae, fcnn = small_scale(clf, cae, fcnn)
+    if clf is not None:
+        clf.classifier.ensemble = int(members)
+    ckpt = None
+    if cae_from and cae is not None:
+        cae, ckpt = cae_config_from_workdir(cae_from)
+    return clf, cae, fcnn, ckpt
 
 
 def cae_config_from_workdir(workdir, mlp_epochs: int = 600, finetune_epochs: int = 0):

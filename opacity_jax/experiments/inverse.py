@@ -400,6 +400,11 @@ def evaluate(workdir, **options) -> dict:
     return evaluate_classifier(workdir, **options)
 
 
+def report(m: dict) -> str:
+    """Family verb: the Markdown report of `evaluate`'s metrics (`report_markdown`)."""
+    return report_markdown(m)
+
+
 # ------------------------------------------------------------------------- degradation, kNN
 def degrade(kappa, edges_ev, noise: float = 0.0, coarsen: int = 1, seed: int = 0) -> np.ndarray:
     """Observation-like degradation of spectra.

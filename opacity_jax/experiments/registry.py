@@ -5,6 +5,7 @@ A family module exposes
     train(config, workdir, progress=True) -> dict     summary; writes model.json last
     load(workdir, **options)                          the family's inference object
     evaluate(workdir, **options) -> dict              metrics; writes <workdir>/eval/
+    report(metrics) -> str                            the text bin/evaluate prints
 
 and is named here by the `model` string it writes into model.json (= `config.model` of its
 configs). Modules are imported by dotted name on first use, so a family's dependencies load

@@ -54,6 +54,24 @@ def evaluate(workdir, **options) -> dict:
     return evaluate_lib.evaluate_workdir(workdir, **options)
 
 
+def report(m: dict) -> str:
+    """Headline table of `evaluate`'s metrics: RMSE and Planck / Rosseland mean errors per
+    method, and the targets of the best model."""
+    lines = [f"{m['n_test_spectra']} held-out spectra ({m['split']} split), {m['n_energy']} bins",
+             f"{'method':36s} {'RMSE mean':>11s} {'RMSE med':>10s} {'Planck med':>10s} "
+             f"{'Planck p95':>10s} {'Ross med':>9s}"]
+    for name, r in m["methods"].items():
+        lines.append(f"{name:36s} {r['rmse_mean']:11.4g} {r['rmse_median']:10.4g} "
+                     f"{r['planck_rel']['median']:10.3%} {r['planck_rel']['p95']:10.3%} "
+                     f"{r['rosseland_rel']['median']:9.3%}")
+    if "targets" in m:
+        t = m["targets"]
+        lines.append(f"best model {t['best_model']}: RMSE / 4-neighbour = "
+                     f"{t['rmse_ratio_to_4_neighbour']:.3f} (target <= 0.5), median Planck "
+                     f"error {t['planck_rel_median']:.3%} (target <= 2%)")
+    return "\n".join(lines)
+
+
 def base_meta(config, ds, scaling, train, val, test) -> dict:
     """model.json fields shared by the spectrum families: version, grid, scaling, split,
     provenance. `train`, `val`, `test`: (nZ, nT, nR) bool masks."""

@@ -419,6 +419,29 @@ def evaluate(workdir, **options) -> dict:
     return evaluate_xsec(workdir, **options)
 
 
+def report(m: dict) -> str:
+    """Family verb: headline numbers of `evaluate`'s metrics (median relative error where sigma
+    > threshold x its curve's max, MSLE, interpolation baseline, LTE averages)."""
+    p = m["pooled"]
+    lines = [f"{m['model']} (v encoding {m['v_encoding']}), split '{m['split']}': held-out "
+             f"points with sigma > {m['threshold']:g} x curve max",
+             f"{'molecule':9s} {'net median':>11s} {'net p90':>9s} {'MSLE':>9s} "
+             f"{'interp med':>11s} {'train med':>10s}"]
+    for name, r in list(m["per_molecule"].items()) + [("pooled", p)]:
+        n, b, t = r["net"], r["baseline"], r["net_train"]
+        if not n.get("n"):
+            continue
+        lines.append(f"{name:9s} {n['median_rel']:11.2%} {n['p90_rel']:9.2%} {n['msle']:9.4f} "
+                     f"{b['median_rel']:11.2%} {t['median_rel']:10.2%}")
+    lines.append("mean of per-molecule medians: net {:.2%}, interp {:.2%}".format(
+        m["mean_of_molecule_medians"]["net"], m["mean_of_molecule_medians"]["baseline"]))
+    for kind in ("net", "completed"):
+        lines.append(f"LTE average from {kind:9s}: " + ", ".join(
+            f"{t} {v:.2%}" for t, v in m["lte_summary"][kind].items())
+            + " (median over molecules)")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------ evaluation
 def _load_config(workdir: Path) -> ConfigDict:
     return ConfigDict(json.loads((workdir / "config.json").read_text()))
