@@ -26,6 +26,7 @@ MOVED = {
     "opacity_jax.ensemble": "opacity_jax.experiments.ensemble",
     "opacity_jax.active": "opacity_jax.experiments.active",
     "opacity_jax.ablation": "opacity_jax.experiments.ablation",
+    "opacity_jax.models.fcnn": "opacity_jax.models.mlp",
 }
 
 

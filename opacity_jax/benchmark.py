@@ -256,8 +256,7 @@ def synthetic_entity_data(n_elements: int, n_samples: int, n_bins: int, seed: in
 
 
 def _cae_from(m) -> CAE:
-    return CAE(n_bins=int(m.n_bins), latent_dim=int(m.latent_dim), channels=tuple(m.channels),
-               kernel=int(m.kernel), strides=tuple(m.strides))
+    return CAE.from_meta(m)
 
 
 def bench_training(cfg) -> dict:

@@ -177,8 +177,7 @@ def _reconstruct(workdir, meta, ds, e_idx, t_idx, r_idx):
     params = workdir_lib.restore_params(workdir, "cae")
     scaling = experiment.SpectrumScaling.from_dict(meta["scaling"])
     c = meta["cae"]
-    model = CAE(n_bins=c["n_bins"], latent_dim=c["latent_dim"], channels=tuple(c["channels"]),
-                kernel=c["kernel"])
+    model = CAE.from_meta(c)
     out = np.zeros((e_idx.size, ds.kappa.shape[-1]))
     for e in np.unique(e_idx):
         sel = e_idx == e

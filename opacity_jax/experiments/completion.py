@@ -58,9 +58,9 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 from absl import logging
 
-from opacity_jax.experiments import ensemble as ens
 from opacity_jax.data import io
 from opacity_jax.errors import DataFormatError
+from opacity_jax.experiments import ensemble as ens
 from opacity_jax.train import loop
 from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import pack_ragged

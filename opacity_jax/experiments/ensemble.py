@@ -32,15 +32,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import special as _special
 
 from opacity_jax.losses import data as data_losses
+from opacity_jax.models.mlp import GaussianMLP
 from opacity_jax.train import loop
 from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.workdir import write_json
@@ -52,29 +52,6 @@ DEFAULT_LEVELS = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2).tolist())
 
 # --------------------------------------------------------------------------------------------
 # models and tasks
-class GaussianMLP(nn.Module):
-    """MLP with a mean and a log-variance head: (B, n_in) -> ((B, n_out), (B, n_out)).
-
-    SiLU hidden layers (smooth, so the fitted function and its derivatives are smooth);
-    log-variance clipped to [min_log_var, max_log_var] so the NLL cannot run away on points it
-    fits exactly.
-    """
-
-    hidden: Sequence[int] = (128, 128, 128)
-    n_out: int = 1
-    min_log_var: float = -16.0
-    max_log_var: float = 12.0
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        h = x
-        for width in self.hidden:
-            h = nn.silu(nn.Dense(width)(h))
-        mu = nn.Dense(self.n_out)(h)
-        log_var = jnp.clip(nn.Dense(self.n_out)(h), self.min_log_var, self.max_log_var)
-        return mu, log_var
-
-
 def gaussian_nll_task(model: GaussianMLP, name: str = "gaussian_mlp", beta: float = 0.5,
                       x_key: str = "x", y_key: str = "y") -> Task:
     """Heteroscedastic regression task: training loss = beta-NLL, validation loss = MSE of mu.
@@ -431,7 +408,7 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
 
     from opacity_jax.data import transforms
     from opacity_jax.models.cae import CAE
-    from opacity_jax.models.fcnn import MLP
+    from opacity_jax.models.mlp import MLP
     from opacity_jax.train import experiment
     from opacity_jax.train.task import pack_ragged
 
@@ -476,8 +453,7 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
     y = scaling.forward(ds.kappa.astype(np.float64)).astype(np.float32)
     n_z, n_t, n_r, n_e = y.shape
     c = meta["cae"]
-    cae = CAE(n_bins=c["n_bins"], latent_dim=c["latent_dim"], channels=tuple(c["channels"]),
-              kernel=c["kernel"], strides=tuple(c.get("strides", ())))
+    cae = CAE.from_meta(c)
     z_all = experiment.encode_all(cae, workdir_lib.restore_params(workdir, "cae"),
                                   y.reshape(n_z, n_t * n_r, n_e)).reshape(n_z, n_t, n_r, -1)
     lat = meta["latent"]

@@ -26,7 +26,7 @@ from opacity_jax.data import transforms
 from opacity_jax.losses import data as data_losses
 from opacity_jax.models import latent as latent_lib
 from opacity_jax.models.cae import CAE, activation_dtype
-from opacity_jax.models.fcnn import FCNN, MLP
+from opacity_jax.models.mlp import FCNN, MLP
 from opacity_jax.train import experiment, loop, physics_hooks
 from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import pack_ragged
@@ -103,15 +103,12 @@ def run_cae(config, workdir: Path, progress: bool = True) -> dict:
     scaling = experiment.fit_scaling(ds, train, config.data.scaling, float(config.data.log_eps))
     y = scaling.forward(ds.kappa.astype(np.float64)).astype(np.float32)       # (nZ,nT,nR,nE)
     n_z, n_t, n_r, n_e = y.shape
-    model = CAE(n_bins=n_e, latent_dim=int(config.cae.latent_dim),
-                channels=tuple(config.cae.channels), kernel=int(config.cae.kernel),
-                strides=tuple(config.cae.get("strides", ())),
-                dtype=activation_dtype(config.cae.get("dtype", "float32")))
+    model = CAE.from_meta(dict(config.cae, n_bins=n_e),
+                          dtype=activation_dtype(config.cae.get("dtype", "float32")))
     tr = pack_ragged([{"x": y[e][train[e]]} for e in range(n_z)])
     va = pack_ragged([{"x": y[e][val[e]]} for e in range(n_z)])
     meta = base_meta(config, ds, scaling, train, val, test)
-    meta["cae"] = {"latent_dim": model.latent_dim, "channels": list(model.channels),
-                   "kernel": model.kernel, "n_bins": n_e, "strides": list(model.strides)}
+    meta["cae"] = model.to_meta()
     meta["loss"] = {"name": config.loss.name, "alpha": float(config.loss.alpha)}
     task = experiment.cae_task(model, config.loss.name, float(config.loss.alpha))
     lc = loop.LoopConfig.from_config(config.train, seed)

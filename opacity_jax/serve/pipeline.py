@@ -29,11 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from opacity_jax.serve import trees as trees_lib
 from opacity_jax.data import grid as _grid
 from opacity_jax.models.cae import CAE
-from opacity_jax.models.fcnn import MLP
+from opacity_jax.models.mlp import MLP
 from opacity_jax.physics import planck
+from opacity_jax.serve import trees as trees_lib
 
 # Standardized-feature tolerance for ties at tree thresholds (see trees.lookup): float32 on the
 # device moves a grid-node feature by a few 1e-7, grid nodes are >= 0.05 apart in these units.

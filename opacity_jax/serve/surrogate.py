@@ -34,7 +34,7 @@ from opacity_jax.data import transforms
 from opacity_jax.data.transforms import SpectrumScaling
 from opacity_jax.errors import DomainError
 from opacity_jax.models.cae import CAE
-from opacity_jax.models.fcnn import FCNN, MLP
+from opacity_jax.models.mlp import FCNN, MLP
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
 from opacity_jax.train import workdir as workdir_lib
@@ -85,9 +85,7 @@ class Surrogate:
         self._scale = jnp.asarray(self.scaling.scale, jnp.float32)
         if meta["model"] == "cae":
             c = meta["cae"]
-            self._cae = CAE(n_bins=c["n_bins"], latent_dim=c["latent_dim"],
-                            channels=tuple(c["channels"]), kernel=c["kernel"],
-                            strides=tuple(c.get("strides", ())))
+            self._cae = CAE.from_meta(c)
             lat = meta["latent"]
             xs = transforms.Standardizer.from_dict(lat["x_standardizer"])
             self._x_standardizer = xs

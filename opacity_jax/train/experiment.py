@@ -23,7 +23,7 @@ from opacity_jax.data.transforms import SpectrumScaling
 from opacity_jax.experiments import registry
 from opacity_jax.losses import data as data_losses
 from opacity_jax.models.cae import CAE
-from opacity_jax.models.fcnn import MLP
+from opacity_jax.models.mlp import MLP
 from opacity_jax.physics import elements as _el
 from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import Task
