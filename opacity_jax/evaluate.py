@@ -92,7 +92,7 @@ def evaluate_workdir(workdir, make_figures: bool = True, progress: bool = False)
     """Evaluate a trained workdir (see module docstring); returns and writes the metrics."""
     workdir = Path(workdir)
     meta = workdir_lib.read_model_meta(workdir)
-    cfg = ConfigDict(json.loads((workdir / "config.json").read_text()))
+    cfg = workdir_lib.read_config(workdir)
     ds = experiment.load_data(cfg.data)
     if ds.elements.tolist() != meta["elements"]:
         raise ValueError(f"dataset elements {ds.elements.tolist()} differ from the model's "

@@ -167,9 +167,8 @@ def cae_config_from_workdir(workdir, mlp_epochs: int = 600, finetune_epochs: int
     epochs it ran (so resuming it trains nothing), the latent MLP only, `mlp_epochs` for its
     first stage and `finetune_epochs` for the decoder fine-tuning stage (0 = off).
     """
-    from ml_collections import ConfigDict
     workdir = Path(workdir)
-    cfg = ConfigDict(json.loads((workdir / "config.json").read_text()))
+    cfg = workdir_lib.read_config(workdir)
     meta = workdir_lib.read_model_meta(workdir)
     cfg.train.epochs = int(meta["train_summary"]["cae"]["epochs_run"])
     cfg.latent.regressor = "mlp"
@@ -182,8 +181,8 @@ def cae_config_from_workdir(workdir, mlp_epochs: int = 600, finetune_epochs: int
 
 
 def _copy_ckpt(src: Path, wd: Path, label: str) -> None:
-    (wd / "checkpoints").mkdir(parents=True, exist_ok=True)
-    if not (workdir_lib.checkpoint_dir(wd, label)).exists():
+    workdir_lib.checkpoint_dir(wd, label).parent.mkdir(parents=True, exist_ok=True)
+    if not workdir_lib.checkpoint_dir(wd, label).exists():
         shutil.copytree(src, workdir_lib.checkpoint_dir(wd, label))
 
 
@@ -224,7 +223,8 @@ def run_forward_ablation(cae_config, fcnn_config, root, gamma: float = 1.0,
             wd = root / f"{name}_{arm}"
             if warm and not _done(wd, experiment.MODEL_FILE):
                 _copy_ckpt(Path(cae_checkpoint), wd, "cae")
-                _copy_ckpt(root / "cae_base" / "checkpoints" / "latent_mlp", wd, "latent_mlp")
+                _copy_ckpt(workdir_lib.checkpoint_dir(root / "cae_base", "latent_mlp"), wd,
+                           "latent_mlp")
             elif name == "cae" and arm != "none" and not _done(wd, experiment.MODEL_FILE):
                 ref = root / f"{name}_none"
                 ref_meta = workdir_lib.read_model_meta(ref)

@@ -30,7 +30,6 @@ and draws the reliability plot. Cross-section nets: `xsec.ensemble = K` (XsecSur
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
@@ -386,7 +385,7 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
     """Add a K-member latent-MLP ensemble to a trained CAE workdir.
 
     Re-encodes every node with the workdir's CAE, rebuilds the latent targets and features
-    exactly as `experiment.run_cae` (same split, standardizers, hidden sizes), trains K members
+    exactly as `experiments.spectra.run_cae` (same split, standardizers, hidden sizes), trains K members
     per element with `train_ensemble` (label `latent_mlp_ensemble`), and records
     `meta['ensemble'] = {'members', 'label', 'hidden'}` in model.json. The single latent MLP and
     XGBoost stay untouched, so `Surrogate.load` works as before. Members are trained on the
@@ -404,8 +403,6 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
     Returns:
       summary dict (members, epochs_run, seconds).
     """
-    from ml_collections import ConfigDict
-
     from opacity_jax.data import transforms
     from opacity_jax.models.cae import CAE
     from opacity_jax.models.mlp import MLP
@@ -413,14 +410,12 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
     from opacity_jax.train.task import pack_ragged
 
     workdir = Path(workdir)
-    mf = workdir / experiment.MODEL_FILE
-    if not mf.exists():
-        raise FileNotFoundError(f"{mf} not found: train the CAE first (bin/train)")
-    meta = json.loads(mf.read_text())
+    mf = workdir_lib.model_path(workdir)
+    meta = workdir_lib.read_model_meta(workdir, "train the CAE first: bin/train")
     if meta.get("model") != "cae":
         raise ValueError(f"{mf}: model is {meta.get('model')!r}; latent ensembles need a 'cae' "
                          "run")
-    cfg = ConfigDict(json.loads((workdir / "config.json").read_text()))
+    cfg = workdir_lib.read_config(workdir)
     ds = experiment.load_data(cfg.data)
     if ds.elements.tolist() != meta["elements"]:
         raise ValueError(f"dataset elements {ds.elements.tolist()} differ from the model's "
@@ -504,10 +499,7 @@ class EnsembleSurrogate:
         from opacity_jax.serve.surrogate import Surrogate
         from opacity_jax.train import experiment
         workdir = Path(workdir)
-        mf = workdir / experiment.MODEL_FILE
-        if not mf.exists():
-            raise FileNotFoundError(f"{mf} not found: not a trained workdir (run bin/train)")
-        meta = json.loads(mf.read_text())
+        meta = workdir_lib.read_model_meta(workdir)
         if meta.get("model") == "fcnn":
             base = Surrogate.load(workdir, on_domain_error=on_domain_error, ensemble=True)
             if base.members < 2:
@@ -552,13 +544,11 @@ def calibrate_workdir(workdir, out_dir=None, eps: float = 1e-10) -> dict:
     Returns:
       {quantity: {sigma_scale, coverage_raw/calibrated on test, n_test, n_val}}.
     """
-    from ml_collections import ConfigDict
-
     from opacity_jax.train import experiment
     workdir = Path(workdir)
     s = EnsembleSurrogate.load(workdir, on_domain_error="warn")
     meta = s.base.meta
-    ds = experiment.load_data(ConfigDict(json.loads((workdir / "config.json").read_text())).data)
+    ds = experiment.load_data(workdir_lib.read_config(workdir).data)
     cal_idx = (meta.get("ensemble") or {}).get("calibration_nodes")
     if cal_idx:
         # Nodes held out of the members' early stopping (train_latent_ensemble).

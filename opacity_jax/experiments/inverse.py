@@ -33,7 +33,6 @@ identical to within a tolerance. Results go to `<workdir>/eval/`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -43,7 +42,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from ml_collections import ConfigDict
 
 import opacity_jax
 from opacity_jax.data import atomic, transforms
@@ -610,7 +608,7 @@ def evaluate_classifier(workdir, make_figures: bool = True, conditions: Optional
     """
     workdir = Path(workdir)
     meta = workdir_lib.read_model_meta(workdir)
-    cfg = ConfigDict(json.loads((workdir / "config.json").read_text()))
+    cfg = workdir_lib.read_config(workdir)
     data = prepare(cfg)
     if np.flatnonzero(data.test).tolist() != meta["split"]["test"]:
         raise ValueError(f"the test split recomputed from {workdir}/config.json differs from "

@@ -444,7 +444,7 @@ def report(m: dict) -> str:
 
 # ------------------------------------------------------------------------------ evaluation
 def _load_config(workdir: Path) -> ConfigDict:
-    return ConfigDict(json.loads((workdir / "config.json").read_text()))
+    return workdir_lib.read_config(workdir)
 
 
 def interpolation_baseline(m: MoleculeData, kind: str) -> np.ndarray:

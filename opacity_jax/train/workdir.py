@@ -155,6 +155,15 @@ def write_model_meta(workdir, meta: dict) -> Path:
     return write_json(model_path(workdir), meta)
 
 
+def read_config(workdir):
+    """The training config recorded in config.json, as an ml_collections ConfigDict."""
+    from ml_collections import ConfigDict
+    path = Path(workdir) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: not a trained workdir (run bin/train)")
+    return ConfigDict(json.loads(path.read_text()))
+
+
 def write_config(workdir, config) -> Path:
     """Record the training config (an ml_collections ConfigDict) as config.json."""
     return write_json(Path(workdir) / CONFIG_FILE, json.loads(config.to_json_best_effort()))
