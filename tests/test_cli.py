@@ -27,6 +27,13 @@ def test_registry_picks_the_family_and_names_the_allowed_ones(tiny_workdir):
         registry.family("nope")
 
 
+def test_every_registered_family_has_the_verbs():
+    for name in registry.names():
+        fam = registry.family(name)
+        assert all(callable(getattr(fam, v, None)) for v in ("train", "load", "evaluate",
+                                                              "report")), name
+
+
 def test_bin_evaluate_dispatches_on_model_json(tiny_workdir):
     out = _bin("evaluate", f"--workdir={tiny_workdir}", "--nofigures")
     assert out.returncode == 0, out.stderr
