@@ -187,7 +187,7 @@ def test_scanner_detects_a_cycle_and_a_private_import(tmp_path, monkeypatch):
 
 
 def test_no_import_cycles():
-    loops = [_cycle_path(c) for c in _cycles()]
+    loops = [f"{_cycle_path(c)}  (modules in this cycle group: {', '.join(c)})" for c in _cycles()]
     assert not loops, "import cycles inside opacity_jax:\n  " + "\n  ".join(loops)
 
 
