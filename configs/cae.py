@@ -11,6 +11,8 @@ hour on 2 cores; `paper` = the thesis recipe (batch 256, up to 7000 epochs; a GP
 
 import ml_collections
 
+from opacity_jax import config_files
+
 
 def get_config(arg=None):
     preset = arg or "default"
@@ -46,42 +48,27 @@ def get_config(arg=None):
     c.loss.physics_options = ml_collections.ConfigDict(
         {"top_percent": 10.0, "regime": "data", "t_range_ev": (0.01, 5.0), "groups": 2})
 
-    c.train = ml_collections.ConfigDict()
-    c.train.epochs = {"default": 300, "cpu": 400, "paper": 7000}[preset]
-    c.train.batch_size = {"default": 64, "cpu": 64, "paper": 256}[preset]
-    c.train.learning_rate = 1e-3
-    c.train.weight_decay = 0.0
-    c.train.grad_clip = 0.0
-    c.train.patience = {"default": 60, "cpu": 80, "paper": 200}[preset]
-    c.train.min_delta = 1e-4
-    c.train.plateau_patience = {"default": 20, "cpu": 25, "paper": 50}[preset]
-    c.train.plateau_factor = 0.5
-    c.train.min_lr_scale = 1e-3
-    c.train.eval_every = 1
-    c.train.checkpoint_every = 25
-    c.train.max_seconds = {"default": 390.0, "cpu": 2700.0, "paper": 0.0}[preset]
+    # Loop sections: opacity_jax.train.loop.LoopConfig defaults + these fields.
+    c.train = config_files.train_section(
+        epochs={"default": 300, "cpu": 400, "paper": 7000}[preset],
+        batch_size={"default": 64, "cpu": 64, "paper": 256}[preset],
+        patience={"default": 60, "cpu": 80, "paper": 200}[preset],
+        plateau_patience={"default": 20, "cpu": 25, "paper": 50}[preset],
+        checkpoint_every=25,
+        max_seconds={"default": 390.0, "cpu": 2700.0, "paper": 0.0}[preset])
 
     c.latent = ml_collections.ConfigDict()
     c.latent.regressor = "both"           # "xgboost", "mlp" or "both"
     c.latent.mlp_hidden = (64, 64)
-    c.latent.mlp_train = ml_collections.ConfigDict()
-    c.latent.mlp_train.epochs = {"default": 1500, "cpu": 3000, "paper": 5000}[preset]
-    c.latent.mlp_train.batch_size = 64
-    c.latent.mlp_train.learning_rate = 1e-3
-    c.latent.mlp_train.patience = 200
-    c.latent.mlp_train.plateau_patience = 80
-    c.latent.mlp_train.eval_every = 1
-    c.latent.mlp_train.checkpoint_every = 500
-    c.latent.mlp_train.max_seconds = {"default": 120.0, "cpu": 180.0, "paper": 0.0}[preset]
+    c.latent.mlp_train = config_files.train_section(
+        epochs={"default": 1500, "cpu": 3000, "paper": 5000}[preset], batch_size=64,
+        patience=200, plateau_patience=80, checkpoint_every=500,
+        max_seconds={"default": 120.0, "cpu": 180.0, "paper": 0.0}[preset])
     # Stage 2 of the MLP: fine-tune through the frozen decoder on the spectrum loss (0 = off).
-    c.latent.finetune_train = ml_collections.ConfigDict()
-    c.latent.finetune_train.epochs = {"default": 150, "cpu": 200, "paper": 1000}[preset]
-    c.latent.finetune_train.batch_size = 64
-    c.latent.finetune_train.learning_rate = 3e-4
-    c.latent.finetune_train.patience = 40
-    c.latent.finetune_train.plateau_patience = 15
-    c.latent.finetune_train.checkpoint_every = 50
-    c.latent.finetune_train.max_seconds = {"default": 120.0, "cpu": 480.0, "paper": 0.0}[preset]
+    c.latent.finetune_train = config_files.train_section(
+        epochs={"default": 150, "cpu": 200, "paper": 1000}[preset], batch_size=64,
+        learning_rate=3e-4, patience=40, plateau_patience=15, checkpoint_every=50,
+        max_seconds={"default": 120.0, "cpu": 480.0, "paper": 0.0}[preset])
     c.latent.xgb = ml_collections.ConfigDict()
     c.latent.xgb.n_estimators = 500
     c.latent.xgb.learning_rate = 0.05

@@ -28,14 +28,9 @@ the step stay on one GPU and no streaming is needed. `:bf16` computes activation
 (float32 parameters and loss), halving activation memory and using the bf16 tensor cores.
 """
 
-import importlib.util
-import pathlib
+from opacity_jax import config_files
 
-# Config files are loaded by path (bin/train --config=...), so import the sibling by path too.
-_spec = importlib.util.spec_from_file_location("_opacity_cae_config",
-                                               pathlib.Path(__file__).with_name("cae.py"))
-_cae = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_cae)
+_cae = config_files.sibling(__file__, "cae")
 
 
 def get_config(arg=None):

@@ -24,6 +24,8 @@ delta = saha_zbar, p = loss.top_percent. Any registered name may be added (see B
 
 import ml_collections
 
+from opacity_jax import config_files
+
 
 def get_config(arg=None):
     preset = arg or "default"
@@ -77,21 +79,11 @@ def get_config(arg=None):
     # one of them (robustness to lower-resolution observations); () = off.
     c.augment.coarsen = (2, 4, 5, 10) if preset == "robust" else ()
 
-    c.train = ml_collections.ConfigDict()
     t = "default" if preset == "robust" else preset
-    c.train.epochs = {"default": 160, "cpu": 600, "paper": 5000}[t]
-    c.train.batch_size = 128
-    c.train.learning_rate = 1e-3
-    c.train.weight_decay = 0.0
-    c.train.grad_clip = 0.0
-    c.train.patience = 50
-    c.train.min_delta = 1e-4
-    c.train.plateau_patience = {"default": 10, "cpu": 15, "paper": 20}[t]
-    c.train.plateau_factor = 0.5
-    c.train.min_lr_scale = 1e-3
-    c.train.eval_every = 1
-    c.train.checkpoint_every = 20
-    c.train.max_seconds = {"default": 300.0, "cpu": 1200.0, "paper": 0.0}[t]
+    c.train = config_files.train_section(       # LoopConfig defaults + these fields
+        epochs={"default": 160, "cpu": 600, "paper": 5000}[t], batch_size=128, patience=50,
+        plateau_patience={"default": 10, "cpu": 15, "paper": 20}[t], checkpoint_every=20,
+        max_seconds={"default": 300.0, "cpu": 1200.0, "paper": 0.0}[t])
 
     c.eval = ml_collections.ConfigDict()
     c.eval.noise_levels = (0.01, 0.03, 0.05)

@@ -12,7 +12,7 @@ epochs). Override any field, e.g. --config.completion.members=8.
 
 import ml_collections
 
-from opacity_jax.completion import DEFAULTS
+from opacity_jax.experiments.completion import DEFAULTS
 
 
 def get_config(arg=None):

@@ -10,16 +10,11 @@ Thesis: 4 x 512 ReLU, Adam 1e-3, weight decay 1e-6, batch 8172, 5 epochs, WMSE.
 The default shrinks the net to 4 x 256 and trains 6 elements so it runs in minutes on 2 cores.
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-# Config files are loaded by path (bin/train --config=...), so import the sibling by path too.
-_spec = importlib.util.spec_from_file_location("_opacity_cae_config",
-                                               pathlib.Path(__file__).with_name("cae.py"))
-_cae = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_cae)
+from opacity_jax import config_files
+
+_cae = config_files.sibling(__file__, "cae")
 
 
 def get_config(arg=None):

@@ -18,14 +18,9 @@ dropout, 0 here: with 0.2 the held-out-level error of H2+ after 60 s of training
 9.6 % without (the net underfits at these budgets; dropout only adds noise).
 """
 
-import importlib.util
-import pathlib
+from opacity_jax import config_files
 
-# Config files are loaded by path (bin/train --config=...), so import the sibling by path too.
-_spec = importlib.util.spec_from_file_location("_opacity_xsec_config",
-                                               pathlib.Path(__file__).with_name("xsec.py"))
-_xsec = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_xsec)
+_xsec = config_files.sibling(__file__, "xsec")
 
 
 def get_config(arg=None):

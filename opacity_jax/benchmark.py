@@ -37,8 +37,9 @@ import numpy as np
 
 import opacity_jax
 from opacity_jax.models.cae import CAE
-from opacity_jax.pipeline import DevicePipeline
+from opacity_jax.serve.pipeline import DevicePipeline
 from opacity_jax.train import experiment, loop
+from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import pack_ragged
 
 # Published dense peaks, FLOP/s: (float32 without tensor cores, TF32 tensor core, bf16 tensor
@@ -156,7 +157,7 @@ def _pipelines(cfg) -> dict:
     """{'mlp': DevicePipeline, 'xgboost': ...} from a workdir or random weights."""
     regs = list(cfg.inference.regressors)
     if cfg.workdir:
-        from opacity_jax.surrogate import Surrogate
+        from opacity_jax.serve.surrogate import Surrogate
         out = {}
         for r in regs:
             try:
@@ -255,8 +256,7 @@ def synthetic_entity_data(n_elements: int, n_samples: int, n_bins: int, seed: in
 
 
 def _cae_from(m) -> CAE:
-    return CAE(n_bins=int(m.n_bins), latent_dim=int(m.latent_dim), channels=tuple(m.channels),
-               kernel=int(m.kernel), strides=tuple(m.strides))
+    return CAE.from_meta(m)
 
 
 def bench_training(cfg) -> dict:
@@ -433,15 +433,9 @@ def run(cfg, output_dir, argv=None) -> dict:
         result["training"] = bench_training(cfg)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmark.json").write_text(json.dumps(result, indent=1, default=_json_default))
+    workdir_lib.write_json(out / "benchmark.json", result)
     (out / "benchmark.md").write_text(markdown(result))
     return result
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    return str(o)
 
 
 def _g(x, fmt=".3g"):

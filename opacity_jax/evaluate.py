@@ -29,8 +29,9 @@ from opacity_jax.data import grid
 from opacity_jax.models import baselines
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
-from opacity_jax.surrogate import Surrogate
+from opacity_jax.serve.surrogate import Surrogate
 from opacity_jax.train import experiment
+from opacity_jax.train import workdir as workdir_lib
 
 T_BANDS = ((0.0, 0.1, "T<0.1eV"), (0.1, 1.0, "0.1<=T<1eV"), (1.0, np.inf, "T>=1eV"))
 
@@ -201,8 +202,8 @@ def honest_table(honest: dict) -> str:
 def evaluate_workdir(workdir, make_figures: bool = True, progress: bool = False) -> dict:
     """Evaluate a trained workdir (see module docstring); returns and writes the metrics."""
     workdir = Path(workdir)
-    meta = json.loads((workdir / experiment.MODEL_FILE).read_text())
-    cfg = ConfigDict(json.loads((workdir / "config.json").read_text()))
+    meta = workdir_lib.read_model_meta(workdir)
+    cfg = workdir_lib.read_config(workdir)
     ds = experiment.load_data(cfg.data)
     if ds.elements.tolist() != meta["elements"]:
         raise ValueError(f"dataset elements {ds.elements.tolist()} differ from the model's "
@@ -274,20 +275,16 @@ def evaluate_workdir(workdir, make_figures: bool = True, progress: bool = False)
             "planck_rel_median_target": 0.02}
     if meta["model"] == "cae" and "xgb_importance" in meta["latent"]:
         metrics["xgb_feature_importance"] = meta["latent"]["xgb_importance"]
-    out_dir = workdir / "eval"
+    out_dir = workdir_lib.eval_dir(workdir)
     if meta.get("ensemble") or int(meta.get("fcnn", {}).get("members", 1)) > 1:
-        from opacity_jax import ensemble as ensemble_lib
+        from opacity_jax.experiments import ensemble as ensemble_lib
         # Coverage on the test nodes, sigma scale fitted on the (disjoint) validation nodes.
         metrics["ensemble_calibration"] = ensemble_lib.calibrate_workdir(workdir, out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_md = out_dir / ".report.md.tmp"
-    tmp_md.write_text(f"# Held-out evaluation of {workdir}\n\n{metrics['n_test_spectra']} test "
-                      f"spectra, {metrics['split']} split, {metrics['n_energy']} bins.\n\n"
-                      + metrics["honest_table"] + "\n")
-    tmp_md.replace(out_dir / "report.md")
-    tmp = out_dir / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=1))
-    tmp.replace(out_dir / "metrics.json")
+    workdir_lib.write_text(out_dir / "report.md",
+                           f"# Held-out evaluation of {workdir}\n\n{metrics['n_test_spectra']} test "
+                           f"spectra, {metrics['split']} split, {metrics['n_energy']} bins.\n\n"
+                           + metrics["honest_table"] + "\n")
+    workdir_lib.write_json(out_dir / "metrics.json", metrics)
     if make_figures:
         _figures(out_dir, preds, true, per_spec, elem, t, rho, edges, ds.elements, metrics)
     return metrics
@@ -305,12 +302,10 @@ def _reconstruct(workdir, meta, ds, e_idx, t_idx, r_idx):
     """Encode-decode of the true test spectra: what the CAE can represent at best."""
     import jax
     from opacity_jax.models.cae import CAE
-    from opacity_jax.surrogate import _restore_params
-    params = _restore_params(workdir, "cae")
+    params = workdir_lib.restore_params(workdir, "cae")
     scaling = experiment.SpectrumScaling.from_dict(meta["scaling"])
     c = meta["cae"]
-    model = CAE(n_bins=c["n_bins"], latent_dim=c["latent_dim"], channels=tuple(c["channels"]),
-                kernel=c["kernel"])
+    model = CAE.from_meta(c)
     out = np.zeros((e_idx.size, ds.kappa.shape[-1]))
     for e in np.unique(e_idx):
         sel = e_idx == e
@@ -410,8 +405,8 @@ def offgrid_workdir(workdir, n_points: int = 40, n_derivative: int = 10, seed: i
     """
     from opacity_jax.data import generator
     workdir = Path(workdir)
-    meta = json.loads((workdir / experiment.MODEL_FILE).read_text())
-    cfg = ConfigDict(json.loads((workdir / "config.json").read_text()))
+    meta = workdir_lib.read_model_meta(workdir)
+    cfg = workdir_lib.read_config(workdir)
     if cfg.data.path:
         raise ValueError(f"{workdir}: trained on {cfg.data.path}; off-grid truth needs the embedded "
                          "generator's data (data.path empty)")
@@ -455,16 +450,13 @@ def offgrid_workdir(workdir, n_points: int = 40, n_derivative: int = 10, seed: i
     out = {"workdir": str(workdir), "n_points_per_element": n_points, "seed": seed,
            "honest": honest, "table": honest_table(honest),
            "derivatives_planck_weighted_rel_err_covered": {k: _summary(v) for k, v in d_rel.items()}}
-    out_dir = workdir / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in (("offgrid.json", json.dumps(out, indent=1)),
+    out_dir = workdir_lib.eval_dir(workdir)
+    for name, text in (("offgrid.json", json.dumps(out, indent=1) + "\n"),
                        ("offgrid.md", f"# Off-grid accuracy of {workdir}\n\n{n_points} random "
                         f"(T, rho) per element inside the grid (seed {seed}); truth from the "
                         "generator at those points; yardstick: bilinear log-log lookup of the "
                         f"complete table.\n\n{out['table']}\n\nPlanck-weighted derivative "
                         "relative error vs generator central differences (band-covered points): "
                         + json.dumps(out["derivatives_planck_weighted_rel_err_covered"]) + "\n")):
-        tmp = out_dir / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(out_dir / name)
+        workdir_lib.write_text(out_dir / name, text)
     return out

@@ -8,6 +8,7 @@ import pytest
 
 from opacity_jax import ensemble as ens
 from opacity_jax.train import loop
+from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import pack_ragged
 
 CFG = loop.LoopConfig(epochs=6, batch_size=16, learning_rate=3e-3, seed=3, eval_every=2,
@@ -137,7 +138,7 @@ def test_reliability_plot_and_json_written_atomically(tmp_path):
     lv, obs = ens.reliability_curve(np.linspace(-2, 2, 50), np.ones(50))
     p = ens.plot_reliability({"x": (lv, obs)}, tmp_path / "r.png", "t")
     assert p.exists() and p.stat().st_size > 1000
-    j = ens.write_json(tmp_path / "a.json", {"v": np.float32(1.5), "a": np.arange(2)})
+    j = workdir_lib.write_json(tmp_path / "a.json", {"v": np.float32(1.5), "a": np.arange(2)})
     assert json.loads(j.read_text()) == {"v": 1.5, "a": [0, 1]}
     assert not list(tmp_path.glob(".*tmp*"))
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from opacity_jax.models.cae import CAE
-from opacity_jax.models.fcnn import FCNN, MLP
+from opacity_jax.models.mlp import FCNN, MLP
 from opacity_jax.train import loop
 from opacity_jax.train.checkpoint import Checkpointer
 from opacity_jax.train.experiment import regression_task

@@ -10,7 +10,7 @@ import pytest
 from configs import cae as cae_config
 from configs import fcnn as fcnn_config
 from opacity_jax.data import generator, grid, io, transforms
-from opacity_jax.models.fcnn import FCNN
+from opacity_jax.models.mlp import FCNN
 from opacity_jax.train import experiment, physics_hooks
 
 SMALL = generator.GeneratorConfig(seed=2, line_cap=1500, level_cap=200)

@@ -41,11 +41,9 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import h5py
 import numpy as np
@@ -56,6 +54,7 @@ from opacity_jax.data.dataset import COMPONENTS, Dataset
 from opacity_jax.errors import DataFormatError
 from opacity_jax.physics import constants as _const
 from opacity_jax.physics import elements as _el
+from opacity_jax.train.workdir import atomic_write, json_default, write_text
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "UNITS", "SPECTRUM_COLUMNS", "JLODK_COLUMNS",
@@ -86,7 +85,8 @@ _COMPRESSION = {
 # Units
 # ---------------------------------------------------------------------------------------------
 
-def _norm_unit(unit: str) -> str:
+def normalize_unit(unit: str) -> str:
+    """Unit spelling for comparison: lower case, '**' as '^', no spaces or brackets."""
     u = str(unit).strip().lower().replace("**", "^")
     for ch in " []()":
         u = u.replace(ch, "")
@@ -107,77 +107,11 @@ _DATASET_UNITS = {"kappa": _KAPPA_UNITS,
 
 
 # ---------------------------------------------------------------------------------------------
-# Atomic writes
-# ---------------------------------------------------------------------------------------------
-
-def _new_file_mode(target: Path) -> int:
-    # mkstemp creates 0600 files; give the result the mode an ordinary open() would have had.
-    if target.exists():
-        return target.stat().st_mode & 0o7777
-    umask = None
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                umask = int(line.split()[1], 8)
-    if umask is None:  # non-Linux: os.umask can only be read by setting it
-        umask = os.umask(0o022)
-        os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync_path(path, directory: bool = False) -> None:
-    flags = os.O_RDONLY if directory else os.O_RDWR
-    if directory:
-        if not hasattr(os, "O_DIRECTORY"):  # Windows cannot fsync directories
-            return
-        flags |= os.O_DIRECTORY
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        if directory:
-            return
-        raise
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not directory:  # some filesystems refuse directory fsync; file data must be synced
-            raise
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename tmp over ``path``; on any exception remove tmp."""
-    path = Path(path)
-    parent = path.parent
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.tmp", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        _fsync_path(tmp)
-        os.chmod(tmp, _new_file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # Without this the rename itself may not survive a power cut.
-    _fsync_path(parent, directory=True)
-    return path
-
-
-def _atomic_write_text(path, text: str) -> Path:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-    return _atomic_write(path, write)
-
-
-# ---------------------------------------------------------------------------------------------
 # Shared helpers
 # ---------------------------------------------------------------------------------------------
 
-def _require_file(path) -> Path:
+def require_file(path) -> Path:
+    """`path` as a Path; FileNotFoundError if absent, DataFormatError if not a regular file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
@@ -208,19 +142,9 @@ def _first_bad_opacity(arr: np.ndarray, allow_nan: bool = False):
     return None
 
 
-def _num(x) -> str:
+def repr_number(x) -> str:
     """repr of a scalar without numpy 2's ``np.float64(...)`` wrapper, for error messages."""
     return repr(x.item()) if isinstance(x, np.generic) else repr(x)
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"provenance value of type {type(obj).__name__} is not JSON-serialisable")
 
 
 def _attr_str(value) -> str:
@@ -231,9 +155,9 @@ def _attr_str(value) -> str:
     return str(value)
 
 
-def _read_text_lines(path) -> list:
+def read_text_lines(path) -> list:
     """Lines of a text file without line terminators; list index + 1 is the line number."""
-    path = _require_file(path)
+    path = require_file(path)
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
@@ -245,13 +169,14 @@ def _read_text_lines(path) -> list:
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
-def _split_row(text: str) -> list:
+def split_row(text: str) -> list:
+    """Fields of one table row: comma-separated when it holds a comma, else whitespace."""
     if "," in text:
         return [tok.strip() for tok in text.strip().strip(",").split(",")] if text.strip() else []
     return text.split()
 
 
-def _parse_rows(path, rows: Sequence, columns: Sequence[str], nan_ok: Sequence[int] = ()):
+def parse_rows(path, rows: Sequence, columns: Sequence[str], nan_ok: Sequence[int] = ()):
     """Parse numeric rows.
 
     Args:
@@ -264,7 +189,7 @@ def _parse_rows(path, rows: Sequence, columns: Sequence[str], nan_ok: Sequence[i
     ncol = len(columns)
     tokens = []
     for lineno, text in rows:
-        toks = _split_row(text)
+        toks = split_row(text)
         if len(toks) != ncol:
             field = columns[len(toks)] if len(toks) < ncol else f"column {ncol + 1}"
             raise DataFormatError(
@@ -276,7 +201,7 @@ def _parse_rows(path, rows: Sequence, columns: Sequence[str], nan_ok: Sequence[i
     except ValueError:
         # Slow path, only on error: find the offending token with the same parser.
         for lineno, text in rows:
-            for col, tok in enumerate(_split_row(text)):
+            for col, tok in enumerate(split_row(text)):
                 try:
                     np.array([tok], dtype=np.float64)
                 except ValueError:
@@ -288,7 +213,7 @@ def _parse_rows(path, rows: Sequence, columns: Sequence[str], nan_ok: Sequence[i
         bad[:, col] = np.isinf(values[:, col])
     if bad.any():
         r, c = np.unravel_index(int(np.argmax(bad)), bad.shape)
-        raise DataFormatError(f"non-finite value {_num(values[r, c])}", path=path,
+        raise DataFormatError(f"non-finite value {repr_number(values[r, c])}", path=path,
                               line=rows[r][0], field=columns[c])
     return values
 
@@ -298,7 +223,7 @@ def _check_nonnegative(path, values, line_numbers, columns, cols) -> None:
     neg = sub < 0  # NaN compares False, so holes pass
     if neg.any():
         r, c = np.unravel_index(int(np.argmax(neg)), neg.shape)
-        raise DataFormatError(f"negative opacity {_num(sub[r, c])}", path=path,
+        raise DataFormatError(f"negative opacity {repr_number(sub[r, c])}", path=path,
                               line=int(line_numbers[r]), field=columns[cols[c]])
 
 
@@ -344,7 +269,7 @@ def save_dataset(ds: Dataset, path, *, compression: Optional[str] = "gzip") -> P
         raise ValueError(f"compression must be one of {list(_COMPRESSION)}, got {compression!r}")
     ds.validate()
     # Everything that can fail on content is checked before the temp file exists.
-    provenance = json.dumps(ds.provenance, default=_json_default)
+    provenance = json.dumps(ds.provenance, default=json_default)
     spectra = {"kappa": np.asarray(ds.kappa, dtype=np.float32)}
     for name in COMPONENTS:
         if name in ds.components:
@@ -382,7 +307,7 @@ def save_dataset(ds: Dataset, path, *, compression: Optional[str] = "gzip") -> P
                 f.create_dataset(name, data=arr)
             f.create_dataset("valid", data=np.asarray(ds.valid, dtype=bool))
 
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 _REQUIRED_DATASETS = ("elements", "temperature_ev", "density_gcc", "energy_edges_ev", "kappa",
@@ -403,7 +328,7 @@ def _check_header(f, path) -> None:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise DataFormatError(f"format_version is {_num(version)}; this reader understands "
+        raise DataFormatError(f"format_version is {repr_number(version)}; this reader understands "
                               f"{FORMAT_VERSION}", path=path, field="format_version")
     if "units" not in f.attrs:
         raise DataFormatError("missing 'units' attribute", path=path, field="units")
@@ -418,7 +343,7 @@ def _check_header(f, path) -> None:
         if got is None:
             raise DataFormatError(f"units has no entry for {key!r}", path=path,
                                   field=f"units.{key}")
-        if _norm_unit(got) not in accepted:
+        if normalize_unit(got) not in accepted:
             raise DataFormatError(f"unknown unit {got!r} for {key} (expected {UNITS[key]!r})",
                                   path=path, field=f"units.{key}")
 
@@ -455,7 +380,7 @@ def load_dataset(path, elements: Optional[Sequence[int]] = None) -> Dataset:
         of the first bad value).
       ValueError: a requested element is not in the file.
     """
-    path = _require_file(path)
+    path = require_file(path)
     try:
         f = h5py.File(path, "r", rdcc_nbytes=_READ_CACHE_BYTES)
     except OSError as exc:
@@ -615,7 +540,7 @@ _HEADER_KEYS = {
 }
 
 
-def _header_pairs(text: str) -> list:
+def header_pairs(text: str) -> list:
     """(key, key_unit, value) pairs of one comment line; [] when it holds none."""
     pieces = re.split(r"[;,]", text)
     if len(pieces) > 1 and not all(re.search(r"[:=]", p) for p in pieces):
@@ -647,7 +572,7 @@ def _header_number(path, lineno, field, raw_key, value, units: Sequence[Optional
         raise DataFormatError(f"{raw_key}: expected a number, got {value!r}", path=path,
                               line=lineno, field=field)
     number = float(m["num"].replace("d", "e").replace("D", "e"))
-    given = [_norm_unit(u) for u in list(units) + [m["unit"]] if u and _norm_unit(u)]
+    given = [normalize_unit(u) for u in list(units) + [m["unit"]] if u and normalize_unit(u)]
     if table is None:
         if given:
             raise DataFormatError(f"{raw_key}: unexpected unit {given[0]!r} on a dimensionless "
@@ -688,8 +613,8 @@ def read_spectrum_table(path) -> SpectrumTable:
         negative opacity, non-positive or non-increasing energy, fewer than 2 rows, missing
         Z/T/rho header, unknown or conflicting unit.
     """
-    path = _require_file(path)
-    lines = _read_text_lines(path)
+    path = require_file(path)
+    lines = read_text_lines(path)
     header = {}   # canonical field -> (value, line)
     rows = []
     for lineno, line in enumerate(lines, start=1):
@@ -699,7 +624,7 @@ def read_spectrum_table(path) -> SpectrumTable:
         if not stripped.startswith("#"):
             rows.append((lineno, line))
             continue
-        for raw_key, kunit, value in _header_pairs(stripped.lstrip("#")):
+        for raw_key, kunit, value in header_pairs(stripped.lstrip("#")):
             field, suffix = _canonical_key(raw_key)
             if field is None:
                 continue
@@ -751,7 +676,7 @@ def read_spectrum_table(path) -> SpectrumTable:
             raise DataFormatError(f"missing header key {field!r}{hint} before the data",
                                   path=path, line=header_end, field=field)
 
-    values = _parse_rows(path, rows, SPECTRUM_COLUMNS)
+    values = parse_rows(path, rows, SPECTRUM_COLUMNS)
     line_numbers = np.array([r[0] for r in rows], dtype=np.int64)
     if len(rows) < 2:
         raise DataFormatError(f"need at least 2 data rows, found {len(rows)}", path=path,
@@ -759,13 +684,13 @@ def read_spectrum_table(path) -> SpectrumTable:
     _check_nonnegative(path, values, line_numbers, SPECTRUM_COLUMNS, [1, 2, 3, 4, 5])
     energy = values[:, 0]
     if energy[0] <= 0:
-        raise DataFormatError(f"photon energy must be positive, got {_num(energy[0])}",
+        raise DataFormatError(f"photon energy must be positive, got {repr_number(energy[0])}",
                               path=path, line=int(line_numbers[0]), field="energy_ev")
     step_bad = np.flatnonzero(np.diff(energy) <= 0)
     if step_bad.size:
         r = int(step_bad[0]) + 1
-        raise DataFormatError(f"energies not strictly increasing ({_num(energy[r - 1])} then "
-                              f"{_num(energy[r])})", path=path, line=int(line_numbers[r]),
+        raise DataFormatError(f"energies not strictly increasing ({repr_number(energy[r - 1])} then "
+                              f"{repr_number(energy[r])})", path=path, line=int(line_numbers[r]),
                               field="energy_ev")
     return SpectrumTable(
         z=z[0], temperature_ev=header["T"][0], density_gcc=header["rho"][0],
@@ -810,7 +735,7 @@ def write_spectrum_table(path, table: SpectrumTable) -> Path:
         out.append(f"# zbar = {table.zbar!r}")
     out.append("# columns: energy [eV]  total  bb  bf  ff  es [cm^2/g]")
     out.extend(" ".join(f"{v!r:>24}" for v in row) for row in data.tolist())
-    return _atomic_write_text(path, "\n".join(out) + "\n")
+    return write_text(path, "\n".join(out) + "\n")
 
 
 def _cluster(values: Sequence[float], rtol: float) -> np.ndarray:
@@ -868,7 +793,7 @@ def read_spectrum_directory(directory, pattern: str = "*.txt", *, rtol: float = 
         diff = np.flatnonzero(np.abs(a[:n] - b[:n]) > rtol * np.abs(a[:n]))
         if diff.size or a.size != b.size:
             i = int(diff[0]) if diff.size else n
-            what = (f"{_num(b[i])} vs {_num(a[i])} eV" if diff.size else
+            what = (f"{repr_number(b[i])} vs {repr_number(a[i])} eV" if diff.size else
                     f"{b.size} points vs {a.size}")
             raise DataFormatError(f"energy grid differs from {ref.source}: first difference at "
                                   f"index {i} ({what})", path=t.source, field="energy_ev")
@@ -983,7 +908,7 @@ _JLODK_HEADER = re.compile(
 
 def _read_jlodk_file(path, allow_nan: bool, total_rtol: float):
     """Parse one JLODK file -> (values (n, 5), line numbers (n,), header (ye, t) or None)."""
-    lines = _read_text_lines(path)
+    lines = read_text_lines(path)
     rows, header = [], None
     for lineno, line in enumerate(lines, start=1):
         stripped = line.strip()
@@ -997,7 +922,7 @@ def _read_jlodk_file(path, allow_nan: bool, total_rtol: float):
         rows.append((lineno, line))
     if not rows:
         raise DataFormatError("no data rows", path=path, line=len(lines), field="rows")
-    values = _parse_rows(path, rows, JLODK_COLUMNS, nan_ok=(2, 3, 4) if allow_nan else ())
+    values = parse_rows(path, rows, JLODK_COLUMNS, nan_ok=(2, 3, 4) if allow_nan else ())
     line_numbers = np.array([r[0] for r in rows], dtype=np.int64)
     _check_nonnegative(path, values, line_numbers, JLODK_COLUMNS, [2, 3, 4])
     bb, es, total = values[:, 2], values[:, 3], values[:, 4]
@@ -1011,8 +936,8 @@ def _read_jlodk_file(path, allow_nan: bool, total_rtol: float):
         w = int(np.argmax(rel))
         raise DataFormatError(
             f"total != bb + es beyond relative tolerance {total_rtol:g} on {int(bad.sum())} "
-            f"row(s); worst mismatch: relative {rel[w]:.3g} (total={_num(total[w])}, "
-            f"bb + es={_num(expect[w])})", path=path, line=int(line_numbers[w]), field="total")
+            f"row(s); worst mismatch: relative {rel[w]:.3g} (total={repr_number(total[w])}, "
+            f"bb + es={repr_number(expect[w])})", path=path, line=int(line_numbers[w]), field="total")
     return values, line_numbers, header
 
 
@@ -1024,7 +949,7 @@ def _jlodk_grid(path, values, line_numbers):
     for b, s in enumerate(starts):
         length = (int(starts[b + 1]) if b + 1 < starts.size else lr.size) - int(s)
         if length != n_t:
-            raise DataFormatError(f"block of log10_rho = {_num(lr[s])} has {length} rows, the "
+            raise DataFormatError(f"block of log10_rho = {repr_number(lr[s])} has {length} rows, the "
                                   f"first block has {n_t}; rows must form a log10_rho x T grid",
                                   path=path, line=int(line_numbers[s]), field="log10_rho")
     log10_rho, temperature = lr[starts], temp[:n_t]
@@ -1038,8 +963,8 @@ def _jlodk_grid(path, values, line_numbers):
     mismatch = np.flatnonzero(temp != np.tile(temperature, starts.size))
     if mismatch.size:
         r = int(mismatch[0])
-        raise DataFormatError(f"temperature {_num(temp[r])} K, expected "
-                              f"{_num(temperature[r % n_t])} (same T sequence in every density "
+        raise DataFormatError(f"temperature {repr_number(temp[r])} K, expected "
+                              f"{repr_number(temperature[r % n_t])} (same T sequence in every density "
                               "block)", path=path,
                               line=int(line_numbers[r]), field="temperature_k")
     return log10_rho, temperature
@@ -1139,8 +1064,8 @@ def read_jlodk(root, *, allow_nan: bool = False, total_rtol: float = 1e-6) -> Jl
                 diff = values[:, :2] != ref_grid
                 if diff.any():
                     r, c = np.unravel_index(int(np.argmax(diff)), diff.shape)
-                    raise DataFormatError(f"{JLODK_COLUMNS[c]} {_num(values[r, c])} differs "
-                                          f"from {_num(ref_grid[r, c])} in {ref_path} (grids "
+                    raise DataFormatError(f"{JLODK_COLUMNS[c]} {repr_number(values[r, c])} differs "
+                                          f"from {repr_number(ref_grid[r, c])} in {ref_path} (grids "
                                           "must agree)",
                                           path=path, line=int(line_numbers[r]),
                                           field=JLODK_COLUMNS[c])
@@ -1228,5 +1153,5 @@ def write_jlodk(table: JlodkTable, root, *, total_rtol: float = 1e-6,
             lines.extend(g + num(a, 21) + num(b, 21) + num(c, 26)
                          for g, a, b, c in zip(grid_cols, bb, es, tot))
             path = folder / f"Planck_Mean_Opacity_Ye{ye_s}_Time{t_s}.txt"
-            written.append(_atomic_write_text(path, newline.join(lines) + newline))
+            written.append(write_text(path, newline.join(lines) + newline))
     return written

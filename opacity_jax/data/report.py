@@ -6,7 +6,6 @@ can check magnitudes against published NIST-LANL numbers before training on the 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -17,6 +16,7 @@ from opacity_jax import _compat
 from opacity_jax.data import generator, grid, transforms
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
+from opacity_jax.train import workdir as workdir_lib
 
 
 def _means(comps, edges, t):
@@ -100,9 +100,7 @@ def dataset_report(output_dir, element="Nd", density_gcc: float = 1e-13,
               "generator_version": generator.GENERATOR_VERSION,
               "seconds_one_element_full_grid": round(gen_seconds, 3),
               "zbar_corners": corners, "per_temperature": rows}
-    tmp = out_dir / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(out_dir / "report.json")
+    workdir_lib.write_json(out_dir / "report.json", report)
     if make_figures:
         _figures(out_dir, element, edges, full, t_axis, r_axis, ir)
     return report
@@ -131,3 +129,21 @@ def _figures(out_dir, element, edges, full, t_axis, r_axis, ir):
     fig.tight_layout()
     fig.savefig(out_dir / "spectra_and_zbar.png", dpi=110)
     plt.close(fig)
+
+
+def summary_text(rep: dict) -> str:
+    """The per-temperature table of `dataset_report`'s result (T [eV], Zbar, peak kappa of the
+    binned and native spectra and Planck / Rosseland means [cm^2/g], their binning biases, the
+    band fraction of B) and Zbar at the grid corners."""
+    lines = [f"{'T [eV]':>8} {'Zbar':>7} {'peak200':>9} {'peak15000':>10} {'kP':>9} {'kR':>9}"
+             f" {'biasP':>8} {'biasR':>8} {'fB':>6}"]
+    for r in rep["per_temperature"]:
+        lines.append(f"{r['temperature_ev']:8.3g} {r['zbar']:7.3g} {r['peak_kappa_binned']:9.3g} "
+                     f"{r['peak_kappa_native']:10.3g} {r['planck_mean']:9.3g} "
+                     f"{r['rosseland_mean']:9.3g} "
+                     f"{r['planck_rel_bias_binned_vs_native']:8.2g} "
+                     f"{r['rosseland_rel_bias_binned_vs_native']:8.2g} "
+                     f"{r['band_fraction_B']:6.3f}")
+    corners = rep["zbar_corners"][next(iter(rep["zbar_corners"]))]
+    lines.append(f"Zbar at grid corners: {corners}")
+    return "\n".join(lines)

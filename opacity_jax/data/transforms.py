@@ -291,3 +291,33 @@ class Standardizer:
         mean = None if d.get("mean") is None else np.asarray(d["mean"], dtype=np.float64)
         std = None if d.get("std") is None else np.asarray(d["std"], dtype=np.float64)
         return cls(mean=mean, std=std, axis=axis, std_floor=float(d.get("std_floor", 1e-8)))
+
+
+@dataclasses.dataclass
+class SpectrumScaling:
+    """y = forward(kappa) / scale_e per element; inverse clips at 0 (opacities are >= 0)."""
+
+    name: str
+    eps: float
+    scale: np.ndarray   # (nZ,)
+
+    def forward(self, kappa):
+        """(nZ, ...) opacities [cm^2/g] -> scaled values (element axis first)."""
+        s = get_scaling(self.name, self.eps)
+        sc = self.scale.reshape((-1,) + (1,) * (np.ndim(kappa) - 1))
+        return s.forward(kappa) / sc
+
+    def inverse_for(self, y, element_pos):
+        """Inverse for spectra of one element (position on the element axis)."""
+        s = get_scaling(self.name, self.eps)
+        y = y * self.scale[element_pos]
+        if self.name == "cbrt":
+            y = np.maximum(y, 0.0)
+        return np.maximum(s.inverse(y), 0.0)
+
+    def to_dict(self):
+        return {"name": self.name, "eps": self.eps, "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(d["name"], float(d["eps"]), np.asarray(d["scale"], np.float64))

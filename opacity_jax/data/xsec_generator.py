@@ -39,9 +39,10 @@ import numpy as np
 import pandas as pd
 
 from opacity_jax import __version__
-from opacity_jax.data.io import _atomic_write, _require_file
+from opacity_jax.data.io import require_file
 from opacity_jax.errors import DataFormatError
 from opacity_jax.physics import molecular as _mol
+from opacity_jax.train.workdir import atomic_write
 
 __all__ = [
     "DEFAULT_J_MAX", "DEFAULT_N_WAVELENGTHS", "XSEC_COLUMNS", "SPLIT_KINDS",
@@ -202,7 +203,7 @@ def save_xsec_table(df: pd.DataFrame, path, *, provenance: Optional[dict] = None
 
         def write(tmp):
             data.to_csv(tmp, index=False, float_format="%.17g", compression=compression)
-        return _atomic_write(path, write)
+        return atomic_write(path, write)
 
     import h5py
     prov = json.dumps(provenance or {})
@@ -220,7 +221,7 @@ def save_xsec_table(df: pd.DataFrame, path, *, provenance: Optional[dict] = None
                 object), dtype=h5py.string_dtype("utf-8"), **opts)
             for c in XSEC_COLUMNS[1:]:
                 f.create_dataset(c, data=data[c].to_numpy(_DTYPES[c]), **opts)
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def load_xsec_table(path) -> pd.DataFrame:
@@ -235,7 +236,7 @@ def load_xsec_table(path) -> pd.DataFrame:
       DataFormatError: wrong format/columns, NaN/Inf, negative sigma, non-positive wavelength
         (names the file, the 1-based CSV line where there is one, and the column).
     """
-    path = _require_file(path)
+    path = require_file(path)
     kind = _kind(path)
     if kind == "csv":
         try:

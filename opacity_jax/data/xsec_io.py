@@ -35,10 +35,11 @@ from typing import Optional
 
 import numpy as np
 
-from opacity_jax.data.io import (_atomic_write_text, _header_pairs, _norm_unit, _num,
-                                 _parse_rows, _read_text_lines, _require_file, _split_row)
+from opacity_jax.data.io import (header_pairs, normalize_unit, parse_rows, read_text_lines,
+                                 repr_number, require_file, split_row)
 from opacity_jax.errors import DataFormatError
 from opacity_jax.physics import constants as _c
+from opacity_jax.train.workdir import write_text
 
 __all__ = ["XsecTable", "XSEC_TABLE_COLUMNS", "read_xsec_table", "write_xsec_table"]
 
@@ -103,7 +104,7 @@ def _canon(key: str):
 
 
 def _unit(path, lineno, field, text, table) -> float:
-    u = _norm_unit(text)
+    u = normalize_unit(text)
     if u not in table:
         raise DataFormatError(f"unknown unit {text.strip()!r} (accepted: "
                               f"{', '.join(sorted(table))})", path=path, line=lineno, field=field)
@@ -124,7 +125,7 @@ def _integer(path, lineno, field, value) -> int:
 
 def _column_header(path, lineno, text):
     """Units from a column-name line like 'wavelength [nm], sigma [cm^2]' (None if not one)."""
-    toks = _split_row(text)
+    toks = split_row(text)
     if len(toks) != 2:
         return None
     parsed = [_COLNAME.match(t) for t in toks]
@@ -143,7 +144,7 @@ def _column_header(path, lineno, text):
         # Names may carry the unit as a suffix: wavelength_nm, sigma_cm2.
         if unit is None and "_" in name:
             unit = name.rsplit("_", 1)[1]
-            if _norm_unit(unit) not in table:
+            if normalize_unit(unit) not in table:
                 unit = None
         units.append(None if unit is None else _unit(path, lineno, field, unit, table))
     return units
@@ -163,8 +164,8 @@ def read_xsec_table(path) -> XsecTable:
         conflicting unit, wrong column count, non-numeric value, NaN/Inf, negative sigma,
         non-positive or non-monotonic wavelength, fewer than 2 rows.
     """
-    path = _require_file(path)
-    lines = _read_text_lines(path)
+    path = require_file(path)
+    lines = read_text_lines(path)
     header = {}
     rows = []
     col_units = None
@@ -175,7 +176,7 @@ def read_xsec_table(path) -> XsecTable:
         if stripped.startswith("#"):
             if rows:
                 continue  # trailing comments after the data are allowed
-            for raw_key, kunit, value in _header_pairs(stripped.lstrip("#")):
+            for raw_key, kunit, value in header_pairs(stripped.lstrip("#")):
                 key = _canon(raw_key)
                 if key is None:
                     continue
@@ -209,8 +210,8 @@ def read_xsec_table(path) -> XsecTable:
         if not m:
             raise DataFormatError(f"{raw}: expected a number, got {value!r}", path=path,
                                   line=eline, field="E_vJ")
-        given = [u for u in (kunit, m["unit"]) if u and _norm_unit(u)]
-        if len({_norm_unit(u) for u in given}) > 1:
+        given = [u for u in (kunit, m["unit"]) if u and normalize_unit(u)]
+        if len({normalize_unit(u) for u in given}) > 1:
             raise DataFormatError(f"{raw}: conflicting units {given}", path=path, line=eline,
                                   field="E_vJ")
         factor = _unit(path, eline, "E_vJ", given[0], _ENERGY_UNITS) if given else 1.0
@@ -238,26 +239,26 @@ def read_xsec_table(path) -> XsecTable:
     if len(rows) < 2:
         raise DataFormatError(f"need at least 2 data rows, found {len(rows)}", path=path,
                               line=header_end, field="wavelength")
-    values = _parse_rows(path, rows, XSEC_TABLE_COLUMNS)
+    values = parse_rows(path, rows, XSEC_TABLE_COLUMNS)
     line_numbers = [r[0] for r in rows]
     lam, sig = values[:, 0], values[:, 1]
     neg = np.flatnonzero(sig < 0)
     if neg.size:
         r = int(neg[0])
-        raise DataFormatError(f"negative cross-section {_num(sig[r])}", path=path,
+        raise DataFormatError(f"negative cross-section {repr_number(sig[r])}", path=path,
                               line=line_numbers[r], field="sigma")
     nonpos = np.flatnonzero(lam <= 0)
     if nonpos.size:
         r = int(nonpos[0])
-        raise DataFormatError(f"wavelength must be positive, got {_num(lam[r])}", path=path,
+        raise DataFormatError(f"wavelength must be positive, got {repr_number(lam[r])}", path=path,
                               line=line_numbers[r], field="wavelength")
     step = np.diff(lam)
     direction = 1.0 if step[0] > 0 else -1.0
     bad = np.flatnonzero(step * direction <= 0)
     if bad.size:
         r = int(bad[0]) + 1
-        raise DataFormatError(f"wavelengths not strictly monotonic ({_num(lam[r - 1])} then "
-                              f"{_num(lam[r])})", path=path, line=line_numbers[r],
+        raise DataFormatError(f"wavelengths not strictly monotonic ({repr_number(lam[r - 1])} then "
+                              f"{repr_number(lam[r])})", path=path, line=line_numbers[r],
                               field="wavelength")
     if direction < 0:
         lam, sig = lam[::-1], sig[::-1]
@@ -299,4 +300,4 @@ def write_xsec_table(path, table: XsecTable) -> Path:
         lines.append(f"# E_vJ = {float(table.energy_hartree)!r} hartree")
     lines += ["# wavelength unit = nm", "# sigma unit = cm^2", "wavelength [nm], sigma [cm^2]"]
     lines += [f"{a!r}, {b!r}" for a, b in zip(lam.tolist(), sig.tolist())]
-    return _atomic_write_text(path, "\n".join(lines) + "\n")
+    return write_text(path, "\n".join(lines) + "\n")

@@ -32,10 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from opacity_jax import _compat
+from opacity_jax.experiments import spectra
 from opacity_jax.models import stage_basis as sb
-from opacity_jax.serve.stage_basis import TABLES_FILE
+from opacity_jax.serve.stage_basis import TABLES_FILE, StageBasisSurrogate
 from opacity_jax.physics import elements as _el
-from opacity_jax.train import loop
+from opacity_jax.train import experiment, loop
+from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import Task, pack_ragged
 
 LABEL = "stage_basis"
@@ -307,16 +309,13 @@ def save_tables(path: Path, params) -> str:
     buf = _io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in params.items()})
     data = buf.getvalue()
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    workdir_lib.write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
 def train(config, workdir, progress: bool = True) -> dict:
     """Train the family into `workdir` (resuming the loop stage); writes the tables and
     model.json. Returns a summary dict."""
-    from opacity_jax.train import experiment   # shared data, split and metadata helpers
     workdir = Path(workdir)
     t0 = time.perf_counter()
     seed = int(config.seed)
@@ -334,7 +333,7 @@ def train(config, workdir, progress: bool = True) -> dict:
     ds = experiment.load_data(config.data)
     train_m, val_m, test_m = experiment.make_split_masks(ds, config.data, seed)
     scaling = experiment.fit_scaling(ds, train_m, "log", 1e-30)
-    meta = experiment.base_meta(config, ds, scaling, train_m, val_m, test_m)
+    meta = spectra.base_meta(config, ds, scaling, train_m, val_m, test_m)
     spec, consts, params, res, windows = fit(ds, train_m, val_m, config, workdir, progress,
                                              dict(meta, stage_basis={"windows": None}))
     meta["stage_basis"] = spec_to_meta(spec, consts, windows)
@@ -343,5 +342,37 @@ def train(config, workdir, progress: bool = True) -> dict:
                        "best_val_mean": float(np.mean(res.best_val))},
                "seconds_total": round(time.perf_counter() - t0, 1)}
     meta["train_summary"] = summary
-    experiment.save_json(workdir / experiment.MODEL_FILE, meta)
+    workdir_lib.write_model_meta(workdir, meta)
     return summary
+
+
+def load(workdir, **options):
+    """`StageBasisSurrogate.load(workdir, **options)` (on_domain_error, chunk)."""
+    return StageBasisSurrogate.load(workdir, **options)
+
+
+def evaluate(workdir, **options) -> dict:
+    """Held-out evaluation with every training-free interpolant in the same table
+    (`opacity_jax.evaluate.evaluate_workdir`); `offgrid=N` (keyword) also scores N random
+    off-grid points per element (`evaluate.offgrid_workdir`)."""
+    from opacity_jax import evaluate as evaluate_lib
+    n_off = int(options.pop("offgrid", 0) or 0)
+    m = evaluate_lib.evaluate_workdir(workdir, **options)
+    if n_off > 0:
+        m["offgrid"] = evaluate_lib.offgrid_workdir(workdir, n_points=n_off)
+    return m
+
+
+def report(m: dict) -> str:
+    """The text bin/evaluate prints: the honest table (and the off-grid one when run)."""
+    lines = [f"{m['n_test_spectra']} held-out spectra ({m['split']} split), {m['n_energy']} bins",
+             "", m["honest_table"], f"(table: {m['workdir']}/eval/report.md)"]
+    if "offgrid" in m:
+        o = m["offgrid"]
+        lines += ["", f"off-grid: {o['n_points_per_element']} random (T, rho) per element "
+                  f"(eval/offgrid.md)", o["table"],
+                  "Planck-weighted derivative error vs generator differences (band-covered): "
+                  + ", ".join(f"{k} median {v.get('median', float('nan')):.3g} p95 "
+                              f"{v.get('p95', float('nan')):.3g}"
+                              for k, v in o["derivatives_planck_weighted_rel_err_covered"].items())]
+    return "\n".join(lines)

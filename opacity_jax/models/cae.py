@@ -76,6 +76,20 @@ class CAE(nn.Module):
     def __call__(self, x, train: bool = False):
         return self.decode(self.encode(x))
 
+    def to_meta(self) -> dict:
+        """The architecture as model.json's 'cae' entry (the activation dtype is a training
+        choice and is not stored: loaders compute in float32)."""
+        return {"latent_dim": self.latent_dim, "channels": list(self.channels),
+                "kernel": self.kernel, "n_bins": self.n_bins, "strides": list(self.strides)}
+
+    @classmethod
+    def from_meta(cls, c, dtype=None) -> "CAE":
+        """The CAE of a model.json 'cae' entry (or a config's `cae` section plus 'n_bins');
+        workdirs written before 'strides' was recorded get the default (all 2)."""
+        return cls(n_bins=int(c["n_bins"]), latent_dim=int(c["latent_dim"]),
+                   channels=tuple(c["channels"]), kernel=int(c["kernel"]),
+                   strides=tuple(c.get("strides", ())), dtype=dtype)
+
 
 def activation_dtype(name: str):
     """Config string -> CAE `dtype`: 'float32' -> None (the default), 'bfloat16' -> bf16."""

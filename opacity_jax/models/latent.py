@@ -15,6 +15,8 @@ from typing import Optional
 
 import numpy as np
 
+from opacity_jax.train import workdir as workdir_lib
+
 XGB_DEFAULTS = dict(n_estimators=500, learning_rate=0.05, max_leaves=31,
                     early_stopping_rounds=100, multi_strategy="one_output_per_tree", nthread=1)
 
@@ -66,9 +68,7 @@ def save_boosters(directory, boosters: dict, best_iterations: dict) -> None:
         tmp = d / f".{z}.tmp.ubj"   # suffix tells xgboost the format
         b.save_model(str(tmp))
         tmp.replace(d / f"{z}.ubj")
-    tmp = d / ".index.json.tmp"
-    tmp.write_text(json.dumps({str(z): int(i) for z, i in best_iterations.items()}))
-    tmp.replace(d / "index.json")
+    workdir_lib.write_json(d / "index.json", {str(z): int(i) for z, i in best_iterations.items()})
 
 
 def load_boosters(directory) -> tuple:

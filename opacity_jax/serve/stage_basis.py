@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import json
 from pathlib import Path
 
 import jax
@@ -29,6 +28,7 @@ from opacity_jax.errors import check_domain
 from opacity_jax.models import stage_basis as sb
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
+from opacity_jax.train import workdir as workdir_lib
 
 MODEL_NAME = "stage_basis"
 TABLES_FILE = "stage_basis_tables.npz"
@@ -111,12 +111,10 @@ class StageBasisSurrogate:
     def load(cls, workdir, on_domain_error: str = "raise", chunk: int = 4096):
         """Load from a training workdir (model.json + the digest-checked tables)."""
         workdir = Path(workdir)
-        mf = workdir / "model.json"
-        if not mf.exists():
-            raise FileNotFoundError(f"{mf} not found: not a trained workdir (run bin/train)")
-        meta = json.loads(mf.read_text())
+        meta = workdir_lib.read_model_meta(workdir)
         if meta.get("model") != MODEL_NAME:
-            raise ValueError(f"{mf}: model {meta.get('model')!r} is not {MODEL_NAME!r}")
+            raise ValueError(f"{workdir_lib.model_path(workdir)}: model {meta.get('model')!r} is "
+                             f"not {MODEL_NAME!r}")
         params = load_tables(workdir / TABLES_FILE, meta["stage_basis"]["tables_sha256"])
         n_z = len(meta["elements"])
         for k, v in params.items():

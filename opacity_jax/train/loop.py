@@ -31,6 +31,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.checkpoint import Checkpointer
 from opacity_jax.train.metrics_writer import MetricWriter
 from opacity_jax.train.task import EntityData, Task
@@ -68,9 +69,12 @@ class LoopConfig:
     max_seconds: float = 0.0
 
     @classmethod
-    def from_config(cls, cfg) -> "LoopConfig":
-        """Build from a mapping / ConfigDict, rejecting unknown keys and bad values."""
+    def from_config(cls, cfg, seed: Optional[int] = None) -> "LoopConfig":
+        """Build from a mapping / ConfigDict, rejecting unknown keys and bad values; `seed`
+        (the run's top-level seed) is used when the section sets none."""
         d = dict(cfg)
+        if seed is not None:
+            d.setdefault("seed", seed)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -280,7 +284,7 @@ def train(task: Task, train_data: EntityData, val_data: EntityData, cfg: LoopCon
     history: list = []
     ckpt = None
     if workdir is not None:
-        ckpt = Checkpointer(Path(workdir) / "checkpoints" / label)
+        ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir, label))
         restored = ckpt.restore(state)
         if restored is not None:
             step, state, saved_meta = restored

@@ -58,10 +58,11 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 from absl import logging
 
-from opacity_jax import ensemble as ens
 from opacity_jax.data import io
 from opacity_jax.errors import DataFormatError
+from opacity_jax.experiments import ensemble as ens
 from opacity_jax.train import loop
+from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import pack_ragged
 
 PATTERNS = ("random", "rows", "slice")
@@ -273,7 +274,7 @@ def write_text_table(table: GridTable, channels: Dict[str, np.ndarray], path,
     cols_data = [data[n] for n in names]
     for row in zip(*cols_data):
         lines.append(sep.join("nan" if math.isnan(x) else f"{x:.9e}" for x in row))
-    return io._atomic_write_text(path, "\n".join(lines) + "\n")
+    return workdir_lib.write_text(path, "\n".join(lines) + "\n")
 
 
 def read_table(path, mask=None, value_columns: Sequence[str] = ()) -> GridTable:
@@ -952,7 +953,7 @@ def write_outputs(table: GridTable, result: CompletionResult, out_dir) -> dict:
     def write_npz(tmp):
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
-    io._atomic_write(npz, write_npz)
+    workdir_lib.atomic_write(npz, write_npz)
     paths["uncertainty_npz"] = npz
     curves = {f"{n} (calibration split)": (np.asarray(c["reliability"][0]),
                                            np.asarray(c["reliability"][1]))
@@ -961,7 +962,7 @@ def write_outputs(table: GridTable, result: CompletionResult, out_dir) -> dict:
                                                 "completion: calibrated sigma")
     result.report["outputs"] = {k: str(v) for k, v in paths.items()}
     result.report["outputs"]["report"] = str(out_dir / "report.json")
-    paths["report"] = ens.write_json(out_dir / "report.json", result.report)
+    paths["report"] = workdir_lib.write_json(out_dir / "report.json", result.report)
     return paths
 
 
@@ -975,7 +976,7 @@ def _write_jlodk_sigma(table: GridTable, result: CompletionResult, root) -> None
               "of the table value with ~68 % probability (calibrated on held-out known "
               "entries; see ../report.json).\n")
     root.mkdir(parents=True, exist_ok=True)
-    io._atomic_write_text(root / "README.txt", readme)
+    workdir_lib.write_text(root / "README.txt", readme)
     for i, ye in enumerate(table.axes[0].tolist()):
         folder = root / f"Ye{ye:.2f}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -987,7 +988,7 @@ def _write_jlodk_sigma(table: GridTable, result: CompletionResult, root) -> None
                      "# [5] sigma log10 Planck Mean Opacity [dex]"]
             s = [result.sigma[n][i, j].ravel().tolist() for n in ("bb", "es", "total")]
             lines += [g + f"{a:21.6E}{b:21.6E}{c:26.6E}" for g, a, b, c in zip(grid_cols, *s)]
-            io._atomic_write_text(folder / f"Uncertainty_Log10_Ye{ye:.2f}_Time{t:.1f}.txt",
+            workdir_lib.write_text(folder / f"Uncertainty_Log10_Ye{ye:.2f}_Time{t:.1f}.txt",
                                   "\n".join(lines) + "\n")
 
 
@@ -1127,7 +1128,7 @@ def evaluate(table: GridTable, scenarios=SCENARIOS, cfg=None, out_dir=None, seed
                     "coverage_95_target": [0.90, 0.98]}
             results["scenarios"][name] = entry
             if out_dir:
-                ens.write_json(Path(out_dir) / "evaluation.json", results)
+                workdir_lib.write_json(Path(out_dir) / "evaluation.json", results)
     if out_dir:
         ens.plot_reliability(curves, Path(out_dir) / "reliability_holes.png",
                              "coverage on the hidden entries (total)")

@@ -30,24 +30,14 @@ import numpy as np
 
 from opacity_jax.data import grid as _grid
 from opacity_jax.data import transforms
-from opacity_jax.errors import DomainError, check_domain
+from opacity_jax.data.transforms import SpectrumScaling
+from opacity_jax.errors import check_domain
 from opacity_jax.models.cae import CAE
-from opacity_jax.models.fcnn import FCNN, MLP
+from opacity_jax.models.mlp import FCNN, MLP
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
-from opacity_jax.train.checkpoint import Checkpointer
-from opacity_jax.train.experiment import MODEL_FILE, SpectrumScaling
-
-
-def _restore_params(workdir: Path, label: str):
-    ck = Checkpointer(workdir / "checkpoints" / label)
-    if not ck.steps():
-        raise FileNotFoundError(f"no checkpoint in {ck.directory}; train first")
-    out = ck.restore_any()
-    ck.close()
-    if out is None:
-        raise IOError(f"no readable checkpoint in {ck.directory}")
-    return jax.tree_util.tree_map(jnp.asarray, out[1]["best_params"])
+from opacity_jax.train import workdir as workdir_lib
+from opacity_jax.train.workdir import MODEL_FILE, restore_params
 
 
 def member_major(flat, n_entities: int, members: int):
@@ -94,9 +84,7 @@ class Surrogate:
         self._scale = jnp.asarray(self.scaling.scale, jnp.float32)
         if meta["model"] == "cae":
             c = meta["cae"]
-            self._cae = CAE(n_bins=c["n_bins"], latent_dim=c["latent_dim"],
-                            channels=tuple(c["channels"]), kernel=c["kernel"],
-                            strides=tuple(c.get("strides", ())))
+            self._cae = CAE.from_meta(c)
             lat = meta["latent"]
             xs = transforms.Standardizer.from_dict(lat["x_standardizer"])
             self._x_standardizer = xs
@@ -130,10 +118,7 @@ class Surrogate:
             FC-NN runs: None/True serve all K trained members, False the first one only.
         """
         workdir = Path(workdir)
-        mf = workdir / MODEL_FILE
-        if not mf.exists():
-            raise FileNotFoundError(f"{mf} not found: not a trained workdir (run bin/train)")
-        meta = json.loads(mf.read_text())
+        meta = workdir_lib.read_model_meta(workdir)
         if meta.get("model") == "stage_basis":
             from opacity_jax.serve.stage_basis import StageBasisSurrogate
             return StageBasisSurrogate.load(workdir, on_domain_error=on_domain_error)
@@ -153,16 +138,16 @@ class Surrogate:
                                      f"--workdir={workdir} first")
                 if regressor != "mlp":
                     raise ValueError("latent ensembles are MLPs; load with regressor='mlp'")
-            params["cae"] = _restore_params(workdir, "cae")
+            params["cae"] = restore_params(workdir, "cae")
             if ensemble:
-                params["mlp"] = member_major(_restore_params(workdir, ens["label"]), n_z,
+                params["mlp"] = member_major(restore_params(workdir, ens["label"]), n_z,
                                              int(ens["members"]))
                 meta = dict(meta, latent=dict(meta["latent"], mlp_hidden=ens["hidden"]))
             elif regressor == "mlp":
                 if meta["latent"].get("mlp_finetuned"):
-                    single = _restore_params(workdir, "latent_mlp_finetune")["mlp"]
+                    single = restore_params(workdir, "latent_mlp_finetune")["mlp"]
                 else:
-                    single = _restore_params(workdir, "latent_mlp")
+                    single = restore_params(workdir, "latent_mlp")
                 params["mlp"] = member_major(single, n_z, 1)
             else:
                 from opacity_jax.models import latent as latent_lib
@@ -170,12 +155,12 @@ class Surrogate:
         elif meta["model"] == "fcnn":
             regressor = "fcnn"
             k = int(meta["fcnn"].get("members", 1))
-            mp = member_major(_restore_params(workdir, "fcnn"), n_z, k)
+            mp = member_major(restore_params(workdir, "fcnn"), n_z, k)
             if ensemble is False and k > 1:
                 mp = jax.tree_util.tree_map(lambda a: a[:1], mp)
             params["fcnn"] = mp
         else:
-            raise ValueError(f"unknown model {meta['model']!r} in {mf}")
+            raise ValueError(f"unknown model {meta['model']!r} in {workdir / MODEL_FILE}")
         out = cls(meta, params, boosters, regressor, on_domain_error)
         out.workdir = workdir
         return out
@@ -305,7 +290,7 @@ class Surrogate:
             raise ValueError(f"quantity must be one of {sorted(names)}, got {quantity!r}")
         if self.members < 2:
             raise ValueError("calibrated intervals need an ensemble (members >= 2)")
-        path = Path(getattr(self, "workdir", ".")) / "eval" / "ensemble_calibration.json"
+        path = workdir_lib.eval_dir(getattr(self, "workdir", ".")) / "ensemble_calibration.json"
         if not path.exists():
             raise FileNotFoundError(f"{path} not found; run bin/evaluate --workdir="
                                     f"{getattr(self, 'workdir', '<workdir>')} first")
@@ -338,10 +323,10 @@ class Surrogate:
         return 10.0 ** (mid - half), 10.0 ** (mid + half)
 
     def device_pipeline(self, dtype=jnp.float32, node_tol: Optional[float] = None):
-        """The whole query as one jit'd device function (`opacity_jax.pipeline.DevicePipeline`):
+        """The whole query as one jit'd device function (`opacity_jax.serve.pipeline.DevicePipeline`):
         (element, T, rho) -> latent (MLP or the XGBoost trees as an exact lookup table) ->
         decoder -> kappa (N, nE) -> Planck/Rosseland means (N,), with no host round trip."""
-        from opacity_jax import pipeline
+        from opacity_jax.serve import pipeline
         kw = {} if node_tol is None else {"node_tol": node_tol}
         return pipeline.DevicePipeline.from_surrogate(self, dtype=dtype, **kw)
 

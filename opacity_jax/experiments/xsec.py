@@ -70,11 +70,12 @@ from opacity_jax.data import xsec_generator as xg
 from opacity_jax.errors import DomainError
 from opacity_jax.models import xsec as xsec_models
 from opacity_jax.physics import molecular as _mol
+from opacity_jax.serve.xsec import LABEL, XsecSurrogate, make_descriptors
 from opacity_jax.train import experiment, loop
+from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import EntityData, pack_ragged
 
 MODEL_FILE = experiment.MODEL_FILE
-LABEL = "xsec"
 SPLITS = xg.SPLIT_KINDS
 
 
@@ -221,31 +222,6 @@ class MoleculeData:
         return (np.log10(s) - np.log10(self.sigma_ref)).astype(np.float32)
 
 
-def make_descriptors(v, J, energy, lam_nm, lam_max: float, v_max: int, e_min: float,
-                     lam_min: float):
-    """Net inputs for levels x wavelengths.
-
-    Args:
-      v, J: (n,) quantum numbers; energy: (n,) E_vJ [hartree]; lam_nm: (m,) [nm];
-      lam_max [nm], v_max, e_min [hartree, < 0], lam_min [nm]: the molecule's scales
-      (MoleculeData; lam_min / lam_max the ends of its wavelength grid).
-    Returns:
-      (n * m, N_DESCRIPTORS) float32, level-major (row i * m + k is level i, wavelength k);
-      columns as models.xsec.DESCRIPTORS.
-    """
-    v = np.asarray(v, np.float64)
-    J = np.asarray(J, np.float64)
-    e = np.asarray(energy, np.float64)
-    lam = np.asarray(lam_nm, np.float64)
-    n, m = v.size, lam.size
-    rep = lambda a: np.repeat(a, m)   # noqa: E731
-    w_rel = _mol.wavelength_to_hartree(lam) / abs(e_min)
-    u = (lam - lam_min) / max(lam_max - lam_min, 1e-300)
-    out = np.stack([np.tile(lam / lam_max, n), rep(v), rep(J), rep(v / max(v_max, 1)),
-                    rep(e / abs(e_min)), np.tile(w_rel, n), np.tile(u, n)], axis=-1)
-    return out.astype(np.float32)
-
-
 def _grid_order(df, name):
     """Row indices of molecule `name` in (J, v, wavelength) order, as xsec_arrays lays it out."""
     rows = np.flatnonzero(df["molecule"].to_numpy() == name)
@@ -369,7 +345,7 @@ def run_xsec(config, workdir, progress: bool = True) -> dict:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     # experiment.run writes it too; evaluate_xsec needs it when run_xsec is called directly.
-    experiment._save_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+    workdir_lib.write_config(workdir, config)
     t0 = time.perf_counter()
     seed = int(config.seed)
     df, prov = load_table(config.data, progress)
@@ -385,7 +361,7 @@ def run_xsec(config, workdir, progress: bool = True) -> dict:
         tr, va = tr.replicate(members), va.replicate(members)
     meta = build_meta(config, mols, sp, sv, prov, n_v, n_j)
     task = experiment.regression_task(model, config.model)
-    lcfg = experiment._loop_cfg(config.train, seed)
+    lcfg = loop.LoopConfig.from_config(config.train, seed)
     res = loop.train(task, tr, va, lcfg, workdir, meta=meta, progress=progress, label=LABEL)
     summary = {"model": config.model, "split": config.data.split, "members": members,
                "v_encoding": config.xsec.v_encoding, "epochs_run": res.epochs_run,
@@ -394,7 +370,7 @@ def run_xsec(config, workdir, progress: bool = True) -> dict:
                "n_train_points": {m.name: int(m.train.sum()) for m in mols},
                "seconds_total": round(time.perf_counter() - t0, 1)}
     meta["train_summary"] = summary
-    experiment._save_json(workdir / MODEL_FILE, meta)
+    workdir_lib.write_model_meta(workdir, meta)
     return summary
 
 
@@ -428,106 +404,47 @@ def build_meta(config, mols, sp, sv, prov, n_v, n_j) -> dict:
     }
 
 
-# ------------------------------------------------------------------------------- inference
-class XsecSurrogate:
-    """Trained cross-section nets loaded from a workdir.
+def train(config, workdir, progress: bool = True) -> dict:
+    """Family verb (`opacity_jax.experiments.registry`): `run_xsec`."""
+    return run_xsec(config, workdir, progress)
 
-    Attributes: molecules (names); meta (model.json dict); members K (ensemble size, 1 for a
-    single net per molecule). params: leaves (K, n_molecules, ...).
-    """
 
-    def __init__(self, meta: dict, params):
-        self.meta = meta
-        self.members = int(jax.tree_util.tree_leaves(params)[0].shape[0])
-        self.molecules = list(meta["molecules"])
-        x = meta["xsec"]
-        self.model = xsec_models.make_model(meta["model"], x["n_v"], x["n_j"], x["hidden"],
-                                            x["dropout"], x["v_encoding"],
-                                            x["kinetic_energy"], x["n_fourier"],
-                                            x["fourier_max"])
-        self.params = params
-        self._apply = jax.jit(jax.vmap(lambda p, xx: self.model.apply(p, xx), in_axes=(0, None)))
-        self._levels = {}
-        for name in self.molecules:
-            lv = meta["per_molecule"][name]["levels"]
-            self._levels[name] = {(int(a), int(b)): float(e) for a, b, e in
-                                  zip(lv["v"], lv["J"], lv["energy_hartree"])}
+def load(workdir) -> "XsecSurrogate":
+    """Family verb: `XsecSurrogate.load(workdir)`."""
+    return XsecSurrogate.load(workdir)
 
-    @classmethod
-    def load(cls, workdir) -> "XsecSurrogate":
-        """Load model.json and the best parameters of checkpoint 'xsec'."""
-        from opacity_jax.surrogate import _restore_params
-        workdir = Path(workdir)
-        f = workdir / MODEL_FILE
-        if not f.exists():
-            raise FileNotFoundError(f"{f} not found; train with bin/train "
-                                    f"--config=configs/xsec.py --workdir={workdir}")
-        meta = json.loads(f.read_text())
-        if meta.get("model") not in xsec_models.MODELS:
-            raise ValueError(f"{f}: model {meta.get('model')!r} is not a cross-section net")
-        from opacity_jax.surrogate import member_major
-        k = int(meta["xsec"].get("members", 1))
-        return cls(meta, member_major(_restore_params(workdir, LABEL), len(meta["molecules"]), k))
 
-    def _index(self, molecule) -> int:
-        name = molecule if molecule in self.molecules else _mol.get_molecule(molecule).name
-        if name not in self.molecules:
-            raise DomainError(f"molecule {molecule!r} not served; available: {self.molecules}")
-        return self.molecules.index(name)
+def evaluate(workdir, **options) -> dict:
+    """Family verb: `evaluate_xsec(workdir, **options)`; writes <workdir>/eval/."""
+    return evaluate_xsec(workdir, **options)
 
-    def log_sigma_rel(self, molecule, v, J, wavelength_nm, return_std: bool = False):
-        """(n_levels, n_lambda) y = log10(sigma / sigma_ref) predicted for levels x wavelengths.
 
-        Args: molecule name; v, J (n_levels,) ints naming bound levels of the table; wavelength_nm
-        (n_lambda,) inside the molecule's grid range [nm]. DomainError otherwise.
-        return_std: also return the members' standard deviation of y [dex] (zeros if K = 1).
-        Returns: the member mean of y, or (mean, std).
-        """
-        y = self.log_sigma_rel_members(molecule, v, J, wavelength_nm)
-        mean = y[0] if self.members == 1 else y.mean(0)
-        return (mean, y.std(0)) if return_std else mean
-
-    def log_sigma_rel_members(self, molecule, v, J, wavelength_nm) -> np.ndarray:
-        """(K, n_levels, n_lambda) y of every ensemble member (arguments as log_sigma_rel)."""
-        i = self._index(molecule)
-        name = self.molecules[i]
-        pm = self.meta["per_molecule"][name]
-        v = np.atleast_1d(np.asarray(v, np.int64))
-        J = np.atleast_1d(np.asarray(J, np.int64))
-        if v.shape != J.shape or v.ndim != 1:
-            raise ValueError("v and J must be equal-length 1-D arrays")
-        lam = np.atleast_1d(np.asarray(wavelength_nm, np.float64))
-        grid = pm["wavelength_nm"]
-        lo, hi = float(grid[0]), float(grid[-1])
-        if lam.ndim != 1 or np.any(~np.isfinite(lam)) or np.any(lam < lo * (1 - 1e-9)) or \
-                np.any(lam > hi * (1 + 1e-9)):
-            raise DomainError(f"{name}: wavelengths must lie in the trained range "
-                              f"[{lo:.4g}, {hi:.4g}] nm")
-        try:
-            e = np.array([self._levels[name][(int(a), int(b))] for a, b in zip(v, J)])
-        except KeyError as exc:
-            raise DomainError(f"{name}: level (v, J) = {exc.args[0]} is not a bound level of "
-                              f"the table (J <= {max(k[1] for k in self._levels[name])})") \
-                from None
-        x = make_descriptors(v, J, e, lam, pm["lam_max_nm"], pm["v_max"], pm["e_min_hartree"],
-                             float(grid[0]))
-        p = jax.tree_util.tree_map(lambda a: a[:, i], self.params)
-        y = np.asarray(self._apply(p, jnp.asarray(x)), np.float64)
-        return y.reshape(self.members, v.size, lam.size)
-
-    def cross_sections(self, molecule, v, J, wavelength_nm, return_std: bool = False):
-        """(n_levels, n_lambda) predicted sigma [cm^2] (arguments as log_sigma_rel): for an
-        ensemble 10 ** (member mean of log10 sigma); with return_std also the members' standard
-        deviation of log10 sigma [dex], as (sigma, std_dex)."""
-        y, sd = self.log_sigma_rel(molecule, v, J, wavelength_nm, return_std=True)
-        name = self.molecules[self._index(molecule)]
-        sig = 10.0 ** y * self.meta["per_molecule"][name]["sigma_ref_cm2"]
-        return (sig, sd) if return_std else sig
+def report(m: dict) -> str:
+    """Family verb: headline numbers of `evaluate`'s metrics (median relative error where sigma
+    > threshold x its curve's max, MSLE, interpolation baseline, LTE averages)."""
+    p = m["pooled"]
+    lines = [f"{m['model']} (v encoding {m['v_encoding']}), split '{m['split']}': held-out "
+             f"points with sigma > {m['threshold']:g} x curve max",
+             f"{'molecule':9s} {'net median':>11s} {'net p90':>9s} {'MSLE':>9s} "
+             f"{'interp med':>11s} {'train med':>10s}"]
+    for name, r in list(m["per_molecule"].items()) + [("pooled", p)]:
+        n, b, t = r["net"], r["baseline"], r["net_train"]
+        if not n.get("n"):
+            continue
+        lines.append(f"{name:9s} {n['median_rel']:11.2%} {n['p90_rel']:9.2%} {n['msle']:9.4f} "
+                     f"{b['median_rel']:11.2%} {t['median_rel']:10.2%}")
+    lines.append("mean of per-molecule medians: net {:.2%}, interp {:.2%}".format(
+        m["mean_of_molecule_medians"]["net"], m["mean_of_molecule_medians"]["baseline"]))
+    for kind in ("net", "completed"):
+        lines.append(f"LTE average from {kind:9s}: " + ", ".join(
+            f"{t} {v:.2%}" for t, v in m["lte_summary"][kind].items())
+            + " (median over molecules)")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------ evaluation
 def _load_config(workdir: Path) -> ConfigDict:
-    return ConfigDict(json.loads((workdir / "config.json").read_text()))
+    return workdir_lib.read_config(workdir)
 
 
 def interpolation_baseline(m: MoleculeData, kind: str) -> np.ndarray:
@@ -672,14 +589,14 @@ def evaluate_xsec(workdir, make_figures: bool = True, progress: bool = False) ->
                for t in res["lte"][mols[0].name]} for kind in ("net", "completed")}
     res["train_summary"] = sur.meta.get("train_summary", {})
     res["table"] = sur.meta.get("table", {})
-    out_dir = workdir / "eval"
+    out_dir = workdir_lib.eval_dir(workdir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if sur.members > 1:
         res["ensemble_calibration"] = ensemble_calibration(sur, mols, thr, out_dir,
                                                            make_figures)
     if make_figures:
         _figures(out_dir, mols, preds, sp.kind, temps, thr)
-    experiment._save_json(out_dir / "metrics.json", res)
+    workdir_lib.write_json(out_dir / "metrics.json", res)
     return res
 
 
@@ -693,7 +610,7 @@ def ensemble_calibration(sur: XsecSurrogate, mols: Sequence[MoleculeData], thres
     Returns {sigma_scale, coverage_raw, coverage_calibrated, n, n_val}; writes
     ensemble_reliability.png.
     """
-    from opacity_jax import ensemble as ens
+    from opacity_jax.experiments import ensemble as ens
     parts = {"val": ([], []), "test": ([], [])}
     for m in mols:
         y, sd = sur.log_sigma_rel(m.name, m.v, m.J, m.lam, return_std=True)
@@ -837,17 +754,17 @@ def run_report(root, base_config, pinn_config, splits: Sequence[str] = SPLITS,
     results = {}
     for name, cfg in report_arms(base, pinn, splits, onehot_on_v):
         wd = runs_root / name
-        mfile = wd / "eval" / "metrics.json"
+        mfile = workdir_lib.eval_dir(wd) / "metrics.json"
         if not mfile.exists():
             print(f"[xsec report] training {name}", flush=True)
             experiment.run(cfg, wd, progress=progress)
             evaluate_xsec(wd, make_figures=True)
         results[name] = json.loads(mfile.read_text())
-        for fig in sorted((wd / "eval").glob("*.png")):
+        for fig in sorted(workdir_lib.eval_dir(wd).glob("*.png")):
             shutil.copyfile(fig, root / "figures" / f"{name}__{fig.name}")
     out = {"preset": base.preset, "arms": results,
            "table": next(iter(results.values()))["table"] if results else {}}
-    experiment._save_json(root / "report.json", out)
+    workdir_lib.write_json(root / "report.json", out)
     (root / "report.md").write_text(report_markdown(out))
     return out
 

@@ -26,9 +26,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from opacity_jax import config_files
 from opacity_jax import evaluate as fwd_eval
-from opacity_jax import inverse
+from opacity_jax.experiments import inverse
 from opacity_jax.train import experiment, physics_hooks
+from opacity_jax.train import workdir as workdir_lib
 
 CLASSIFIER_ARMS = ("none", "bb", "saha", "both")
 FORWARD_ARMS = ("none", "bb")
@@ -108,7 +110,7 @@ def run_classifier_ablation(config, root, encoders=("conv", "attention"),
                                                 knn_k=(1,), per_member=True)
             else:
                 m = json.loads((wd / "eval/metrics.json").read_text())
-                summary = json.loads((wd / "model.json").read_text())["train_summary"]
+                summary = workdir_lib.read_model_meta(wd)["train_summary"]
             row = _classifier_row(m)
             row.update(epochs=summary["classifier"]["epochs_run"],
                        seconds=summary["classifier"]["seconds"])
@@ -118,8 +120,8 @@ def run_classifier_ablation(config, root, encoders=("conv", "attention"),
 
 def _forward_violation(workdir: Path, config) -> float:
     """Fraction of allowed (regime 'data') grid T-pairs where the predicted B rises."""
-    from opacity_jax.surrogate import Surrogate
-    meta = json.loads((workdir / experiment.MODEL_FILE).read_text())
+    from opacity_jax.serve.surrogate import Surrogate
+    meta = workdir_lib.read_model_meta(workdir)
     ds = experiment.load_data(config.data)
     train = experiment.node_mask(meta, "train")
     opts = physics_hooks.options_from_config(config.loss)
@@ -134,6 +136,30 @@ def _forward_violation(workdir: Path, config) -> float:
                                                       opts["top_percent"])
 
 
+def ablation_configs(parts=("classifier", "forward"), full: bool = False, members: int = 1,
+                     cae_from: Optional[str] = None) -> tuple:
+    """(classifier, cae, fcnn configs, CAE checkpoint dir or None) for `run_ablation`.
+
+    parts: 'classifier' and/or 'forward'; full: the configs' default presets unchanged
+    (otherwise `small_scale`); members: classifier seed replicates; cae_from: a trained CAE
+    workdir whose autoencoder serves the CAE arms (`cae_config_from_workdir`).
+    """
+    bad = sorted(set(parts) - {"classifier", "forward"})
+    if bad:
+        raise ValueError(f"--parts: unknown {bad}; allowed: classifier, forward")
+    clf = config_files.load("classifier") if "classifier" in parts else None
+    cae = config_files.load("cae") if "forward" in parts else None
+    fcnn = config_files.load("fcnn") if "forward" in parts else None
+    if not full:
+        clf, cae, fcnn = small_scale(clf, cae, fcnn)
+    if clf is not None:
+        clf.classifier.ensemble = int(members)
+    ckpt = None
+    if cae_from and cae is not None:
+        cae, ckpt = cae_config_from_workdir(cae_from)
+    return clf, cae, fcnn, ckpt
+
+
 def cae_config_from_workdir(workdir, mlp_epochs: int = 600, finetune_epochs: int = 0):
     """(config, CAE checkpoint dir) to run the CAE arms on an already trained autoencoder.
 
@@ -141,10 +167,9 @@ def cae_config_from_workdir(workdir, mlp_epochs: int = 600, finetune_epochs: int
     epochs it ran (so resuming it trains nothing), the latent MLP only, `mlp_epochs` for its
     first stage and `finetune_epochs` for the decoder fine-tuning stage (0 = off).
     """
-    from ml_collections import ConfigDict
     workdir = Path(workdir)
-    cfg = ConfigDict(json.loads((workdir / "config.json").read_text()))
-    meta = json.loads((workdir / experiment.MODEL_FILE).read_text())
+    cfg = workdir_lib.read_config(workdir)
+    meta = workdir_lib.read_model_meta(workdir)
     cfg.train.epochs = int(meta["train_summary"]["cae"]["epochs_run"])
     cfg.latent.regressor = "mlp"
     cfg.latent.mlp_train.epochs = int(mlp_epochs)
@@ -152,13 +177,13 @@ def cae_config_from_workdir(workdir, mlp_epochs: int = 600, finetune_epochs: int
         cfg.latent.finetune_train.epochs = int(finetune_epochs)
     if "physics" not in cfg.loss:
         cfg.loss.physics = {"monotonic_bb": 0.0}
-    return cfg, workdir / "checkpoints" / "cae"
+    return cfg, workdir_lib.checkpoint_dir(workdir, "cae")
 
 
 def _copy_ckpt(src: Path, wd: Path, label: str) -> None:
-    (wd / "checkpoints").mkdir(parents=True, exist_ok=True)
-    if not (wd / "checkpoints" / label).exists():
-        shutil.copytree(src, wd / "checkpoints" / label)
+    workdir_lib.checkpoint_dir(wd, label).parent.mkdir(parents=True, exist_ok=True)
+    if not workdir_lib.checkpoint_dir(wd, label).exists():
+        shutil.copytree(src, workdir_lib.checkpoint_dir(wd, label))
 
 
 def run_forward_ablation(cae_config, fcnn_config, root, gamma: float = 1.0,
@@ -190,7 +215,7 @@ def run_forward_ablation(cae_config, fcnn_config, root, gamma: float = 1.0,
                 c0 = copy.deepcopy(base)
                 c0.loss.physics.monotonic_bb = 0.0
                 experiment.run(c0, ref, progress=progress)
-            ran = json.loads((ref / experiment.MODEL_FILE).read_text())["train_summary"]
+            ran = workdir_lib.read_model_meta(ref)["train_summary"]
             base.latent.mlp_train.epochs = int(ran["latent_mlp"]["epochs_run"]) + warm_epochs
         for arm in FORWARD_ARMS:
             c = copy.deepcopy(base)
@@ -198,17 +223,18 @@ def run_forward_ablation(cae_config, fcnn_config, root, gamma: float = 1.0,
             wd = root / f"{name}_{arm}"
             if warm and not _done(wd, experiment.MODEL_FILE):
                 _copy_ckpt(Path(cae_checkpoint), wd, "cae")
-                _copy_ckpt(root / "cae_base" / "checkpoints" / "latent_mlp", wd, "latent_mlp")
+                _copy_ckpt(workdir_lib.checkpoint_dir(root / "cae_base", "latent_mlp"), wd,
+                           "latent_mlp")
             elif name == "cae" and arm != "none" and not _done(wd, experiment.MODEL_FILE):
                 ref = root / f"{name}_none"
-                ref_meta = json.loads((ref / experiment.MODEL_FILE).read_text())
+                ref_meta = workdir_lib.read_model_meta(ref)
                 # Same autoencoder in every arm: reuse its checkpoint; epochs = the epochs it
                 # ran, so the resumed CAE stage ends at once and only the latent MLP retrains.
                 c.train.epochs = int(ref_meta["train_summary"]["cae"]["epochs_run"])
-                _copy_ckpt(ref / "checkpoints" / "cae", wd, "cae")
+                _copy_ckpt(workdir_lib.checkpoint_dir(ref, "cae"), wd, "cae")
             if not _done(wd, experiment.MODEL_FILE):
                 experiment.run(c, wd, progress=progress)
-            meta = json.loads((wd / experiment.MODEL_FILE).read_text())
+            meta = workdir_lib.read_model_meta(wd)
             m = fwd_eval.evaluate_workdir(wd, make_figures=False)
             key = "cae+mlp" if name == "cae" else "fcnn"
             r = m["methods"][key]
@@ -284,10 +310,10 @@ def run_ablation(classifier_config, root, cae_config=None, fcnn_config=None,
     if classifier_config is not None:
         res["classifier"] = run_classifier_ablation(classifier_config, root, encoders,
                                                     gamma=gamma, delta=delta, progress=progress)
-        experiment._save_json(root / "ablation.json", res)
+        workdir_lib.write_json(root / "ablation.json", res)
     if cae_config is not None or fcnn_config is not None:
         res["forward"] = run_forward_ablation(cae_config, fcnn_config, root, gamma_forward,
                                               progress, cae_checkpoint=cae_checkpoint)
-    experiment._save_json(root / "ablation.json", res)
+    workdir_lib.write_json(root / "ablation.json", res)
     (root / "ablation.md").write_text(tables_markdown(res))
     return res

@@ -19,7 +19,7 @@ a scale plus an error floor shared by all members, which their spread cannot sho
 `fit_conformal` (split-conformal multipliers per level: distribution-free, so heavy-tailed
 residuals are covered at 68 % and 95 % at once), `plot_reliability`.
 
-Ensembles are served by `opacity_jax.surrogate.Surrogate` (`return_std=True`): an FC-NN trained
+Ensembles are served by `opacity_jax.serve.surrogate.Surrogate` (`return_std=True`): an FC-NN trained
 with `fcnn.ensemble = K` (one vmap'd run, element x member entities), or a CAE run whose latent
 MLP was trained as an ensemble by `train_latent_ensemble` (bin/train_ensemble; load with
 `ensemble=True`). `EnsembleSurrogate` is the (mean, std) view of either; `calibrate_workdir`
@@ -30,18 +30,19 @@ and draws the reliability plot. Cross-section nets: `xsec.ensemble = K` (XsecSur
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import special as _special
 
 from opacity_jax.losses import data as data_losses
+from opacity_jax.models.mlp import GaussianMLP
 from opacity_jax.train import loop
+from opacity_jax.train import workdir as workdir_lib
+from opacity_jax.train.workdir import write_json
 from opacity_jax.train.task import EntityData, Task
 
 ENSEMBLE_LABEL = "latent_mlp_ensemble"
@@ -50,29 +51,6 @@ DEFAULT_LEVELS = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2).tolist())
 
 # --------------------------------------------------------------------------------------------
 # models and tasks
-class GaussianMLP(nn.Module):
-    """MLP with a mean and a log-variance head: (B, n_in) -> ((B, n_out), (B, n_out)).
-
-    SiLU hidden layers (smooth, so the fitted function and its derivatives are smooth);
-    log-variance clipped to [min_log_var, max_log_var] so the NLL cannot run away on points it
-    fits exactly.
-    """
-
-    hidden: Sequence[int] = (128, 128, 128)
-    n_out: int = 1
-    min_log_var: float = -16.0
-    max_log_var: float = 12.0
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        h = x
-        for width in self.hidden:
-            h = nn.silu(nn.Dense(width)(h))
-        mu = nn.Dense(self.n_out)(h)
-        log_var = jnp.clip(nn.Dense(self.n_out)(h), self.min_log_var, self.max_log_var)
-        return mu, log_var
-
-
 def gaussian_nll_task(model: GaussianMLP, name: str = "gaussian_mlp", beta: float = 0.5,
                       x_key: str = "x", y_key: str = "y") -> Task:
     """Heteroscedastic regression task: training loss = beta-NLL, validation loss = MSE of mu.
@@ -389,33 +367,14 @@ def save_figure(fig, path) -> Path:
     """Save a matplotlib figure atomically (io's temp file + fsync + rename) and close it."""
     import matplotlib.pyplot as plt
 
-    from opacity_jax.data import io
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        io._atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120,
+        workdir_lib.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120,
                                                        format=path.suffix.lstrip(".") or "png"))
     finally:
         plt.close(fig)
     return path
-
-
-def write_json(path, obj) -> Path:
-    """Write JSON atomically (io's temp file + fsync + rename); numpy values allowed."""
-    from opacity_jax.data import io
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def default(o):
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, Path):
-            return str(o)
-        raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
-
-    return io._atomic_write_text(path, json.dumps(obj, indent=1, default=default) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,7 +385,7 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
     """Add a K-member latent-MLP ensemble to a trained CAE workdir.
 
     Re-encodes every node with the workdir's CAE, rebuilds the latent targets and features
-    exactly as `experiment.run_cae` (same split, standardizers, hidden sizes), trains K members
+    exactly as `experiments.spectra.run_cae` (same split, standardizers, hidden sizes), trains K members
     per element with `train_ensemble` (label `latent_mlp_ensemble`), and records
     `meta['ensemble'] = {'members', 'label', 'hidden'}` in model.json. The single latent MLP and
     XGBoost stay untouched, so `Surrogate.load` works as before. Members are trained on the
@@ -444,24 +403,19 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
     Returns:
       summary dict (members, epochs_run, seconds).
     """
-    from ml_collections import ConfigDict
-
     from opacity_jax.data import transforms
     from opacity_jax.models.cae import CAE
-    from opacity_jax.models.fcnn import MLP
-    from opacity_jax.surrogate import _restore_params
+    from opacity_jax.models.mlp import MLP
     from opacity_jax.train import experiment
     from opacity_jax.train.task import pack_ragged
 
     workdir = Path(workdir)
-    mf = workdir / experiment.MODEL_FILE
-    if not mf.exists():
-        raise FileNotFoundError(f"{mf} not found: train the CAE first (bin/train)")
-    meta = json.loads(mf.read_text())
+    mf = workdir_lib.model_path(workdir)
+    meta = workdir_lib.read_model_meta(workdir, "train the CAE first: bin/train")
     if meta.get("model") != "cae":
         raise ValueError(f"{mf}: model is {meta.get('model')!r}; latent ensembles need a 'cae' "
                          "run")
-    cfg = ConfigDict(json.loads((workdir / "config.json").read_text()))
+    cfg = workdir_lib.read_config(workdir)
     ds = experiment.load_data(cfg.data)
     if ds.elements.tolist() != meta["elements"]:
         raise ValueError(f"dataset elements {ds.elements.tolist()} differ from the model's "
@@ -479,7 +433,7 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
                 calib[e].flat[rng.choice(idx, k, replace=False)] = True
         val = val & ~calib
     old = meta.get("ensemble")
-    ck_dir = workdir / "checkpoints" / ENSEMBLE_LABEL
+    ck_dir = workdir_lib.checkpoint_dir(workdir, ENSEMBLE_LABEL)
     if ck_dir.exists():
         same = bool(old) and int(old["members"]) == int(members) and \
             old.get("calibration_nodes", []) == np.flatnonzero(calib).tolist()
@@ -494,9 +448,8 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
     y = scaling.forward(ds.kappa.astype(np.float64)).astype(np.float32)
     n_z, n_t, n_r, n_e = y.shape
     c = meta["cae"]
-    cae = CAE(n_bins=c["n_bins"], latent_dim=c["latent_dim"], channels=tuple(c["channels"]),
-              kernel=c["kernel"], strides=tuple(c.get("strides", ())))
-    z_all = experiment.encode_all(cae, _restore_params(workdir, "cae"),
+    cae = CAE.from_meta(c)
+    z_all = experiment.encode_all(cae, workdir_lib.restore_params(workdir, "cae"),
                                   y.reshape(n_z, n_t * n_r, n_e)).reshape(n_z, n_t, n_r, -1)
     lat = meta["latent"]
     zs = (z_all - np.asarray(lat["z_mean"])[:, None, None]) / np.asarray(lat["z_std"])[:, None,
@@ -543,13 +496,10 @@ class EnsembleSurrogate:
     @classmethod
     def load(cls, workdir, on_domain_error: str = "raise") -> "EnsembleSurrogate":
         """Load an ensemble workdir (CAE + bin/train_ensemble, or an FC-NN with K >= 2)."""
-        from opacity_jax.surrogate import Surrogate
+        from opacity_jax.serve.surrogate import Surrogate
         from opacity_jax.train import experiment
         workdir = Path(workdir)
-        mf = workdir / experiment.MODEL_FILE
-        if not mf.exists():
-            raise FileNotFoundError(f"{mf} not found: not a trained workdir (run bin/train)")
-        meta = json.loads(mf.read_text())
+        meta = workdir_lib.read_model_meta(workdir)
         if meta.get("model") == "fcnn":
             base = Surrogate.load(workdir, on_domain_error=on_domain_error, ensemble=True)
             if base.members < 2:
@@ -594,13 +544,11 @@ def calibrate_workdir(workdir, out_dir=None, eps: float = 1e-10) -> dict:
     Returns:
       {quantity: {sigma_scale, coverage_raw/calibrated on test, n_test, n_val}}.
     """
-    from ml_collections import ConfigDict
-
     from opacity_jax.train import experiment
     workdir = Path(workdir)
     s = EnsembleSurrogate.load(workdir, on_domain_error="warn")
     meta = s.base.meta
-    ds = experiment.load_data(ConfigDict(json.loads((workdir / "config.json").read_text())).data)
+    ds = experiment.load_data(workdir_lib.read_config(workdir).data)
     cal_idx = (meta.get("ensemble") or {}).get("calibration_nodes")
     if cal_idx:
         # Nodes held out of the members' early stopping (train_latent_ensemble).
@@ -653,7 +601,7 @@ def calibrate_workdir(workdir, out_dir=None, eps: float = 1e-10) -> dict:
         curves[f"{q} test (scale + floor)"] = reliability_curve(
             rt, np.sqrt((model[0] * st) ** 2 + model[1] ** 2))
         curves[f"{q} test (raw)"] = reliability_curve(rt, st)
-    out = Path(out_dir) if out_dir is not None else workdir / "eval"
+    out = Path(out_dir) if out_dir is not None else workdir_lib.eval_dir(workdir)
     write_json(out / "ensemble_calibration.json",
                {"workdir": str(workdir), "members": s.members, "eps": eps,
                 "scale_fitted_on": fitted_on, "quantities": report})

@@ -24,36 +24,23 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from opacity_jax import ensemble as ens
 from opacity_jax.data import generator, grid
+from opacity_jax.experiments import ensemble as ens
+from opacity_jax.models.mlp import SmoothMLP
 from opacity_jax.physics import elements as _el
 from opacity_jax.train import loop
+from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.experiment import regression_task
 from opacity_jax.train.task import pack_ragged
 
 STRATEGIES = ("active", "random")
-
-
-class SmoothMLP(nn.Module):
-    """SiLU MLP (B, n_in) -> (B, n_out): smooth in its inputs, so interpolation is smooth."""
-
-    hidden: Sequence[int] = (64, 64, 64)
-    n_out: int = 40
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        h = x
-        for w in self.hidden:
-            h = nn.silu(nn.Dense(w)(h))
-        return nn.Dense(self.n_out)(h)
 
 
 class Oracle:
@@ -366,7 +353,7 @@ def run_experiment(cfg: ActiveConfig, out_dir=None, progress: bool = False) -> d
               "seconds": round(time.perf_counter() - t0, 1)}
     if out_dir is not None:
         out = Path(out_dir)
-        ens.write_json(out / "active_learning.json", result)
+        workdir_lib.write_json(out / "active_learning.json", result)
         plot_curves(avg, out / "active_vs_random.png", cfg)
     return result
 

@@ -1,6 +1,6 @@
 """Exports for simulation codes: a serialized `jax.export` artifact and opacity tables.
 
-1. Artifact. The fused device pipeline (`opacity_jax.pipeline`) with its weights baked in, as a
+1. Artifact. The fused device pipeline (`opacity_jax.serve.pipeline`) with its weights baked in, as a
    serialized `jax.export.Exported` (StableHLO + calling convention) with a symbolic batch size:
 
        write_artifact(pipe, "nd_u.jaxexport")                 # + "nd_u.jaxexport.json"
@@ -46,15 +46,15 @@ import numpy as np
 
 import opacity_jax
 from opacity_jax.data import grid as _grid
-from opacity_jax.data import io
 from opacity_jax.physics import elements as _el
+from opacity_jax.train import workdir as workdir_lib
 
 TEXT_FORMAT_VERSION = 1
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    io._atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    workdir_lib.write_bytes(path, data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ def write_hdf5(table: dict, path, attrs: Optional[dict] = None) -> Path:
                     d = g.create_dataset(name, data=np.asarray(table[key][i], np.float32))
                     d.attrs["units"] = "cm^2/g"
 
-    return io._atomic_write(path, write)
+    return workdir_lib.atomic_write(path, write)
 
 
 def write_text(table: dict, path) -> Path:
@@ -224,3 +224,35 @@ def log_axis(spec: str) -> np.ndarray:
         lo, hi, n = s.split(":")
         return np.geomspace(float(lo), float(hi), int(n))
     return np.asarray([float(v) for v in s.split(",") if v.strip()], np.float64)
+
+
+FORMATS = ("hdf5", "text")
+
+
+def export_workdir(workdir, *, regressor: Optional[str] = None, artifact: str = "",
+                   platforms: Sequence[str] = (), output: str = "",
+                   formats: Sequence[str] = FORMATS, elements: Sequence = (),
+                   temperature_ev: str = "", density_gcc: str = "") -> list:
+    """What bin/export does: the workdir's device pipeline as a jax.export artifact and/or
+    opacity tables (`output` + '.h5' / '.txt') on the `log_axis` specs of T [eV] and rho
+    [g/cm^3]; `elements` symbols or Z (empty: all served). Returns the paths written.
+
+    ValueError when there is nothing to do or a format is unknown (checked before any work).
+    """
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ValueError(f"unknown format {bad[0]!r}; allowed: {', '.join(FORMATS)}")
+    if not (artifact or output):
+        raise ValueError("nothing to do: give --output and/or --artifact")
+    from opacity_jax.serve.surrogate import Surrogate
+    pipe = Surrogate.load(workdir, regressor=regressor).device_pipeline()
+    written = []
+    if artifact:
+        written.append(write_artifact(pipe, artifact, list(platforms) or None))
+    if output:
+        els = [int(e) if str(e).isdigit() else e for e in elements] or None
+        table = opacity_table(pipe, log_axis(temperature_ev), log_axis(density_gcc), els)
+        for fmt in formats:
+            written.append(write_hdf5(table, output + ".h5") if fmt == "hdf5"
+                           else write_text(table, output + ".txt"))
+    return written

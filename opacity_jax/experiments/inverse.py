@@ -33,7 +33,6 @@ identical to within a tolerance. Results go to `<workdir>/eval/`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -43,7 +42,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from ml_collections import ConfigDict
 
 import opacity_jax
 from opacity_jax.data import atomic, transforms
@@ -52,11 +50,14 @@ from opacity_jax.losses import physics as phys
 from opacity_jax.losses.data import masked_mean
 from opacity_jax.models.classifier import MultitaskClassifier
 from opacity_jax.physics import elements as _el
+# The serving half (re-exported here, where it was first defined: inverse.InverseModel, ...).
+from opacity_jax.serve.inverse import (INPUTS, LABEL, LOG_FLOOR, InputTransform,  # noqa: F401
+                                       InverseModel, scale_input)
 from opacity_jax.train import experiment, loop
+from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import EntityData, Task, pack_ragged
 
 MODEL_FILE = experiment.MODEL_FILE
-LABEL = "classifier"
 T_BANDS = ((0.0, 0.1, "T<0.1eV"), (0.1, 1.0, "0.1<=T<1eV"), (1.0, 3.0, "1<=T<3eV"),
            (3.0, math.inf, "T>=3eV"))
 ZBAR_SPLIT = 0.05
@@ -64,59 +65,6 @@ TEMPERATURE_SPACES = ("log", "linear", "both")
 
 
 # ------------------------------------------------------------------------------------- data
-INPUTS = ("cbrt", "cbrt+log")
-LOG_FLOOR = 1e-10   # cm^2/g; far below anything observable, keeps log10 finite
-
-
-@dataclasses.dataclass
-class InputTransform:
-    """Spectrum -> classifier input, with statistics from the training spectra only.
-
-    'cbrt' (thesis Table 3): cbrt(kappa) / cbrt_scale, (..., nE). 'cbrt+log': a second channel
-    (log10(kappa + LOG_FLOOR) - log_mean) / log_std, (..., nE, 2): line *ratios* between ion
-    stages, which carry the density, are differences there. One global scale (not per element:
-    the element is what the classifier must find).
-    """
-
-    name: str
-    cbrt_scale: float
-    log_mean: float = 0.0
-    log_std: float = 1.0
-
-    @classmethod
-    def fit(cls, name: str, kappa_train) -> "InputTransform":
-        """Statistics from (N, nE) training spectra [cm^2/g]."""
-        if name not in INPUTS:
-            raise ValueError(f"classifier.input must be one of {INPUTS}, got {name!r}")
-        k = np.maximum(np.asarray(kappa_train, np.float64), 0.0)
-        lg = np.log10(k + LOG_FLOOR)
-        return cls(name, float(np.sqrt(np.mean(np.cbrt(k) ** 2))), float(lg.mean()),
-                   float(max(lg.std(), 1e-6)))
-
-    def __call__(self, kappa, xp=np):
-        """(..., nE) kappa [cm^2/g] -> float32 inputs (..., nE) or (..., nE, 2); xp = np or
-        jnp (differentiable, used by training-time augmentation)."""
-        k = xp.maximum(xp.asarray(kappa), 0.0)
-        c = xp.cbrt(k) / self.cbrt_scale
-        if self.name == "cbrt":
-            return c.astype(xp.float32)
-        lg = (xp.log10(k + LOG_FLOOR) - self.log_mean) / self.log_std
-        return xp.stack([c, lg], -1).astype(xp.float32)
-
-    def kappa_from_input(self, x):
-        """Inverse through the cbrt channel (jnp or np): inputs -> kappa [cm^2/g]."""
-        c = x if self.name == "cbrt" else x[..., 0]
-        return (c * self.cbrt_scale) ** 3
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def scale_input(kappa, transform: InputTransform) -> np.ndarray:
-    """Classifier inputs of (..., nE) spectra [cm^2/g] (see InputTransform)."""
-    return transform(np.asarray(kappa, np.float64))
-
-
 @dataclasses.dataclass
 class InverseData:
     """Scaled inputs, labels and split masks of every spectrum of a Dataset.
@@ -398,7 +346,7 @@ def run_classifier(config, workdir, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    experiment._save_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+    workdir_lib.write_config(workdir, config)
     data = prepare(config)
     tr, va = data.samples(data.train), data.samples(data.val)
     n_classes = int(data.ds.elements.size)
@@ -421,7 +369,7 @@ def run_classifier(config, workdir, progress: bool = True) -> dict:
     if members > 1:
         tr_d, va_d = tr_d.replicate(members), va_d.replicate(members)
     meta = _meta(config, data, model, {})
-    cfg = experiment._loop_cfg(config.train, int(config.seed))
+    cfg = loop.LoopConfig.from_config(config.train, int(config.seed))
     res = loop.train(task, tr_d, va_d, cfg, workdir, meta=meta, progress=progress, label=LABEL)
     summary = {"classifier": {"epochs_run": res.epochs_run, "seconds": round(res.seconds, 1),
                               "best_val": res.best_val.tolist(),
@@ -431,88 +379,28 @@ def run_classifier(config, workdir, progress: bool = True) -> dict:
                               "physics": {k: w for k, (_, w) in physics.items()}},
                "seconds_total": round(time.perf_counter() - t0, 1)}
     meta["train_summary"] = summary
-    experiment._save_json(workdir / MODEL_FILE, meta)
+    workdir_lib.write_model_meta(workdir, meta)
     return summary
 
 
-# ---------------------------------------------------------------------------------- predict
-class InverseModel:
-    """A trained classifier loaded from its workdir.
+def train(config, workdir, progress: bool = True) -> dict:
+    """Family verb (`opacity_jax.experiments.registry`): `run_classifier`."""
+    return run_classifier(config, workdir, progress)
 
-    `predict(kappa)` takes (N, nE) spectra [cm^2/g] on the training energy grid and returns
-    numpy arrays: 'prob' (N, C) (member-averaged softmax), 'element_pos' (N,) int,
-    'element_z' (N,) atomic numbers, 't_ev' (N,) [eV], 'log10_rho' (N,) [log10 g/cm^3],
-    'zbar' (N,), 'member_std_log10_t' (N,) (ensemble spread, 0 for one member) and, for a
-    model trained with loss.density_loss = 'beta_nll', 'log10_rho_sigma' (N,) [dex].
-    """
 
-    def __init__(self, meta: dict, params):
-        self.meta = meta
-        c = meta["classifier"]
-        self.model = MultitaskClassifier(
-            n_classes=c["n_classes"], channels=tuple(c["channels"]), strides=tuple(c["strides"]),
-            kernel=c["kernel"], latent_dim=c["latent_dim"], encoder=c["encoder"],
-            attention_at=c["attention_at"], attention_blocks=c["attention_blocks"],
-            attention_heads=c["attention_heads"], dropout=c["dropout"],
-            target_mean=tuple(c["target_mean"]), target_std=tuple(c["target_std"]),
-            density_uncertainty=bool(c.get("density_uncertainty", False)))
-        self.params = params
-        self.elements = np.asarray(meta["elements"], np.int32)
-        self.transform = InputTransform(**meta.get(
-            "input_transform", {"name": "cbrt", "cbrt_scale": float(meta["input_scale"])}))
-        self.n_energy = len(meta["energy_edges_ev"]) - 1
-        self._apply = jax.jit(jax.vmap(lambda p, x: self.model.apply(p, x), in_axes=(0, None)))
+def load(workdir) -> "InverseModel":
+    """Family verb: `InverseModel.load(workdir)`."""
+    return InverseModel.load(workdir)
 
-    @property
-    def n_members(self) -> int:
-        return int(jax.tree_util.tree_leaves(self.params)[0].shape[0])
 
-    def member(self, i: int) -> "InverseModel":
-        """The i-th ensemble member alone (members differ in init and batch order only, so
-        they double as seed replicates)."""
-        if not 0 <= i < self.n_members:
-            raise ValueError(f"member {i} out of range 0..{self.n_members - 1}")
-        return InverseModel(self.meta, jax.tree_util.tree_map(lambda a: a[i:i + 1], self.params))
+def evaluate(workdir, **options) -> dict:
+    """Family verb: `evaluate_classifier(workdir, **options)`; writes <workdir>/eval/."""
+    return evaluate_classifier(workdir, **options)
 
-    @classmethod
-    def load(cls, workdir) -> "InverseModel":
-        """Restore the best parameters and metadata written by `run_classifier`."""
-        from opacity_jax.surrogate import _restore_params
-        workdir = Path(workdir)
-        meta = json.loads((workdir / MODEL_FILE).read_text())
-        if meta.get("model") != "classifier":
-            raise ValueError(f"{workdir} holds a {meta.get('model')!r} model, not a classifier")
-        return cls(meta, _restore_params(workdir, LABEL))
 
-    def predict_scaled(self, x, chunk: int = 2048) -> Dict[str, np.ndarray]:
-        """Predictions for already-scaled inputs x (N, nE) (see `scale_input`)."""
-        x = np.asarray(x, np.float32)
-        if x.ndim < 2 or x.shape[1] != self.n_energy:
-            raise ValueError(f"expected spectra of shape (N, {self.n_energy}), got {x.shape}")
-        parts = []
-        keys = ("logits", "log10_t", "t_ev", "log10_rho", "zbar") + (
-            ("log10_rho_sigma",) if self.model.density_uncertainty else ())
-        for i in range(0, x.shape[0], chunk):
-            o = self._apply(self.params, jnp.asarray(x[i:i + chunk]))
-            parts.append({k: np.asarray(o[k]) for k in keys})
-        o = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}   # (K, N, ..)
-        prob = np.mean(np.asarray(jax.nn.softmax(o["logits"], -1)), axis=0)
-        pos = np.argmax(prob, -1)
-        res = {"prob": prob, "element_pos": pos, "element_z": self.elements[pos],
-               "t_ev": o["t_ev"].mean(0), "log10_rho": o["log10_rho"].mean(0),
-               "zbar": o["zbar"].mean(0), "member_std_log10_t": o["log10_t"].std(0)}
-        if "log10_rho_sigma" in o:
-            # Mixture of the members' Gaussians: mean of variances + variance of means.
-            res["log10_rho_sigma"] = np.sqrt(np.mean(o["log10_rho_sigma"] ** 2, 0)
-                                             + o["log10_rho"].var(0))
-        return res
-
-    def predict(self, kappa) -> Dict[str, np.ndarray]:
-        """Predictions for (N, nE) opacity spectra [cm^2/g] (see class docstring)."""
-        k = np.asarray(kappa, np.float64)
-        if k.ndim != 2 or k.shape[1] != self.n_energy:
-            raise ValueError(f"expected spectra of shape (N, {self.n_energy}), got {k.shape}")
-        return self.predict_scaled(scale_input(k, self.transform))
+def report(m: dict) -> str:
+    """Family verb: the Markdown report of `evaluate`'s metrics (`report_markdown`)."""
+    return report_markdown(m)
 
 
 # ------------------------------------------------------------------------- degradation, kNN
@@ -719,8 +607,8 @@ def evaluate_classifier(workdir, make_figures: bool = True, conditions: Optional
       in <workdir>/eval/report.md.
     """
     workdir = Path(workdir)
-    meta = json.loads((workdir / MODEL_FILE).read_text())
-    cfg = ConfigDict(json.loads((workdir / "config.json").read_text()))
+    meta = workdir_lib.read_model_meta(workdir)
+    cfg = workdir_lib.read_config(workdir)
     data = prepare(cfg)
     if np.flatnonzero(data.test).tolist() != meta["split"]["test"]:
         raise ValueError(f"the test split recomputed from {workdir}/config.json differs from "
@@ -780,9 +668,9 @@ def evaluate_classifier(workdir, make_figures: bool = True, conditions: Optional
                                                 ds.temperature_ev, ds.zbar, data.train),
         "total": phys.monotonicity_report(np.cbrt(ds.kappa), ds.temperature_ev, ds.zbar,
                                           data.train)}
-    eval_dir = workdir / "eval"
+    eval_dir = workdir_lib.eval_dir(workdir)
     eval_dir.mkdir(parents=True, exist_ok=True)
-    experiment._save_json(eval_dir / "metrics.json", out)
+    workdir_lib.write_json(eval_dir / "metrics.json", out)
     (eval_dir / "report.md").write_text(report_markdown(out))
     if make_figures and "clean" in preds:
         _figures(eval_dir, preds["clean"], te, data.ds)

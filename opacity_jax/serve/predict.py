@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import numpy as np
 
 from opacity_jax.physics import elements as _el
-from opacity_jax.surrogate import Surrogate
+from opacity_jax.serve.surrogate import Surrogate
+from opacity_jax.train.workdir import write_text as write_text_atomic  # noqa: F401  (bin/predict)
 
 
 def prediction_table(workdir, element, temperatures_ev, densities_gcc, regressor=None,
@@ -51,17 +48,3 @@ def prediction_table(workdir, element, temperatures_ev, densities_gcc, regressor
             lines.append("# energy_eV  kappa_cm2_per_g")
             lines += [f"{e:.6e} {k:.6e}" for e, k in zip(s.energy_ev, kappa[i])]
     return "\n".join(lines) + "\n"
-
-
-def write_text_atomic(path, text: str) -> None:
-    """Write text to `path` via a temporary file and rename (never half-written)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

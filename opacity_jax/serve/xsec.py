@@ -1,0 +1,141 @@
+"""Trained photodissociation cross-section nets (`XsecSurrogate`) and their input descriptors.
+
+Training, the interpolation baseline and evaluation live in `opacity_jax.experiments.xsec`;
+this module only loads a workdir and predicts sigma(v, J, lambda) [cm^2], so it imports no
+trainer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from opacity_jax.errors import DomainError
+from opacity_jax.models import xsec as xsec_models
+from opacity_jax.physics import molecular as _mol
+from opacity_jax.serve.surrogate import member_major
+from opacity_jax.train import workdir as workdir_lib
+
+LABEL = "xsec"
+
+
+def make_descriptors(v, J, energy, lam_nm, lam_max: float, v_max: int, e_min: float,
+                     lam_min: float):
+    """Net inputs for levels x wavelengths.
+
+    Args:
+      v, J: (n,) quantum numbers; energy: (n,) E_vJ [hartree]; lam_nm: (m,) [nm];
+      lam_max [nm], v_max, e_min [hartree, < 0], lam_min [nm]: the molecule's scales
+      (MoleculeData; lam_min / lam_max the ends of its wavelength grid).
+    Returns:
+      (n * m, N_DESCRIPTORS) float32, level-major (row i * m + k is level i, wavelength k);
+      columns as models.xsec.DESCRIPTORS.
+    """
+    v = np.asarray(v, np.float64)
+    J = np.asarray(J, np.float64)
+    e = np.asarray(energy, np.float64)
+    lam = np.asarray(lam_nm, np.float64)
+    n, m = v.size, lam.size
+    rep = lambda a: np.repeat(a, m)   # noqa: E731
+    w_rel = _mol.wavelength_to_hartree(lam) / abs(e_min)
+    u = (lam - lam_min) / max(lam_max - lam_min, 1e-300)
+    out = np.stack([np.tile(lam / lam_max, n), rep(v), rep(J), rep(v / max(v_max, 1)),
+                    rep(e / abs(e_min)), np.tile(w_rel, n), np.tile(u, n)], axis=-1)
+    return out.astype(np.float32)
+
+
+
+class XsecSurrogate:
+    """Trained cross-section nets loaded from a workdir.
+
+    Attributes: molecules (names); meta (model.json dict); members K (ensemble size, 1 for a
+    single net per molecule). params: leaves (K, n_molecules, ...).
+    """
+
+    def __init__(self, meta: dict, params):
+        self.meta = meta
+        self.members = int(jax.tree_util.tree_leaves(params)[0].shape[0])
+        self.molecules = list(meta["molecules"])
+        x = meta["xsec"]
+        self.model = xsec_models.make_model(meta["model"], x["n_v"], x["n_j"], x["hidden"],
+                                            x["dropout"], x["v_encoding"],
+                                            x["kinetic_energy"], x["n_fourier"],
+                                            x["fourier_max"])
+        self.params = params
+        self._apply = jax.jit(jax.vmap(lambda p, xx: self.model.apply(p, xx), in_axes=(0, None)))
+        self._levels = {}
+        for name in self.molecules:
+            lv = meta["per_molecule"][name]["levels"]
+            self._levels[name] = {(int(a), int(b)): float(e) for a, b, e in
+                                  zip(lv["v"], lv["J"], lv["energy_hartree"])}
+
+    @classmethod
+    def load(cls, workdir) -> "XsecSurrogate":
+        """Load model.json and the best parameters of checkpoint 'xsec'."""
+        workdir = Path(workdir)
+        meta = workdir_lib.read_model_meta(
+            workdir, f"train with bin/train --config=configs/xsec.py --workdir={workdir}")
+        if meta.get("model") not in xsec_models.MODELS:
+            raise ValueError(f"{workdir_lib.model_path(workdir)}: model {meta.get('model')!r} "
+                             f"is not a cross-section net")
+        k = int(meta["xsec"].get("members", 1))
+        params = workdir_lib.restore_params(workdir, LABEL)
+        return cls(meta, member_major(params, len(meta["molecules"]), k))
+
+    def _index(self, molecule) -> int:
+        name = molecule if molecule in self.molecules else _mol.get_molecule(molecule).name
+        if name not in self.molecules:
+            raise DomainError(f"molecule {molecule!r} not served; available: {self.molecules}")
+        return self.molecules.index(name)
+
+    def log_sigma_rel(self, molecule, v, J, wavelength_nm, return_std: bool = False):
+        """(n_levels, n_lambda) y = log10(sigma / sigma_ref) predicted for levels x wavelengths.
+
+        Args: molecule name; v, J (n_levels,) ints naming bound levels of the table; wavelength_nm
+        (n_lambda,) inside the molecule's grid range [nm]. DomainError otherwise.
+        return_std: also return the members' standard deviation of y [dex] (zeros if K = 1).
+        Returns: the member mean of y, or (mean, std).
+        """
+        y = self.log_sigma_rel_members(molecule, v, J, wavelength_nm)
+        mean = y[0] if self.members == 1 else y.mean(0)
+        return (mean, y.std(0)) if return_std else mean
+
+    def log_sigma_rel_members(self, molecule, v, J, wavelength_nm) -> np.ndarray:
+        """(K, n_levels, n_lambda) y of every ensemble member (arguments as log_sigma_rel)."""
+        i = self._index(molecule)
+        name = self.molecules[i]
+        pm = self.meta["per_molecule"][name]
+        v = np.atleast_1d(np.asarray(v, np.int64))
+        J = np.atleast_1d(np.asarray(J, np.int64))
+        if v.shape != J.shape or v.ndim != 1:
+            raise ValueError("v and J must be equal-length 1-D arrays")
+        lam = np.atleast_1d(np.asarray(wavelength_nm, np.float64))
+        grid = pm["wavelength_nm"]
+        lo, hi = float(grid[0]), float(grid[-1])
+        if lam.ndim != 1 or np.any(~np.isfinite(lam)) or np.any(lam < lo * (1 - 1e-9)) or \
+                np.any(lam > hi * (1 + 1e-9)):
+            raise DomainError(f"{name}: wavelengths must lie in the trained range "
+                              f"[{lo:.4g}, {hi:.4g}] nm")
+        try:
+            e = np.array([self._levels[name][(int(a), int(b))] for a, b in zip(v, J)])
+        except KeyError as exc:
+            raise DomainError(f"{name}: level (v, J) = {exc.args[0]} is not a bound level of "
+                              f"the table (J <= {max(k[1] for k in self._levels[name])})") \
+                from None
+        x = make_descriptors(v, J, e, lam, pm["lam_max_nm"], pm["v_max"], pm["e_min_hartree"],
+                             float(grid[0]))
+        p = jax.tree_util.tree_map(lambda a: a[:, i], self.params)
+        y = np.asarray(self._apply(p, jnp.asarray(x)), np.float64)
+        return y.reshape(self.members, v.size, lam.size)
+
+    def cross_sections(self, molecule, v, J, wavelength_nm, return_std: bool = False):
+        """(n_levels, n_lambda) predicted sigma [cm^2] (arguments as log_sigma_rel): for an
+        ensemble 10 ** (member mean of log10 sigma); with return_std also the members' standard
+        deviation of log10 sigma [dex], as (sigma, std_dex)."""
+        y, sd = self.log_sigma_rel(molecule, v, J, wavelength_nm, return_std=True)
+        name = self.molecules[self._index(molecule)]
+        sig = 10.0 ** y * self.meta["per_molecule"][name]["sigma_ref_cm2"]
+        return (sig, sd) if return_std else sig
