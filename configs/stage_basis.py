@@ -12,6 +12,8 @@ functions; the model is fitted to total spectra only.
 
 import ml_collections
 
+from opacity_jax import config_files
+
 
 def get_config(arg=None):
     preset = arg or "default"
@@ -40,16 +42,8 @@ def get_config(arg=None):
     c.stage_basis.dphi_penalty = 1e-6     # ridge on dphi
     c.stage_basis.smooth_penalty = 1e-6   # curvature of dphi in log10 T
 
-    c.train = ml_collections.ConfigDict()
-    c.train.epochs = {"default": 300, "cpu": 400}[preset]   # one full-batch step per epoch
-    c.train.batch_size = 64
-    c.train.learning_rate = 1e-2
-    c.train.patience = 0
-    c.train.min_delta = 1e-4
-    c.train.plateau_patience = 30
-    c.train.plateau_factor = 0.5
-    c.train.min_lr_scale = 1e-3
-    c.train.eval_every = 5
-    c.train.checkpoint_every = 50
-    c.train.max_seconds = 0.0
+    # The loop: LoopConfig defaults + these fields (one full-batch step per epoch).
+    c.train = config_files.train_section(
+        epochs={"default": 300, "cpu": 400}[preset], batch_size=64, learning_rate=1e-2,
+        plateau_patience=30, eval_every=5, checkpoint_every=50)
     return c

@@ -280,6 +280,7 @@ def evaluate_workdir(workdir, make_figures: bool = True, progress: bool = False)
         from opacity_jax.experiments import ensemble as ensemble_lib
         # Coverage on the test nodes, sigma scale fitted on the (disjoint) validation nodes.
         metrics["ensemble_calibration"] = ensemble_lib.calibrate_workdir(workdir, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     workdir_lib.write_text(out_dir / "report.md",
                            f"# Held-out evaluation of {workdir}\n\n{metrics['n_test_spectra']} test "
                            f"spectra, {metrics['split']} split, {metrics['n_energy']} bins.\n\n"
@@ -451,6 +452,7 @@ def offgrid_workdir(workdir, n_points: int = 40, n_derivative: int = 10, seed: i
            "honest": honest, "table": honest_table(honest),
            "derivatives_planck_weighted_rel_err_covered": {k: _summary(v) for k, v in d_rel.items()}}
     out_dir = workdir_lib.eval_dir(workdir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in (("offgrid.json", json.dumps(out, indent=1) + "\n"),
                        ("offgrid.md", f"# Off-grid accuracy of {workdir}\n\n{n_points} random "
                         f"(T, rho) per element inside the grid (seed {seed}); truth from the "
