@@ -70,6 +70,7 @@ from opacity_jax.data import xsec_generator as xg
 from opacity_jax.errors import DomainError
 from opacity_jax.models import xsec as xsec_models
 from opacity_jax.physics import molecular as _mol
+from opacity_jax.physics import reflection
 from opacity_jax.train import experiment, loop
 from opacity_jax.train.task import EntityData, pack_ragged
 
@@ -190,7 +191,9 @@ class MoleculeData:
       sigma (n_lev, n_lam) [cm^2]; train / val / test (n_lev, n_lam) bool (disjoint, covering);
       lam_max [nm]; v_max (>= 1); e_min [hartree] (< 0, the ground level); sigma_ref [cm^2]
       (largest training sigma); curve_max (n_lev,) [cm^2] largest known (non-test) sigma of
-      each curve (the whole curve where all of it is held out).
+      each curve (the whole curve where all of it is held out); prior (n_lev, n_lam,
+      N_PRIOR_FEATURES) float32 inputs of the residual net on the semiclassical prior and
+      sigma_prior (n_lev, n_lam) [cm^2] (None unless `attach_prior` was called).
     """
 
     name: str
@@ -207,6 +210,8 @@ class MoleculeData:
     e_min: float
     sigma_ref: float
     curve_max: np.ndarray
+    prior: Optional[np.ndarray] = None
+    sigma_prior: Optional[np.ndarray] = None
 
     def descriptors(self, lev: Optional[np.ndarray] = None, lam: Optional[np.ndarray] = None):
         """(n_lev * n_lam, N_DESCRIPTORS) float32 net inputs of levels `lev` x wavelengths."""
@@ -309,7 +314,8 @@ def pack(mols: Sequence[MoleculeData], which: str, floor: float,
          balance: bool = False) -> EntityData:
     """EntityData (one row per molecule) of the `which` ('train'/'val'/'test') points.
 
-    arrays: 'x' (n_mol, n_max, N_DESCRIPTORS) float32, 'y' (n_mol, n_max) float32 targets.
+    arrays: 'x' (n_mol, n_max, N_DESCRIPTORS [+ N_PRIOR_FEATURES where the molecules carry a
+    prior]) float32, 'y' (n_mol, n_max) float32 targets.
     balance: repeat each molecule's rows floor(n_max / n_e) times (module docstring, 5.).
     """
     rows = []
@@ -321,7 +327,11 @@ def pack(mols: Sequence[MoleculeData], which: str, floor: float,
         ref = m.descriptors(np.zeros(1, np.int64))       # wavelength columns of the grid
         for col in (0, 5, 6):
             x[:, col] = ref[lam, col]
-        rows.append({"x": x, "y": m.target(floor)[lev, lam]})
+        row = {"x": x, "y": m.target(floor)[lev, lam]}
+        if m.prior is not None:
+            row["x"] = np.concatenate([x, m.prior[lev, lam]], axis=1)
+            row["pw"] = prior_point_weights(m)[lev, lam]
+        rows.append(row)
     if balance:
         n_max = max(len(r["y"]) for r in rows)
         rows = [{k: np.concatenate([a] * _repeat(len(r["y"]), n_max)) for k, a in r.items()}
@@ -332,6 +342,73 @@ def pack(mols: Sequence[MoleculeData], which: str, floor: float,
 def one_hot_sizes(mols: Sequence[MoleculeData]):
     """(n_v, n_j): one-hot widths shared by every molecule's net (the entity axis needs one)."""
     return (max(int(m.v.max()) for m in mols) + 1, max(int(m.J.max()) for m in mols) + 1)
+
+
+def prior_molecule(prior_cfg, name: str):
+    """The Molecule the prior of `name` is built from: the package's curves, or perturbed ones
+    (prior_cfg.upper_shift_ev [eV], prior_cfg.dipole_scale; physics.reflection)."""
+    return reflection.perturbed_molecule(name, float(prior_cfg.get("upper_shift_ev", 0.0)),
+                                         float(prior_cfg.get("dipole_scale", 1.0)))
+
+
+def prior_inputs(prior_cfg, name: str, v, J, lam_nm, sigma_ref: float, floor: float, grid_nm):
+    """(features (n, m, N_PRIOR_FEATURES) float32, sigma_prior (n, m) [cm^2]) of levels (v, J)
+    x wavelengths lam_nm [nm] (reflection.prior_features on prior_molecule's curves).
+
+    The prior of a whole table takes minutes for the heavy ions (Na2+: 1723 levels), and every
+    split, arm and evaluation of a table needs the same one, so it is cached on disk
+    ($OPACITY_JAX_CACHE, keyed by the curves' perturbation, the levels, the wavelengths and a
+    hash of the physics sources).
+    """
+    key = hashlib.sha256()
+    for mod in (_mol, reflection):
+        key.update(Path(mod.__file__).read_bytes())
+    key.update(json.dumps([name, float(prior_cfg.get("upper_shift_ev", 0.0)),
+                           float(prior_cfg.get("dipole_scale", 1.0))]).encode())
+
+    def compute(mol, v_, J_, lam_, fill):
+        k = key.copy()
+        for a in (np.asarray(v_, np.int64), np.asarray(J_, np.int64),
+                  np.asarray(lam_, np.float64), np.float64(fill)):
+            k.update(a.tobytes())
+        path = embedded.default_cache_dir() / f"xsec_prior_{k.hexdigest()[:20]}.npz"
+        if path.exists():
+            with np.load(path) as z:
+                return z["sigma"], {n: z[n] for n in ("airy", "reflection", "r_c_bohr")}
+        sig, parts = reflection.prior_cross_sections(mol, v_, J_, lam_, fill=fill,
+                                                     return_parts=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, sigma=sig, **parts)
+        tmp.replace(path)
+        return sig, parts
+
+    return reflection.prior_features(prior_molecule(prior_cfg, name), v, J, lam_nm, sigma_ref,
+                                     floor, grid_nm, fill=float(prior_cfg.get("fill", 1e-3)),
+                                     compute=compute)
+
+
+PRIOR_DIP = 1e-2   # sigma / curve max below which residual-net points are down-weighted
+
+
+def prior_point_weights(m: MoleculeData) -> np.ndarray:
+    """(n_lev, n_lam) float32 loss weights of the residual net: min(1, sigma / (PRIOR_DIP m_vJ)),
+    at least 1e-2.
+
+    The prior's nodes sit a fraction of the Airy length off the exact ones, so in the dips of
+    sigma its log error is ~100x its typical 1e-3 dex: measured on HeH+ (J_max 4), 1.4 % of the
+    points carried 89 % of the unweighted squared error, and the net fitted them instead of the
+    bulk.
+    """
+    w = m.sigma / (PRIOR_DIP * m.curve_max[:, None])
+    return np.clip(w, 1e-2, 1.0).astype(np.float32)
+
+
+def attach_prior(mols: Sequence[MoleculeData], prior_cfg, floor: float):
+    """Fill each molecule's `prior` features and `sigma_prior` on its whole grid (in place)."""
+    for m in mols:
+        m.prior, m.sigma_prior = prior_inputs(prior_cfg, m.name, m.v, m.J, m.lam, m.sigma_ref,
+                                              floor, m.lam)
 
 
 # -------------------------------------------------------------------------------- training
@@ -355,6 +432,14 @@ def _validate(config):
         raise ValueError(f"data.floor must be in (0, 1), got {fl}")
     if int(config.xsec.get("ensemble", 1)) < 1:
         raise ValueError(f"xsec.ensemble must be >= 1, got {config.xsec.ensemble}")
+    if config.model == "xsec_prior":
+        p = config.get("prior", None)
+        if p is None:
+            raise ValueError("config.prior is required for model 'xsec_prior' "
+                             "(configs/xsec_prior.py)")
+        if not (float(p.get("fill", 1e-3)) >= 0 and float(p.get("dipole_scale", 1.0)) > 0):
+            raise ValueError(f"prior.fill must be >= 0 and prior.dipole_scale > 0, got "
+                             f"{p.get('fill')}, {p.get('dipole_scale')}")
     if config.data.split == "v_levels" and config.xsec.v_encoding == "onehot":
         logging.warning("data.split = 'v_levels' with xsec.v_encoding = 'onehot': a held-out v "
                         "enters through untrained first-layer weights; use 'continuous'")
@@ -377,6 +462,8 @@ def run_xsec(config, workdir, progress: bool = True) -> dict:
     n_v, n_j = one_hot_sizes(mols)
     model = model_from_config(config, n_v, n_j)
     floor = float(config.data.floor)
+    if config.model == "xsec_prior":
+        attach_prior(mols, config.prior, floor)
     tr = pack(mols, "train", floor, bool(config.data.balance))
     va = pack(mols, "val", floor)
     members = int(config.xsec.get("ensemble", 1))
@@ -384,7 +471,8 @@ def run_xsec(config, workdir, progress: bool = True) -> dict:
         # Molecule x member entities (member-fastest), each with its own PRNG stream.
         tr, va = tr.replicate(members), va.replicate(members)
     meta = build_meta(config, mols, sp, sv, prov, n_v, n_j)
-    task = experiment.regression_task(model, config.model)
+    task = experiment.regression_task(model, config.model, point_weight_key=(
+        "pw" if config.model == "xsec_prior" else None))
     lcfg = experiment._loop_cfg(config.train, seed)
     res = loop.train(task, tr, va, lcfg, workdir, meta=meta, progress=progress, label=LABEL)
     summary = {"model": config.model, "split": config.data.split, "members": members,
@@ -425,6 +513,8 @@ def build_meta(config, mols, sp, sv, prov, n_v, n_j) -> dict:
                   "val_fraction": float(config.data.val_fraction), "held_out": held(sp),
                   "val_held_out": held(sv)},
         "table": prov,
+        "prior": (json.loads(config.prior.to_json_best_effort())
+                  if config.model == "xsec_prior" else None),
     }
 
 
@@ -511,9 +601,33 @@ class XsecSurrogate:
                 from None
         x = make_descriptors(v, J, e, lam, pm["lam_max_nm"], pm["v_max"], pm["e_min_hartree"],
                              float(grid[0]))
+        if self.meta.get("prior"):
+            f, _ = self.prior(name, v, J, lam)
+            x = np.concatenate([x, f.reshape(-1, f.shape[-1])], axis=1)
         p = jax.tree_util.tree_map(lambda a: a[:, i], self.params)
         y = np.asarray(self._apply(p, jnp.asarray(x)), np.float64)
         return y.reshape(self.members, v.size, lam.size)
+
+    def prior(self, molecule, v, J, wavelength_nm):
+        """(features (n_levels, n_lambda, N_PRIOR_FEATURES), sigma_prior (n_levels, n_lambda)
+        [cm^2]) of the residual net's prior (model 'xsec_prior' only; the last call per
+        molecule cached)."""
+        if not self.meta.get("prior"):
+            raise ValueError(f"model {self.meta['model']!r} has no physics prior")
+        name = self.molecules[self._index(molecule)]
+        v = np.atleast_1d(np.asarray(v, np.int64))
+        J = np.atleast_1d(np.asarray(J, np.int64))
+        lam = np.atleast_1d(np.asarray(wavelength_nm, np.float64))
+        key = (name, v.tobytes(), J.tobytes(), lam.tobytes())
+        cache = self.__dict__.setdefault("_prior_cache", {})
+        cached = cache.get(name)
+        if cached is None or cached[0] != key:
+            pm = self.meta["per_molecule"][name]
+            val = prior_inputs(ConfigDict(self.meta["prior"]), name, v, J, lam,
+                               pm["sigma_ref_cm2"], self.meta["target"]["floor"],
+                               pm["wavelength_nm"])
+            cache[name] = cached = (key, val)
+        return cached[1]
 
     def cross_sections(self, molecule, v, J, wavelength_nm, return_std: bool = False):
         """(n_levels, n_lambda) predicted sigma [cm^2] (arguments as log_sigma_rel): for an
@@ -647,13 +761,22 @@ def evaluate_xsec(workdir, make_figures: bool = True, progress: bool = False) ->
            "v_encoding": sur.meta["xsec"]["v_encoding"], "threshold": thr,
            "per_molecule": {}, "lte": {}}
     pooled = {"net": ([], []), "baseline": ([], []), "net_train": ([], [])}
+    has_prior = bool(sur.meta.get("prior"))
+    if has_prior:
+        # The semiclassical prior alone (no training), on the same points.
+        pooled["prior"] = ([], [])
+        res["lte_prior"] = {}
     for m in mols:
         pred = preds[m.name]
         base = interpolation_baseline(m, sp.kind)
         region = m.sigma > thr * m.sigma.max(axis=1, keepdims=True)
         rec = {}
-        for name, p, mask in (("net", pred, m.test), ("baseline", base, m.test),
-                              ("net_train", pred, m.train)):
+        arms = [("net", pred, m.test), ("baseline", base, m.test), ("net_train", pred, m.train)]
+        if has_prior:
+            prior = sur.prior(m.name, m.v, m.J, m.lam)[1]
+            arms.append(("prior", prior, m.test))
+            res["lte_prior"][m.name] = lte_errors(m, prior, temps, thr)
+        for name, p, mask in arms:
             rel, dl = point_errors(p, m.sigma, region & mask)
             rec[name] = _err_summary(rel, dl)
             pooled[name][0].append(rel)
@@ -670,6 +793,11 @@ def evaluate_xsec(workdir, make_figures: bool = True, progress: bool = False) ->
     res["lte_summary"] = {
         kind: {t: float(np.median([res["lte"][m.name][t][kind]["median_rel"] for m in mols]))
                for t in res["lte"][mols[0].name]} for kind in ("net", "completed")}
+    if has_prior:
+        res["lte_summary_prior"] = {
+            kind: {t: float(np.median([res["lte_prior"][m.name][t][kind]["median_rel"]
+                                       for m in mols]))
+                   for t in res["lte_prior"][mols[0].name]} for kind in ("net", "completed")}
     res["train_summary"] = sur.meta.get("train_summary", {})
     res["table"] = sur.meta.get("table", {})
     out_dir = workdir / "eval"
@@ -785,21 +913,27 @@ def _figures(out_dir: Path, mols, preds, kind: str, temps, thr):
 
 # ---------------------------------------------------------------------------------- report
 def report_arms(base_config, pinn_config, splits: Sequence[str] = SPLITS,
-                onehot_on_v: bool = True):
+                onehot_on_v: bool = True, prior_configs: Sequence = ()):
     """(name, config) of every run of the report.
 
     Both nets on every split; on 'v_levels' with xsec.v_encoding = 'continuous' (a held-out v
     has untrained one-hot weights), plus the published one-hot net there when onehot_on_v.
+    prior_configs: residual nets on the physics prior (configs/xsec_prior.py) run on every
+    split too; one with perturbed curves is named '<split>__xsec_prior_perturbed__...'.
     """
     arms = []
     for split in splits:
-        for cfg in (base_config, pinn_config):
+        for cfg in (base_config, pinn_config, *prior_configs):
             c = copy.deepcopy(cfg)
             with c.unlocked():
                 c.data.split = split
                 if split == "v_levels":
                     c.xsec.v_encoding = "continuous"
-            arms.append((f"{split}__{c.model}__{c.xsec.v_encoding}", c))
+            tag = c.model
+            if c.model == "xsec_prior" and (float(c.prior.upper_shift_ev) != 0.0
+                                            or float(c.prior.dipole_scale) != 1.0):
+                tag += "_perturbed"
+            arms.append((f"{split}__{tag}__{c.xsec.v_encoding}", c))
         if split == "v_levels" and onehot_on_v:
             c = copy.deepcopy(base_config)
             with c.unlocked():
@@ -811,14 +945,16 @@ def report_arms(base_config, pinn_config, splits: Sequence[str] = SPLITS,
 
 def run_report(root, base_config, pinn_config, splits: Sequence[str] = SPLITS,
                onehot_on_v: bool = True, progress: bool = True,
-               overrides: Optional[dict] = None, runs_root=None) -> dict:
+               overrides: Optional[dict] = None, runs_root=None,
+               prior_configs: Sequence = ()) -> dict:
     """Train + evaluate every arm (report_arms), write report.json / report.md under `root`.
 
     base_config / pinn_config: configs/xsec.py and configs/xsec_pinn.py configs (same preset).
     Each arm trains in `runs_root/<arm>` (default `root/<arm>`; checkpoints are large, so keep
     them out of version control) and its figures are copied to `root/figures/`. Finished arms
     (eval/metrics.json present) are reused; delete an arm's directory to redo it.
-    overrides: {dotted.key: value} applied to both configs (e.g. {'train.max_seconds': 60}).
+    overrides: {dotted.key: value} applied to every config (e.g. {'train.max_seconds': 60}).
+    prior_configs: configs/xsec_prior.py configs added as arms (report_arms).
     """
     import shutil
     root = Path(root)
@@ -826,7 +962,8 @@ def run_report(root, base_config, pinn_config, splits: Sequence[str] = SPLITS,
     runs_root = Path(runs_root) if runs_root is not None else root
     (root / "figures").mkdir(exist_ok=True)
     base, pinn = copy.deepcopy(base_config), copy.deepcopy(pinn_config)
-    for c in (base, pinn):
+    priors = [copy.deepcopy(c) for c in prior_configs]
+    for c in (base, pinn, *priors):
         with c.unlocked():
             for key, val in (overrides or {}).items():
                 sec = c
@@ -835,7 +972,7 @@ def run_report(root, base_config, pinn_config, splits: Sequence[str] = SPLITS,
                     sec = sec[p]
                 sec[parts[-1]] = val
     results = {}
-    for name, cfg in report_arms(base, pinn, splits, onehot_on_v):
+    for name, cfg in report_arms(base, pinn, splits, onehot_on_v, priors):
         wd = runs_root / name
         mfile = wd / "eval" / "metrics.json"
         if not mfile.exists():
@@ -870,12 +1007,14 @@ def report_markdown(rep: dict) -> str:
              "ln sigma_true)^2 there; 'interp' = the training-free interpolation baseline on "
              "the same points; 'train' = the net on its own training points. LTE: median over "
              "molecules of the median relative error of the LTE average at each T, built from "
-             "the net alone (all levels predicted).", "",
+             "the net alone (all levels predicted). 'prior' = the semiclassical prior alone "
+             "(physics/reflection.py, no training) on the same points, for the residual-net "
+             "arms.", "",
              "| split | net | v encoding | median (pooled) | mean of mol. medians | p90 | MSLE "
-             "| interp median | train median | LTE " +
+             "| interp median | prior median | train median | LTE " +
              " | LTE ".join(next(iter(rep["arms"].values()))["lte_summary"]["net"].keys()) +
              " | epochs | train s |",
-             "|---" * (10 + len(next(iter(rep["arms"].values()))["lte_summary"]["net"])) + "|"]
+             "|---" * (11 + len(next(iter(rep["arms"].values()))["lte_summary"]["net"])) + "|"]
     for name, r in rep["arms"].items():
         p = r["pooled"]
         lte = " | ".join(_pct(v) for v in r["lte_summary"]["net"].values())
@@ -884,9 +1023,11 @@ def report_markdown(rep: dict) -> str:
             f"| {r['split']} | {r['model']} | {r['v_encoding']} | {_pct(p['net']['median_rel'])}"
             f" | {_pct(r['mean_of_molecule_medians']['net'])} | {_pct(p['net']['p90_rel'])} | "
             f"{p['net']['msle']:.4g} | {_pct(p['baseline']['median_rel'])} | "
+            f"{_pct(p['prior']['median_rel']) if 'prior' in p else '-'} | "
             f"{_pct(p['net_train']['median_rel'])} | {lte} | {ts.get('epochs_run', '-')} | "
             f"{ts.get('train_seconds', '-')} |")
-    lines += ["", "## Per molecule (median relative error, held-out points; net / interp)", ""]
+    lines += ["", "## Per molecule (median relative error, held-out points; net / interp, and "
+              "net / interp / prior for the residual-net arms)", ""]
     mols = list(next(iter(rep["arms"].values()))["per_molecule"].keys())
     lines.append("| arm | " + " | ".join(mols) + " |")
     lines.append("|---" * (len(mols) + 1) + "|")
@@ -895,11 +1036,16 @@ def report_markdown(rep: dict) -> str:
         for m in mols:
             pm = r["per_molecule"][m]
             cells.append(f"{_pct(pm['net'].get('median_rel'))} / "
-                         f"{_pct(pm['baseline'].get('median_rel'))}")
+                         f"{_pct(pm['baseline'].get('median_rel'))}"
+                         + (f" / {_pct(pm['prior'].get('median_rel'))}" if "prior" in pm else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "## LTE average from the completed table (true where known, net where held "
               "out): median over molecules of the median relative error", ""]
     for name, r in rep["arms"].items():
         lines.append(f"* {name}: " + ", ".join(f"{t}: {_pct(v)}" for t, v in
-                                               r["lte_summary"]["completed"].items()))
+                                               r["lte_summary"]["completed"].items())
+                     + ("; prior alone: " + ", ".join(
+                         f"{t}: {_pct(v)}" for t, v in
+                         r["lte_summary_prior"]["completed"].items())
+                        if "lte_summary_prior" in r else ""))
     return "\n".join(lines) + "\n"

@@ -253,10 +253,10 @@ def run(config, workdir, progress: bool = True) -> dict:
     if config.model == "classifier":
         from opacity_jax import inverse
         return inverse.run_classifier(config, workdir, progress)
-    if config.model in ("xsec", "xsec_pinn"):
+    if config.model in ("xsec", "xsec_pinn", "xsec_prior"):
         from opacity_jax import xsec_experiment
         return xsec_experiment.run_xsec(config, workdir, progress)
-    raise ValueError(f"config.model must be 'cae', 'fcnn', 'classifier', 'xsec' or 'xsec_pinn', got {config.model!r}")
+    raise ValueError(f"config.model must be 'cae', 'fcnn', 'classifier', 'xsec', 'xsec_pinn' or 'xsec_prior', got {config.model!r}")
 
 
 def _base_meta(config, ds, scaling, train, val, test):
