@@ -1019,8 +1019,9 @@ def report_markdown(rep: dict) -> str:
         p = r["pooled"]
         lte = " | ".join(_pct(v) for v in r["lte_summary"]["net"].values())
         ts = r.get("train_summary", {})
+        label = r["model"] + (" (perturbed prior)" if "_perturbed__" in name else "")
         lines.append(
-            f"| {r['split']} | {r['model']} | {r['v_encoding']} | {_pct(p['net']['median_rel'])}"
+            f"| {r['split']} | {label} | {r['v_encoding']} | {_pct(p['net']['median_rel'])}"
             f" | {_pct(r['mean_of_molecule_medians']['net'])} | {_pct(p['net']['p90_rel'])} | "
             f"{p['net']['msle']:.4g} | {_pct(p['baseline']['median_rel'])} | "
             f"{_pct(p['prior']['median_rel']) if 'prior' in p else '-'} | "

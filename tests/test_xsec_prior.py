@@ -13,6 +13,13 @@ from opacity_jax.train import experiment
 @pytest.fixture(scope="module")
 def prior_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("xsec_prior")
+    with pytest.MonkeyPatch.context() as mp:
+        # The prior of a table is cached on disk: keep the test's out of the user's cache.
+        mp.setenv("OPACITY_JAX_CACHE", str(tmp / "cache"))
+        yield _train(tmp)
+
+
+def _train(tmp):
     # Exact (Numerov) cross-sections of HeH+ (J <= 3, 40 levels, 30 wavelengths), ~1 s.
     df = xg.generate_xsec_table(["HeH+"], J_max=3, n_wavelengths=30)
     cfg = prior_config.get_config()

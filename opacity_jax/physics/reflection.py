@@ -40,13 +40,17 @@ sigma_reflection: sigma_airy has near-zeros where M_J'(E) changes sign, and the 
 All constants are derived (no scale is fitted), so the prior is defined for every bound level
 and wavelength, including levels and wavelengths absent from any table.
 
-Cost: per J' one (n_R x n_E) Airy kernel on an energy grid shared by all levels with J = J' +- 1,
-then a matrix product with the bound functions and a cubic spline in E per level; a few seconds
-per molecule for the seven-ion table (J_max 12, 100 wavelengths).
+Cost: levels are binned by how far their wavefunctions reach; per bin and J' one (n_E x n_R)
+Airy kernel on an energy grid shared by the bin's levels with J = J' +- 1, then a matrix product
+with the bound functions and a cubic spline in E per level. No Numerov integration, but the
+kernel is dense: seconds for a few levels or for the light ions' whole tables, many minutes for
+the heavy ions' (Li2+, Na2+: fine R grids, many v), which is why xsec_experiment caches the
+prior of a table on disk.
 
-Accuracy against the exact sigma (tests/test_reflection.py): the uniform Airy prior is within a
-few per cent of the exact cross-section near the peak of the low levels of H2+ and the model
-ions; the pure reflection form is good to tens of per cent there and wrong in the wings.
+Accuracy against the exact sigma: tests/test_reflection.py (< 1 % median, < 2 % at the peak,
+on low levels of H2+, HeH+ and Li2+); over the whole seven-ion table see
+reports/xsec_prior/README.md ('prior alone'). The pure reflection form is good only to tens of
+per cent.
 """
 
 from __future__ import annotations
