@@ -1,6 +1,7 @@
 """Cross-section nets sigma_{vJ}(lambda) for seven molecular ions: data, training, evaluation.
 
-Pipeline (`run_xsec(config, workdir)`, config = configs/xsec.py or configs/xsec_pinn.py):
+Pipeline (`run_xsec(config, workdir)`, config = configs/xsec.py, configs/xsec_pinn.py or
+configs/xsec_prior.py):
 
 1. table: the seven-ion table of `data.xsec_generator.generate_xsec_table` at (J_max,
    n_wavelengths), generated once and cached in `$OPACITY_JAX_CACHE` (`ensure_xsec_table`,
@@ -33,6 +34,10 @@ Pipeline (`run_xsec(config, workdir)`, config = configs/xsec.py or configs/xsec_
    training rows are repeated floor(n_max / n_e) times first: the padded steps are computed for
    every entity anyway, so H2+ (230 levels) gets as many updates per epoch as Na2+ (1723)
    instead of 1/7 of them, at no extra cost.
+   For 'xsec_prior' (a residual on the semiclassical prior of `physics.reflection`) each
+   molecule also carries the prior's features on its grid (`attach_prior`; the prior exists
+   only for the package's ions, whose bound levels and curves it is built from), appended to
+   the descriptors, and the loss down-weights the dips of sigma (`prior_point_weights`).
 6. artifacts: `model.json` (architecture, per-molecule scales, wavelength grids, levels, split,
    table provenance incl. generation time) and the orbax checkpoint 'xsec' in the workdir.
 
