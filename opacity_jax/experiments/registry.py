@@ -26,6 +26,7 @@ FAMILIES = {
     "classifier": "opacity_jax.experiments.inverse",
     "xsec": "opacity_jax.experiments.xsec",
     "xsec_pinn": "opacity_jax.experiments.xsec",
+    "xsec_prior": "opacity_jax.experiments.xsec",
     "stage_basis": "opacity_jax.experiments.stage_basis",
 }
 

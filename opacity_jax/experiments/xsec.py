@@ -1,6 +1,7 @@
 """Cross-section nets sigma_{vJ}(lambda) for seven molecular ions: data, training, evaluation.
 
-Pipeline (`run_xsec(config, workdir)`, config = configs/xsec.py or configs/xsec_pinn.py):
+Pipeline (`run_xsec(config, workdir)`, config = configs/xsec.py, configs/xsec_pinn.py or
+configs/xsec_prior.py):
 
 1. table: the seven-ion table of `data.xsec_generator.generate_xsec_table` at (J_max,
    n_wavelengths), generated once and cached in `$OPACITY_JAX_CACHE` (`ensure_xsec_table`,
@@ -33,6 +34,10 @@ Pipeline (`run_xsec(config, workdir)`, config = configs/xsec.py or configs/xsec_
    training rows are repeated floor(n_max / n_e) times first: the padded steps are computed for
    every entity anyway, so H2+ (230 levels) gets as many updates per epoch as Na2+ (1723)
    instead of 1/7 of them, at no extra cost.
+   For 'xsec_prior' (a residual on the semiclassical prior of `physics.reflection`) each
+   molecule also carries the prior's features on its grid (`attach_prior`; the prior exists
+   only for the package's ions, whose bound levels and curves it is built from), appended to
+   the descriptors, and the loss down-weights the dips of sigma (`prior_point_weights`).
 6. artifacts: `model.json` (architecture, per-molecule scales, wavelength grids, levels, split,
    table provenance incl. generation time) and the orbax checkpoint 'xsec' in the workdir.
 
@@ -70,7 +75,9 @@ from opacity_jax.data import xsec_generator as xg
 from opacity_jax.errors import DomainError
 from opacity_jax.models import xsec as xsec_models
 from opacity_jax.physics import molecular as _mol
-from opacity_jax.serve.xsec import LABEL, XsecSurrogate, make_descriptors
+from opacity_jax.physics import reflection
+from opacity_jax.serve.xsec import (LABEL, XsecSurrogate, make_descriptors, prior_inputs,
+                                   prior_molecule)
 from opacity_jax.train import experiment, loop
 from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import EntityData, pack_ragged
@@ -191,7 +198,9 @@ class MoleculeData:
       sigma (n_lev, n_lam) [cm^2]; train / val / test (n_lev, n_lam) bool (disjoint, covering);
       lam_max [nm]; v_max (>= 1); e_min [hartree] (< 0, the ground level); sigma_ref [cm^2]
       (largest training sigma); curve_max (n_lev,) [cm^2] largest known (non-test) sigma of
-      each curve (the whole curve where all of it is held out).
+      each curve (the whole curve where all of it is held out); prior (n_lev, n_lam,
+      N_PRIOR_FEATURES) float32 inputs of the residual net on the semiclassical prior and
+      sigma_prior (n_lev, n_lam) [cm^2] (None unless `attach_prior` was called).
     """
 
     name: str
@@ -208,6 +217,8 @@ class MoleculeData:
     e_min: float
     sigma_ref: float
     curve_max: np.ndarray
+    prior: Optional[np.ndarray] = None
+    sigma_prior: Optional[np.ndarray] = None
 
     def descriptors(self, lev: Optional[np.ndarray] = None, lam: Optional[np.ndarray] = None):
         """(n_lev * n_lam, N_DESCRIPTORS) float32 net inputs of levels `lev` x wavelengths."""
@@ -285,7 +296,8 @@ def pack(mols: Sequence[MoleculeData], which: str, floor: float,
          balance: bool = False) -> EntityData:
     """EntityData (one row per molecule) of the `which` ('train'/'val'/'test') points.
 
-    arrays: 'x' (n_mol, n_max, N_DESCRIPTORS) float32, 'y' (n_mol, n_max) float32 targets.
+    arrays: 'x' (n_mol, n_max, N_DESCRIPTORS [+ N_PRIOR_FEATURES where the molecules carry a
+    prior]) float32, 'y' (n_mol, n_max) float32 targets.
     balance: repeat each molecule's rows floor(n_max / n_e) times (module docstring, 5.).
     """
     rows = []
@@ -297,7 +309,11 @@ def pack(mols: Sequence[MoleculeData], which: str, floor: float,
         ref = m.descriptors(np.zeros(1, np.int64))       # wavelength columns of the grid
         for col in (0, 5, 6):
             x[:, col] = ref[lam, col]
-        rows.append({"x": x, "y": m.target(floor)[lev, lam]})
+        row = {"x": x, "y": m.target(floor)[lev, lam]}
+        if m.prior is not None:
+            row["x"] = np.concatenate([x, m.prior[lev, lam]], axis=1)
+            row["pw"] = prior_point_weights(m)[lev, lam]
+        rows.append(row)
     if balance:
         n_max = max(len(r["y"]) for r in rows)
         rows = [{k: np.concatenate([a] * _repeat(len(r["y"]), n_max)) for k, a in r.items()}
@@ -308,6 +324,29 @@ def pack(mols: Sequence[MoleculeData], which: str, floor: float,
 def one_hot_sizes(mols: Sequence[MoleculeData]):
     """(n_v, n_j): one-hot widths shared by every molecule's net (the entity axis needs one)."""
     return (max(int(m.v.max()) for m in mols) + 1, max(int(m.J.max()) for m in mols) + 1)
+
+
+PRIOR_DIP = 1e-2   # sigma / curve max below which residual-net points are down-weighted
+
+
+def prior_point_weights(m: MoleculeData) -> np.ndarray:
+    """(n_lev, n_lam) float32 loss weights of the residual net: min(1, sigma / (PRIOR_DIP m_vJ)),
+    at least 1e-2.
+
+    The prior's nodes sit a fraction of the Airy length off the exact ones, so in the dips of
+    sigma its log error is ~100x its typical 1e-3 dex: measured on HeH+ (J_max 4), 1.4 % of the
+    points carried 89 % of the unweighted squared error, and the net fitted them instead of the
+    bulk.
+    """
+    w = m.sigma / (PRIOR_DIP * m.curve_max[:, None])
+    return np.clip(w, 1e-2, 1.0).astype(np.float32)
+
+
+def attach_prior(mols: Sequence[MoleculeData], prior_cfg, floor: float):
+    """Fill each molecule's `prior` features and `sigma_prior` on its whole grid (in place)."""
+    for m in mols:
+        m.prior, m.sigma_prior = prior_inputs(prior_cfg, m.name, m.v, m.J, m.lam, m.sigma_ref,
+                                              floor, m.lam)
 
 
 # -------------------------------------------------------------------------------- training
@@ -331,6 +370,14 @@ def _validate(config):
         raise ValueError(f"data.floor must be in (0, 1), got {fl}")
     if int(config.xsec.get("ensemble", 1)) < 1:
         raise ValueError(f"xsec.ensemble must be >= 1, got {config.xsec.ensemble}")
+    if config.model == "xsec_prior":
+        p = config.get("prior", None)
+        if p is None:
+            raise ValueError("config.prior is required for model 'xsec_prior' "
+                             "(configs/xsec_prior.py)")
+        if not (float(p.get("fill", 1e-3)) >= 0 and float(p.get("dipole_scale", 1.0)) > 0):
+            raise ValueError(f"prior.fill must be >= 0 and prior.dipole_scale > 0, got "
+                             f"{p.get('fill')}, {p.get('dipole_scale')}")
     if config.data.split == "v_levels" and config.xsec.v_encoding == "onehot":
         logging.warning("data.split = 'v_levels' with xsec.v_encoding = 'onehot': a held-out v "
                         "enters through untrained first-layer weights; use 'continuous'")
@@ -353,6 +400,8 @@ def run_xsec(config, workdir, progress: bool = True) -> dict:
     n_v, n_j = one_hot_sizes(mols)
     model = model_from_config(config, n_v, n_j)
     floor = float(config.data.floor)
+    if config.model == "xsec_prior":
+        attach_prior(mols, config.prior, floor)
     tr = pack(mols, "train", floor, bool(config.data.balance))
     va = pack(mols, "val", floor)
     members = int(config.xsec.get("ensemble", 1))
@@ -360,7 +409,8 @@ def run_xsec(config, workdir, progress: bool = True) -> dict:
         # Molecule x member entities (member-fastest), each with its own PRNG stream.
         tr, va = tr.replicate(members), va.replicate(members)
     meta = build_meta(config, mols, sp, sv, prov, n_v, n_j)
-    task = experiment.regression_task(model, config.model)
+    task = experiment.regression_task(model, config.model, point_weight_key=(
+        "pw" if config.model == "xsec_prior" else None))
     lcfg = loop.LoopConfig.from_config(config.train, seed)
     res = loop.train(task, tr, va, lcfg, workdir, meta=meta, progress=progress, label=LABEL)
     summary = {"model": config.model, "split": config.data.split, "members": members,
@@ -401,6 +451,8 @@ def build_meta(config, mols, sp, sv, prov, n_v, n_j) -> dict:
                   "val_fraction": float(config.data.val_fraction), "held_out": held(sp),
                   "val_held_out": held(sv)},
         "table": prov,
+        "prior": (json.loads(config.prior.to_json_best_effort())
+                  if config.model == "xsec_prior" else None),
     }
 
 
@@ -564,13 +616,22 @@ def evaluate_xsec(workdir, make_figures: bool = True, progress: bool = False) ->
            "v_encoding": sur.meta["xsec"]["v_encoding"], "threshold": thr,
            "per_molecule": {}, "lte": {}}
     pooled = {"net": ([], []), "baseline": ([], []), "net_train": ([], [])}
+    has_prior = bool(sur.meta.get("prior"))
+    if has_prior:
+        # The semiclassical prior alone (no training), on the same points.
+        pooled["prior"] = ([], [])
+        res["lte_prior"] = {}
     for m in mols:
         pred = preds[m.name]
         base = interpolation_baseline(m, sp.kind)
         region = m.sigma > thr * m.sigma.max(axis=1, keepdims=True)
         rec = {}
-        for name, p, mask in (("net", pred, m.test), ("baseline", base, m.test),
-                              ("net_train", pred, m.train)):
+        arms = [("net", pred, m.test), ("baseline", base, m.test), ("net_train", pred, m.train)]
+        if has_prior:
+            prior = sur.prior(m.name, m.v, m.J, m.lam)[1]
+            arms.append(("prior", prior, m.test))
+            res["lte_prior"][m.name] = lte_errors(m, prior, temps, thr)
+        for name, p, mask in arms:
             rel, dl = point_errors(p, m.sigma, region & mask)
             rec[name] = _err_summary(rel, dl)
             pooled[name][0].append(rel)
@@ -587,6 +648,11 @@ def evaluate_xsec(workdir, make_figures: bool = True, progress: bool = False) ->
     res["lte_summary"] = {
         kind: {t: float(np.median([res["lte"][m.name][t][kind]["median_rel"] for m in mols]))
                for t in res["lte"][mols[0].name]} for kind in ("net", "completed")}
+    if has_prior:
+        res["lte_summary_prior"] = {
+            kind: {t: float(np.median([res["lte_prior"][m.name][t][kind]["median_rel"]
+                                       for m in mols]))
+                   for t in res["lte_prior"][mols[0].name]} for kind in ("net", "completed")}
     res["train_summary"] = sur.meta.get("train_summary", {})
     res["table"] = sur.meta.get("table", {})
     out_dir = workdir_lib.eval_dir(workdir)
@@ -702,21 +768,27 @@ def _figures(out_dir: Path, mols, preds, kind: str, temps, thr):
 
 # ---------------------------------------------------------------------------------- report
 def report_arms(base_config, pinn_config, splits: Sequence[str] = SPLITS,
-                onehot_on_v: bool = True):
+                onehot_on_v: bool = True, prior_configs: Sequence = ()):
     """(name, config) of every run of the report.
 
     Both nets on every split; on 'v_levels' with xsec.v_encoding = 'continuous' (a held-out v
     has untrained one-hot weights), plus the published one-hot net there when onehot_on_v.
+    prior_configs: residual nets on the physics prior (configs/xsec_prior.py) run on every
+    split too; one with perturbed curves is named '<split>__xsec_prior_perturbed__...'.
     """
     arms = []
     for split in splits:
-        for cfg in (base_config, pinn_config):
+        for cfg in (base_config, pinn_config, *prior_configs):
             c = copy.deepcopy(cfg)
             with c.unlocked():
                 c.data.split = split
                 if split == "v_levels":
                     c.xsec.v_encoding = "continuous"
-            arms.append((f"{split}__{c.model}__{c.xsec.v_encoding}", c))
+            tag = c.model
+            if c.model == "xsec_prior" and (float(c.prior.upper_shift_ev) != 0.0
+                                            or float(c.prior.dipole_scale) != 1.0):
+                tag += "_perturbed"
+            arms.append((f"{split}__{tag}__{c.xsec.v_encoding}", c))
         if split == "v_levels" and onehot_on_v:
             c = copy.deepcopy(base_config)
             with c.unlocked():
@@ -728,14 +800,16 @@ def report_arms(base_config, pinn_config, splits: Sequence[str] = SPLITS,
 
 def run_report(root, base_config, pinn_config, splits: Sequence[str] = SPLITS,
                onehot_on_v: bool = True, progress: bool = True,
-               overrides: Optional[dict] = None, runs_root=None) -> dict:
+               overrides: Optional[dict] = None, runs_root=None,
+               prior_configs: Sequence = ()) -> dict:
     """Train + evaluate every arm (report_arms), write report.json / report.md under `root`.
 
     base_config / pinn_config: configs/xsec.py and configs/xsec_pinn.py configs (same preset).
     Each arm trains in `runs_root/<arm>` (default `root/<arm>`; checkpoints are large, so keep
     them out of version control) and its figures are copied to `root/figures/`. Finished arms
     (eval/metrics.json present) are reused; delete an arm's directory to redo it.
-    overrides: {dotted.key: value} applied to both configs (e.g. {'train.max_seconds': 60}).
+    overrides: {dotted.key: value} applied to every config (e.g. {'train.max_seconds': 60}).
+    prior_configs: configs/xsec_prior.py configs added as arms (report_arms).
     """
     import shutil
     root = Path(root)
@@ -743,7 +817,8 @@ def run_report(root, base_config, pinn_config, splits: Sequence[str] = SPLITS,
     runs_root = Path(runs_root) if runs_root is not None else root
     (root / "figures").mkdir(exist_ok=True)
     base, pinn = copy.deepcopy(base_config), copy.deepcopy(pinn_config)
-    for c in (base, pinn):
+    priors = [copy.deepcopy(c) for c in prior_configs]
+    for c in (base, pinn, *priors):
         with c.unlocked():
             for key, val in (overrides or {}).items():
                 sec = c
@@ -752,7 +827,7 @@ def run_report(root, base_config, pinn_config, splits: Sequence[str] = SPLITS,
                     sec = sec[p]
                 sec[parts[-1]] = val
     results = {}
-    for name, cfg in report_arms(base, pinn, splits, onehot_on_v):
+    for name, cfg in report_arms(base, pinn, splits, onehot_on_v, priors):
         wd = runs_root / name
         mfile = workdir_lib.eval_dir(wd) / "metrics.json"
         if not mfile.exists():
@@ -787,23 +862,28 @@ def report_markdown(rep: dict) -> str:
              "ln sigma_true)^2 there; 'interp' = the training-free interpolation baseline on "
              "the same points; 'train' = the net on its own training points. LTE: median over "
              "molecules of the median relative error of the LTE average at each T, built from "
-             "the net alone (all levels predicted).", "",
+             "the net alone (all levels predicted). 'prior' = the semiclassical prior alone "
+             "(physics/reflection.py, no training) on the same points, for the residual-net "
+             "arms.", "",
              "| split | net | v encoding | median (pooled) | mean of mol. medians | p90 | MSLE "
-             "| interp median | train median | LTE " +
+             "| interp median | prior median | train median | LTE " +
              " | LTE ".join(next(iter(rep["arms"].values()))["lte_summary"]["net"].keys()) +
              " | epochs | train s |",
-             "|---" * (10 + len(next(iter(rep["arms"].values()))["lte_summary"]["net"])) + "|"]
+             "|---" * (11 + len(next(iter(rep["arms"].values()))["lte_summary"]["net"])) + "|"]
     for name, r in rep["arms"].items():
         p = r["pooled"]
         lte = " | ".join(_pct(v) for v in r["lte_summary"]["net"].values())
         ts = r.get("train_summary", {})
+        label = r["model"] + (" (perturbed prior)" if "_perturbed__" in name else "")
         lines.append(
-            f"| {r['split']} | {r['model']} | {r['v_encoding']} | {_pct(p['net']['median_rel'])}"
+            f"| {r['split']} | {label} | {r['v_encoding']} | {_pct(p['net']['median_rel'])}"
             f" | {_pct(r['mean_of_molecule_medians']['net'])} | {_pct(p['net']['p90_rel'])} | "
             f"{p['net']['msle']:.4g} | {_pct(p['baseline']['median_rel'])} | "
+            f"{_pct(p['prior']['median_rel']) if 'prior' in p else '-'} | "
             f"{_pct(p['net_train']['median_rel'])} | {lte} | {ts.get('epochs_run', '-')} | "
             f"{ts.get('train_seconds', '-')} |")
-    lines += ["", "## Per molecule (median relative error, held-out points; net / interp)", ""]
+    lines += ["", "## Per molecule (median relative error, held-out points; net / interp, and "
+              "net / interp / prior for the residual-net arms)", ""]
     mols = list(next(iter(rep["arms"].values()))["per_molecule"].keys())
     lines.append("| arm | " + " | ".join(mols) + " |")
     lines.append("|---" * (len(mols) + 1) + "|")
@@ -812,11 +892,16 @@ def report_markdown(rep: dict) -> str:
         for m in mols:
             pm = r["per_molecule"][m]
             cells.append(f"{_pct(pm['net'].get('median_rel'))} / "
-                         f"{_pct(pm['baseline'].get('median_rel'))}")
+                         f"{_pct(pm['baseline'].get('median_rel'))}"
+                         + (f" / {_pct(pm['prior'].get('median_rel'))}" if "prior" in pm else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "## LTE average from the completed table (true where known, net where held "
               "out): median over molecules of the median relative error", ""]
     for name, r in rep["arms"].items():
         lines.append(f"* {name}: " + ", ".join(f"{t}: {_pct(v)}" for t, v in
-                                               r["lte_summary"]["completed"].items()))
+                                               r["lte_summary"]["completed"].items())
+                     + ("; prior alone: " + ", ".join(
+                         f"{t}: {_pct(v)}" for t, v in
+                         r["lte_summary_prior"]["completed"].items())
+                        if "lte_summary_prior" in r else ""))
     return "\n".join(lines) + "\n"

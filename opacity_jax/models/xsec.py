@@ -20,6 +20,9 @@ padded samples x ~150 columns would take most of a gigabyte), and the one-hot bl
 layer are row gathers (`OneHotDense`, identical to a Dense layer on the one-hot vector):
 
 * published (`XsecMLP`): [lam, onehot(v; n_v), onehot(J; n_j)] -> ReLU MLP, dropout -> y;
+* residual on a physics prior (`XsecPrior`): y = log10(sigma_prior / sigma_ref) + g(...), the
+  prior from the bound states and potential curves (`physics.reflection`), passed in as extra
+  columns after the descriptors (PRIOR_FEATURES);
 * physics-informed (`XsecPINN`): the same plus 1/lam, (J+1)/(2J+1), J/(2J+1), the fragments'
   kinetic energy and a Fourier encoding of the wavelength, and the output has the
   photodissociation form built in (Srekovic et al. 2020, paper eq. 1):
@@ -233,15 +236,73 @@ class XsecPINN(nn.Module):
         return self._features(x)
 
 
-MODELS = {"xsec": XsecMLP, "xsec_pinn": XsecPINN}
+PRIOR_FEATURES = ("log_prior", "node_depth", "r_c_rel")
+N_PRIOR_FEATURES = len(PRIOR_FEATURES)
+
+
+class XsecPrior(nn.Module):
+    """Residual net on a semiclassical prior: y = y_prior + g(features) (B,).
+
+    Inputs: x (B, N_DESCRIPTORS + N_PRIOR_FEATURES): the descriptors, then the prior features of
+    `physics.reflection.prior_features` (PRIOR_FEATURES): log_prior = log10(sigma_prior /
+    sigma_ref) (floored like the target), node_depth (how far sigma_prior sits above its node
+    fill, in units of 3 dex: ~0 at a node of chi_vJ) and r_c_rel (turning point of the J' = J + 1
+    branch over the lower curve's r_e). g sees the published features (v_encoding), 1/lam, the
+    branch factors, the fragments' kinetic energy, n_fourier sin/cos pairs of u and the prior
+    features; its output layer starts at zero, so an untrained net is exactly the prior, and is
+    multiplied by residual_scale [dex] (the prior's errors are ~1e-3 dex: at unit scale one Adam
+    step moves the output by more than that, and training never settles below the prior).
+    Call: x -> (B,) log10(sigma / sigma_ref); `residual(x)` -> g (B,) [dex].
+    """
+
+    n_v: int
+    n_j: int
+    hidden: Sequence[int] = (128, 128, 128)
+    dropout: float = 0.0
+    v_encoding: str = "continuous"
+    n_fourier: int = 8
+    fourier_max: float = 32.0
+    residual_scale: float = 0.01
+
+    def _extra(self, x):
+        hp, hm = branch_factors(x[:, 2])
+        parts = [1.0 / x[:, 0:1], hp[:, None], hm[:, None], x[:, 4:5] + x[:, 5:6],
+                 x[:, N_DESCRIPTORS:N_DESCRIPTORS + N_PRIOR_FEATURES]]
+        if self.n_fourier > 0:
+            k = jnp.pi * jnp.geomspace(1.0, self.fourier_max, self.n_fourier)
+            parts += [jnp.sin(x[:, 6:7] * k), jnp.cos(x[:, 6:7] * k)]
+        return jnp.concatenate(parts, axis=-1)
+
+    @nn.compact
+    def residual(self, x, train: bool = False):
+        """g(x) (B,) [dex]: the learned correction to log10 sigma_prior."""
+        if x.shape[-1] != N_DESCRIPTORS + N_PRIOR_FEATURES:
+            raise ValueError(f"XsecPrior needs x with {N_DESCRIPTORS + N_PRIOR_FEATURES} "
+                             f"columns (descriptors + {PRIOR_FEATURES}), got {x.shape[-1]}")
+        cont, idx, sizes = _split_inputs(x, self.n_v, self.n_j, self.v_encoding)
+        cont = jnp.concatenate([cont, self._extra(x)], axis=-1)
+        h = _trunk(cont, idx, sizes, self.hidden, self.dropout, train)
+        return self.residual_scale * nn.Dense(1, kernel_init=nn.initializers.zeros)(h)[..., 0]
+
+    def __call__(self, x, train: bool = False):
+        return x[:, N_DESCRIPTORS] + self.residual(x, train)
+
+    def features(self, x):
+        """(B, F) input features (for inspection / tests)."""
+        return published_features(x, self.n_v, self.n_j, self.v_encoding, self._extra(x))
+
+
+MODELS = {"xsec": XsecMLP, "xsec_pinn": XsecPINN, "xsec_prior": XsecPrior}
 
 
 def make_model(name: str, n_v: int, n_j: int, hidden: Sequence[int], dropout: float,
                v_encoding: str = "onehot", kinetic_energy: bool = True, n_fourier: int = 24,
                fourier_max: float = 128.0) -> nn.Module:
-    """The net named by config.model ('xsec' or 'xsec_pinn'); ValueError otherwise.
+    """The net named by config.model (MODELS: 'xsec', 'xsec_pinn', 'xsec_prior'); ValueError
+    otherwise.
 
-    kinetic_energy / n_fourier / fourier_max apply to 'xsec_pinn' only (XsecPINN).
+    kinetic_energy applies to 'xsec_pinn' only (XsecPINN); n_fourier / fourier_max to
+    'xsec_pinn' and 'xsec_prior' (XsecPrior).
     """
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
@@ -252,10 +313,11 @@ def make_model(name: str, n_v: int, n_j: int, hidden: Sequence[int], dropout: fl
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     kw = dict(n_v=int(n_v), n_j=int(n_j), hidden=tuple(int(h) for h in hidden),
               dropout=float(dropout), v_encoding=v_encoding)
-    if name == "xsec_pinn":
+    if name in ("xsec_pinn", "xsec_prior"):
         if int(n_fourier) < 0 or float(fourier_max) < 1.0:
             raise ValueError(f"n_fourier must be >= 0 and fourier_max >= 1, got {n_fourier}, "
                              f"{fourier_max}")
-        kw.update(kinetic_energy=bool(kinetic_energy), n_fourier=int(n_fourier),
-                  fourier_max=float(fourier_max))
+        kw.update(n_fourier=int(n_fourier), fourier_max=float(fourier_max))
+        if name == "xsec_pinn":
+            kw["kinetic_energy"] = bool(kinetic_energy)
     return MODELS[name](**kw)

@@ -7,15 +7,21 @@ trainer.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ml_collections import ConfigDict
+
+from opacity_jax.data import embedded
 from opacity_jax.errors import DomainError
 from opacity_jax.models import xsec as xsec_models
 from opacity_jax.physics import molecular as _mol
+from opacity_jax.physics import reflection
 from opacity_jax.serve.surrogate import member_major
 from opacity_jax.train import workdir as workdir_lib
 
@@ -45,6 +51,51 @@ def make_descriptors(v, J, energy, lam_nm, lam_max: float, v_max: int, e_min: fl
     out = np.stack([np.tile(lam / lam_max, n), rep(v), rep(J), rep(v / max(v_max, 1)),
                     rep(e / abs(e_min)), np.tile(w_rel, n), np.tile(u, n)], axis=-1)
     return out.astype(np.float32)
+
+
+
+def prior_molecule(prior_cfg, name: str):
+    """The Molecule the prior of `name` is built from: the package's curves, or perturbed ones
+    (prior_cfg.upper_shift_ev [eV], prior_cfg.dipole_scale; physics.reflection)."""
+    return reflection.perturbed_molecule(name, float(prior_cfg.get("upper_shift_ev", 0.0)),
+                                         float(prior_cfg.get("dipole_scale", 1.0)))
+
+
+def prior_inputs(prior_cfg, name: str, v, J, lam_nm, sigma_ref: float, floor: float, grid_nm):
+    """(features (n, m, N_PRIOR_FEATURES) float32, sigma_prior (n, m) [cm^2]) of levels (v, J)
+    x wavelengths lam_nm [nm] (reflection.prior_features on prior_molecule's curves).
+
+    The prior of a whole table takes minutes for the heavy ions (Na2+: 1723 levels), and every
+    split, arm and evaluation of a table needs the same one, so it is cached on disk
+    ($OPACITY_JAX_CACHE, keyed by the curves' perturbation, the levels, the wavelengths and a
+    hash of the physics sources).
+    """
+    key = hashlib.sha256()
+    for mod in (_mol, reflection):
+        key.update(Path(mod.__file__).read_bytes())
+    key.update(json.dumps([name, float(prior_cfg.get("upper_shift_ev", 0.0)),
+                           float(prior_cfg.get("dipole_scale", 1.0))]).encode())
+
+    def compute(mol, v_, J_, lam_, fill):
+        k = key.copy()
+        for a in (np.asarray(v_, np.int64), np.asarray(J_, np.int64),
+                  np.asarray(lam_, np.float64), np.float64(fill)):
+            k.update(a.tobytes())
+        path = embedded.default_cache_dir() / f"xsec_prior_{k.hexdigest()[:20]}.npz"
+        if path.exists():
+            with np.load(path) as z:
+                return z["sigma"], {n: z[n] for n in ("airy", "reflection", "r_c_bohr")}
+        sig, parts = reflection.prior_cross_sections(mol, v_, J_, lam_, fill=fill,
+                                                     return_parts=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, sigma=sig, **parts)
+        tmp.replace(path)
+        return sig, parts
+
+    return reflection.prior_features(prior_molecule(prior_cfg, name), v, J, lam_nm, sigma_ref,
+                                     floor, grid_nm, fill=float(prior_cfg.get("fill", 1e-3)),
+                                     compute=compute)
 
 
 
@@ -127,9 +178,33 @@ class XsecSurrogate:
                 from None
         x = make_descriptors(v, J, e, lam, pm["lam_max_nm"], pm["v_max"], pm["e_min_hartree"],
                              float(grid[0]))
+        if self.meta.get("prior"):
+            f, _ = self.prior(name, v, J, lam)
+            x = np.concatenate([x, f.reshape(-1, f.shape[-1])], axis=1)
         p = jax.tree_util.tree_map(lambda a: a[:, i], self.params)
         y = np.asarray(self._apply(p, jnp.asarray(x)), np.float64)
         return y.reshape(self.members, v.size, lam.size)
+
+    def prior(self, molecule, v, J, wavelength_nm):
+        """(features (n_levels, n_lambda, N_PRIOR_FEATURES), sigma_prior (n_levels, n_lambda)
+        [cm^2]) of the residual net's prior (model 'xsec_prior' only; the last call per
+        molecule cached)."""
+        if not self.meta.get("prior"):
+            raise ValueError(f"model {self.meta['model']!r} has no physics prior")
+        name = self.molecules[self._index(molecule)]
+        v = np.atleast_1d(np.asarray(v, np.int64))
+        J = np.atleast_1d(np.asarray(J, np.int64))
+        lam = np.atleast_1d(np.asarray(wavelength_nm, np.float64))
+        key = (name, v.tobytes(), J.tobytes(), lam.tobytes())
+        cache = self.__dict__.setdefault("_prior_cache", {})
+        cached = cache.get(name)
+        if cached is None or cached[0] != key:
+            pm = self.meta["per_molecule"][name]
+            val = prior_inputs(ConfigDict(self.meta["prior"]), name, v, J, lam,
+                               pm["sigma_ref_cm2"], self.meta["target"]["floor"],
+                               pm["wavelength_nm"])
+            cache[name] = cached = (key, val)
+        return cached[1]
 
     def cross_sections(self, molecule, v, J, wavelength_nm, return_std: bool = False):
         """(n_levels, n_lambda) predicted sigma [cm^2] (arguments as log_sigma_rel): for an
