@@ -1,33 +1,8 @@
-"""Readers and writers: the canonical HDF5 dataset file, per-spectrum text tables, JLODK tables.
+"""Per-spectrum opacity text tables (NIST-LANL-like exports) and directories of them.
 
-Three formats live here:
-
-* **Canonical HDF5 file** (``save_dataset`` / ``load_dataset``): one :class:`Dataset` per file.
-  Layout (format ``"opacity_jax.dataset"``, ``format_version`` 1)::
-
-      /elements          (nZ,)           int32   atomic numbers
-      /temperature_ev    (nT,)           float64 [eV]
-      /density_gcc       (nR,)           float64 [g/cm^3]
-      /energy_edges_ev   (nE + 1,)       float64 [eV]
-      /kappa             (nZ, nT, nR, nE) float32 [cm^2/g], chunked per (Z, T) row of spectra
-      /components/{bb,bf,ff,es}          same shape/dtype/chunking as kappa (when present)
-      /zbar              (nZ, nT, nR)    float (when present)
-      /charge_fractions  (nZ, nT, nR, nQ) float (when present)
-      /valid             (nZ, nT, nR)    bool
-      attrs: format, format_version, units (JSON), provenance (JSON), writer
-
-  Default filter: gzip level 1 + byte shuffle. Measured on a (28, 27, 17, 200) float32 grid it
-  costs ~10x the (tiny) uncompressed write time but halves the file once the smooth component
-  arrays are included; gzip is used rather than the slightly faster lzf because every HDF5
-  reader (C, Fortran, Julia, h5dump) decodes deflate, while lzf exists only in h5py.
-
-* **Per-spectrum text tables** (NIST-LANL-like exports; ``read_spectrum_table``,
-  ``write_spectrum_table``, ``read_spectrum_directory``): ``#`` header lines with ``key = value``
-  pairs, then 6 numeric columns (energy [eV], total, bb, bf, ff, es [cm^2/g]).
-
-* **JLODK Planck-mean tables** (Tanaka et al. 2020; ``read_jlodk``, ``write_jlodk``): folders
-  ``Ye<Ye>/`` of ``Planck_Mean_Opacity_Ye<Ye>_Time<days>.txt`` files with 5 columns
-  (log10 rho, T [K], bb, es, total [cm^2/g]).
+``read_spectrum_table`` / ``write_spectrum_table`` handle one file: ``#`` header lines with
+``key = value`` pairs, then 6 numeric columns (energy [eV], total, bb, bf, ff, es [cm^2/g]).
+``read_spectrum_directory`` assembles a directory of them into a Dataset.
 
 Every reader raises :class:`~opacity_jax.errors.DataFormatError` naming the file, the 1-based line
 (where there is one) and the field, and ``FileNotFoundError`` naming the path for a missing file.
@@ -39,445 +14,28 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import re
 from pathlib import Path
 from typing import Optional, Sequence
 
-import h5py
 import numpy as np
 
 from opacity_jax import __version__
 from opacity_jax.data import grid as _grid
 from opacity_jax.data.dataset import COMPONENTS, Dataset
+from opacity_jax.data.parsing import (DENSITY_UNITS, TEMPERATURE_UNITS, check_nonnegative,
+                                      first_bad_opacity, header_pairs, normalize_unit,
+                                      parse_rows, read_text_lines, repr_number, require_file)
 from opacity_jax.errors import DataFormatError
-from opacity_jax.physics import constants as _const
 from opacity_jax.physics import elements as _el
-from opacity_jax.train.workdir import atomic_write, json_default, write_text
+from opacity_jax.train.workdir import write_text
 
-__all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "UNITS", "SPECTRUM_COLUMNS", "JLODK_COLUMNS",
-    "save_dataset", "load_dataset",
-    "SpectrumTable", "read_spectrum_table", "write_spectrum_table", "read_spectrum_directory",
-    "JlodkTable", "read_jlodk", "write_jlodk",
-]
-
-FORMAT_NAME = "opacity_jax.dataset"
-FORMAT_VERSION = 1
-UNITS = {"kappa": "cm^2/g", "temperature": "eV", "density": "g/cm^3", "energy": "eV"}
+__all__ = ["SPECTRUM_COLUMNS", "SpectrumTable", "read_spectrum_table", "write_spectrum_table",
+           "read_spectrum_directory"]
 
 SPECTRUM_COLUMNS = ("energy_ev", "total", "bb", "bf", "ff", "es")
-JLODK_COLUMNS = ("log10_rho", "temperature_k", "bb", "es", "total")
 
-# Chunks hold whole spectra and stay under HDF5's default 1 MiB chunk cache, so tools that do not
-# enlarge the cache still read each chunk once.
-_CHUNK_BYTES = 1 << 20
-_READ_CACHE_BYTES = 64 << 20
-_COMPRESSION = {
-    "gzip": dict(compression="gzip", compression_opts=1, shuffle=True),
-    "lzf": dict(compression="lzf", shuffle=True),
-    None: {},
-}
-
-
-# ---------------------------------------------------------------------------------------------
-# Units
-# ---------------------------------------------------------------------------------------------
-
-def normalize_unit(unit: str) -> str:
-    """Unit spelling for comparison: lower case, '**' as '^', no spaces or brackets."""
-    u = str(unit).strip().lower().replace("**", "^")
-    for ch in " []()":
-        u = u.replace(ch, "")
-    return u
-
-
-_KAPPA_UNITS = {"cm^2/g", "cm2/g", "cm^2g^-1", "cm2g-1", "cm^2.g^-1"}
-_DENSITY_UNITS = {  # factor to g/cm^3
-    **{u: 1.0 for u in ("g/cm^3", "g/cm3", "g/cc", "gcc", "gcm^-3", "gcm-3", "g.cm^-3", "g/ccm")},
-    **{u: 1e-3 for u in ("kg/m^3", "kg/m3", "kgm^-3", "kgm-3", "kg.m^-3")},
-}
-_TEMPERATURE_UNITS = {"ev": 1.0, "kev": 1e3, "k": _const.K_BOLTZMANN_EV_K,
-                      "kelvin": _const.K_BOLTZMANN_EV_K}
-_DATASET_UNITS = {"kappa": _KAPPA_UNITS,
-                  "temperature": {"ev"},
-                  "density": {u for u, f in _DENSITY_UNITS.items() if f == 1.0},
-                  "energy": {"ev"}}
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared helpers
-# ---------------------------------------------------------------------------------------------
-
-def require_file(path) -> Path:
-    """`path` as a Path; FileNotFoundError if absent, DataFormatError if not a regular file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
-    if not path.is_file():
-        raise DataFormatError("is not a regular file", path=path)
-    return path
-
-
-def _first_bad_opacity(arr: np.ndarray, allow_nan: bool = False):
-    """(index tuple, value, reason) of the first NaN/Inf/negative entry in C order, or None."""
-    arr = np.asarray(arr)
-    if arr.size == 0:
-        return None
-    # Scan slice by slice along axis 0 so the temporary masks stay small for big grids.
-    blocks = [arr] if arr.ndim < 2 else (arr[i] for i in range(arr.shape[0]))
-    for i, sub in enumerate(blocks):
-        sub = np.asarray(sub)
-        bad = np.isinf(sub) if allow_nan else ~np.isfinite(sub)
-        bad |= sub < 0
-        if bad.any():
-            flat = int(np.argmax(bad))
-            local = np.unravel_index(flat, sub.shape)
-            index = tuple(int(j) for j in local) if arr.ndim < 2 else (i,) + tuple(
-                int(j) for j in local)
-            value = float(sub[local])
-            reason = "negative" if np.isfinite(value) else "non-finite"
-            return index, value, reason
-    return None
-
-
-def repr_number(x) -> str:
-    """repr of a scalar without numpy 2's ``np.float64(...)`` wrapper, for error messages."""
-    return repr(x.item()) if isinstance(x, np.generic) else repr(x)
-
-
-def _attr_str(value) -> str:
-    if isinstance(value, (bytes, np.bytes_)):
-        return value.decode("utf-8")
-    if isinstance(value, np.ndarray) and value.shape == ():
-        return _attr_str(value[()])
-    return str(value)
-
-
-def read_text_lines(path) -> list:
-    """Lines of a text file without line terminators; list index + 1 is the line number."""
-    path = require_file(path)
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataFormatError(f"not UTF-8 text ({exc.reason})", path=path, line=line,
-                              field="encoding") from None
-    # Explicit newline handling (not str.splitlines) so line numbers match what editors show.
-    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-
-
-def split_row(text: str) -> list:
-    """Fields of one table row: comma-separated when it holds a comma, else whitespace."""
-    if "," in text:
-        return [tok.strip() for tok in text.strip().strip(",").split(",")] if text.strip() else []
-    return text.split()
-
-
-def parse_rows(path, rows: Sequence, columns: Sequence[str], nan_ok: Sequence[int] = ()):
-    """Parse numeric rows.
-
-    Args:
-      rows: sequence of (line_number, text).
-      columns: column names (used in error messages).
-      nan_ok: indices of columns in which NaN is accepted (Inf never is).
-    Returns:
-      (n, len(columns)) float64 array.
-    """
-    ncol = len(columns)
-    tokens = []
-    for lineno, text in rows:
-        toks = split_row(text)
-        if len(toks) != ncol:
-            field = columns[len(toks)] if len(toks) < ncol else f"column {ncol + 1}"
-            raise DataFormatError(
-                f"expected {ncol} columns ({', '.join(columns)}), found {len(toks)}",
-                path=path, line=lineno, field=field)
-        tokens.extend(toks)
-    try:
-        values = np.array(tokens, dtype=np.float64).reshape(len(rows), ncol)
-    except ValueError:
-        # Slow path, only on error: find the offending token with the same parser.
-        for lineno, text in rows:
-            for col, tok in enumerate(split_row(text)):
-                try:
-                    np.array([tok], dtype=np.float64)
-                except ValueError:
-                    raise DataFormatError(f"non-numeric value {tok!r}", path=path, line=lineno,
-                                          field=columns[col]) from None
-        raise
-    bad = ~np.isfinite(values)
-    for col in nan_ok:
-        bad[:, col] = np.isinf(values[:, col])
-    if bad.any():
-        r, c = np.unravel_index(int(np.argmax(bad)), bad.shape)
-        raise DataFormatError(f"non-finite value {repr_number(values[r, c])}", path=path,
-                              line=rows[r][0], field=columns[c])
-    return values
-
-
-def _check_nonnegative(path, values, line_numbers, columns, cols) -> None:
-    sub = values[:, cols]
-    neg = sub < 0  # NaN compares False, so holes pass
-    if neg.any():
-        r, c = np.unravel_index(int(np.argmax(neg)), neg.shape)
-        raise DataFormatError(f"negative opacity {repr_number(sub[r, c])}", path=path,
-                              line=int(line_numbers[r]), field=columns[cols[c]])
-
-
-def _decimals(values: np.ndarray, minimum: int) -> int:
-    """Fewest fixed-point decimals (>= minimum) that reproduce every value exactly."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    for d in range(minimum, 18):
-        if all(float(f"{v:.{d}f}") == v for v in values.tolist()):
-            return d
-    return 17
-
-
-# ---------------------------------------------------------------------------------------------
-# Canonical HDF5 dataset file
-# ---------------------------------------------------------------------------------------------
-
-def _chunks(shape) -> Optional[tuple]:
-    if any(int(s) == 0 for s in shape):
-        return None
-    _, _, nr, ne = (int(s) for s in shape)
-    rows = max(1, min(nr, _CHUNK_BYTES // (4 * ne)))
-    return (1, 1, rows, ne)
-
-
-def save_dataset(ds: Dataset, path, *, compression: Optional[str] = "gzip") -> Path:
-    """Write ``ds`` to the canonical HDF5 file at ``path`` atomically.
-
-    Args:
-      ds: the Dataset; kappa and components (nZ, nT, nR, nE) are stored as float32 [cm^2/g],
-        axes as float64 (temperature [eV], density [g/cm^3], energy edges [eV]).
-      path: target file; its directory must exist. An existing file is replaced only once the
-        new one is complete.
-      compression: "gzip" (level 1 + shuffle, default; portable), "lzf" (+ shuffle; h5py only)
-        or None.
-    Returns:
-      The path written.
-    Raises:
-      ValueError: NaN/Inf/negative opacities (fill holes with 0 and mark them ``valid=False``),
-        values that overflow float32, unknown compression.
-      TypeError: provenance that is not JSON-serialisable.
-    """
-    if compression not in _COMPRESSION:
-        raise ValueError(f"compression must be one of {list(_COMPRESSION)}, got {compression!r}")
-    ds.validate()
-    # Everything that can fail on content is checked before the temp file exists.
-    provenance = json.dumps(ds.provenance, default=json_default)
-    spectra = {"kappa": np.asarray(ds.kappa, dtype=np.float32)}
-    for name in COMPONENTS:
-        if name in ds.components:
-            spectra[f"components/{name}"] = np.asarray(ds.components[name], dtype=np.float32)
-    for field, arr in spectra.items():
-        bad = _first_bad_opacity(arr)
-        if bad is not None:
-            index, value, reason = bad
-            raise ValueError(f"{field}: {reason} value {value!r} at index {index} "
-                             f"(after conversion to float32); cannot save")
-    optional = {}
-    for name in ("zbar", "charge_fractions"):
-        arr = getattr(ds, name)
-        if arr is not None:
-            arr = np.asarray(arr)
-            optional[name] = arr if arr.dtype in (np.float32, np.float64) else arr.astype(
-                np.float64)
-    chunks = _chunks(ds.shape)
-    filters = _COMPRESSION[compression] if chunks is not None else {}
-
-    def write(tmp):
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT_NAME
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["units"] = json.dumps(UNITS)
-            f.attrs["provenance"] = provenance
-            f.attrs["writer"] = f"opacity_jax {__version__}"
-            f.create_dataset("elements", data=np.asarray(ds.elements, dtype=np.int32))
-            f.create_dataset("temperature_ev", data=ds.temperature_ev)
-            f.create_dataset("density_gcc", data=ds.density_gcc)
-            f.create_dataset("energy_edges_ev", data=ds.energy_edges_ev)
-            for field, arr in spectra.items():
-                f.create_dataset(field, data=arr, chunks=chunks, **filters)
-            for name, arr in optional.items():
-                f.create_dataset(name, data=arr)
-            f.create_dataset("valid", data=np.asarray(ds.valid, dtype=bool))
-
-    return atomic_write(path, write)
-
-
-_REQUIRED_DATASETS = ("elements", "temperature_ev", "density_gcc", "energy_edges_ev", "kappa",
-                      "valid")
-
-
-def _check_header(f, path) -> None:
-    if "format" not in f.attrs:
-        raise DataFormatError(f"not an {FORMAT_NAME} file (no 'format' attribute)", path=path,
-                              field="format")
-    fmt = _attr_str(f.attrs["format"])
-    if fmt != FORMAT_NAME:
-        raise DataFormatError(f"format is {fmt!r}, expected {FORMAT_NAME!r}", path=path,
-                              field="format")
-    version = f.attrs.get("format_version")
-    try:
-        ok = version is not None and int(version) == version and int(version) == FORMAT_VERSION
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise DataFormatError(f"format_version is {repr_number(version)}; this reader understands "
-                              f"{FORMAT_VERSION}", path=path, field="format_version")
-    if "units" not in f.attrs:
-        raise DataFormatError("missing 'units' attribute", path=path, field="units")
-    try:
-        units = json.loads(_attr_str(f.attrs["units"]))
-    except ValueError:
-        units = None
-    if not isinstance(units, dict):
-        raise DataFormatError("'units' attribute is not a JSON object", path=path, field="units")
-    for key, accepted in _DATASET_UNITS.items():
-        got = units.get(key)
-        if got is None:
-            raise DataFormatError(f"units has no entry for {key!r}", path=path,
-                                  field=f"units.{key}")
-        if normalize_unit(got) not in accepted:
-            raise DataFormatError(f"unknown unit {got!r} for {key} (expected {UNITS[key]!r})",
-                                  path=path, field=f"units.{key}")
-
-
-def _read_rows(dset, rows: Optional[list]) -> np.ndarray:
-    if rows is None:
-        out = np.empty(dset.shape, dtype=dset.dtype)
-        if out.size:
-            dset.read_direct(out)
-        return out
-    # One hyperslab per requested element: the chunks never span two elements, so nothing
-    # outside the subset is read or decompressed.
-    out = np.empty((len(rows),) + tuple(dset.shape[1:]), dtype=dset.dtype)
-    if out.size:
-        for j, i in enumerate(rows):
-            dset.read_direct(out, np.s_[i], np.s_[j])
-    return out
-
-
-def load_dataset(path, elements: Optional[Sequence[int]] = None) -> Dataset:
-    """Read a canonical HDF5 file written by :func:`save_dataset`.
-
-    Args:
-      path: the file.
-      elements: optional atomic numbers to load (in this order); only those rows of the
-        (nZ, ...) arrays are read from disk. None loads every element.
-    Returns:
-      Dataset with kappa/components (nZ', nT, nR, nE) float32 [cm^2/g], temperature_ev (nT,)
-      [eV], density_gcc (nR,) [g/cm^3], energy_edges_ev (nE + 1,) [eV], valid (nZ', nT, nR).
-    Raises:
-      FileNotFoundError: ``path`` does not exist (message names it).
-      DataFormatError: not an HDF5 file, wrong ``format``/``format_version``, unknown units,
-        missing or mis-shaped dataset, NaN/Inf/negative opacity (names the field and the index
-        of the first bad value).
-      ValueError: a requested element is not in the file.
-    """
-    path = require_file(path)
-    try:
-        f = h5py.File(path, "r", rdcc_nbytes=_READ_CACHE_BYTES)
-    except OSError as exc:
-        raise DataFormatError(f"not a readable HDF5 file ({exc})", path=path,
-                              field="format") from None
-    with f:
-        _check_header(f, path)
-        for name in _REQUIRED_DATASETS:
-            if not isinstance(f.get(name), h5py.Dataset):
-                raise DataFormatError("missing dataset", path=path, field=name)
-        all_elements = np.asarray(f["elements"][()])
-        axes = {name: np.asarray(f[name][()], dtype=np.float64)
-                for name in ("temperature_ev", "density_gcc", "energy_edges_ev")}
-        for name, arr in [("elements", all_elements)] + list(axes.items()):
-            if arr.ndim != 1:
-                raise DataFormatError(f"expected a 1-D array, got shape {arr.shape}", path=path,
-                                      field=name)
-        full = (all_elements.size, axes["temperature_ev"].size, axes["density_gcc"].size,
-                max(axes["energy_edges_ev"].size - 1, 0))
-        expected = {"kappa": full, "valid": full[:3]}
-        comp_group = f.get("components")
-        comp_names = []
-        if comp_group is not None and not isinstance(comp_group, h5py.Group):
-            raise DataFormatError("expected a group", path=path, field="components")
-        if comp_group is not None:
-            for name in comp_group:
-                if name not in COMPONENTS:
-                    raise DataFormatError(f"unknown component (allowed: {COMPONENTS})", path=path,
-                                          field=f"components/{name}")
-                comp_names.append(name)
-                expected[f"components/{name}"] = full
-        if "zbar" in f:
-            expected["zbar"] = full[:3]
-        for name, shape in expected.items():
-            if tuple(f[name].shape) != shape:
-                raise DataFormatError(f"shape {f[name].shape}, expected {shape}", path=path,
-                                      field=name)
-        if "charge_fractions" in f:
-            shape = tuple(f["charge_fractions"].shape)
-            if len(shape) != 4 or shape[:3] != full[:3]:
-                raise DataFormatError(f"shape {shape}, expected {full[:3]} + (n_charge,)",
-                                      path=path, field="charge_fractions")
-
-        if elements is None:
-            rows = None
-            out_elements = all_elements
-        else:
-            wanted = [int(z) for z in np.atleast_1d(np.asarray(elements)).tolist()]
-            if len(set(wanted)) != len(wanted):
-                raise ValueError(f"elements contains duplicates: {wanted}")
-            missing = [z for z in wanted if z not in all_elements.tolist()]
-            if missing:
-                raise ValueError(f"elements {missing} not in {path} "
-                                 f"(has {all_elements.tolist()})")
-            rows = [int(np.nonzero(all_elements == z)[0][0]) for z in wanted]
-            out_elements = np.asarray(wanted, dtype=np.int32)
-
-        def spectra(name):
-            arr = _read_rows(f[name], rows)
-            if not np.issubdtype(arr.dtype, np.floating):
-                raise DataFormatError(f"dtype {arr.dtype} is not floating point", path=path,
-                                      field=name)
-            arr = arr.astype(np.float32, copy=False)
-            bad = _first_bad_opacity(arr)
-            if bad is not None:
-                index, value, reason = bad
-                if rows is not None:  # report the index as stored in the file
-                    index = (rows[index[0]],) + index[1:]
-                raise DataFormatError(f"{reason} value {value!r} at index {index}", path=path,
-                                      field=name)
-            return arr
-
-        kappa = spectra("kappa")
-        components = {name: spectra(f"components/{name}")
-                      for name in COMPONENTS if name in comp_names}
-        zbar = _read_rows(f["zbar"], rows) if "zbar" in f else None
-        charge_fractions = (_read_rows(f["charge_fractions"], rows)
-                            if "charge_fractions" in f else None)
-        valid = _read_rows(f["valid"], rows).astype(bool)
-        provenance = {}
-        if "provenance" in f.attrs:
-            try:
-                provenance = json.loads(_attr_str(f.attrs["provenance"]))
-            except ValueError:
-                raise DataFormatError("'provenance' attribute is not JSON", path=path,
-                                      field="provenance") from None
-    try:
-        return Dataset(elements=out_elements, kappa=kappa, components=components, zbar=zbar,
-                       charge_fractions=charge_fractions, valid=valid, provenance=provenance,
-                       **axes)
-    except ValueError as exc:  # axis ordering/positivity, checked by Dataset.validate
-        raise DataFormatError(str(exc), path=path) from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-spectrum text tables
-# ---------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class SpectrumTable:
@@ -527,9 +85,6 @@ class SpectrumTable:
         return _grid.edges_from_centers_ev(self.energy_ev)
 
 
-_PAIR = re.compile(
-    r"^\s*(?P<key>[A-Za-z][A-Za-z0-9_ ]*?)\s*(?:[\[(](?P<kunit>[^\])]*)[\])])?\s*[:=]\s*"
-    r"(?P<value>.*?)\s*$")
 _NUMBER = re.compile(r"^(?P<num>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eEdD][+-]?\d+)?)\s*(?P<unit>.*)$")
 _HEADER_KEYS = {
     "z": "Z", "atomic_number": "Z", "atomicnumber": "Z",
@@ -538,19 +93,6 @@ _HEADER_KEYS = {
     "rho": "rho", "density": "rho", "dens": "rho",
     "zbar": "zbar", "z_bar": "zbar", "mean_charge": "zbar", "zmean": "zbar",
 }
-
-
-def header_pairs(text: str) -> list:
-    """(key, key_unit, value) pairs of one comment line; [] when it holds none."""
-    pieces = re.split(r"[;,]", text)
-    if len(pieces) > 1 and not all(re.search(r"[:=]", p) for p in pieces):
-        pieces = [text]  # commas belong to a value or to free text
-    pairs = []
-    for piece in pieces:
-        m = _PAIR.match(piece)
-        if m:
-            pairs.append((m["key"], m["kunit"], m["value"]))
-    return pairs
 
 
 def _canonical_key(key: str):
@@ -647,11 +189,11 @@ def read_spectrum_table(path) -> SpectrumTable:
                 header[field] = (int(z), lineno)
             elif field == "T":
                 header[field] = (_header_number(path, lineno, field, raw_key, value,
-                                                [kunit, suffix], _TEMPERATURE_UNITS, "ev"),
+                                                [kunit, suffix], TEMPERATURE_UNITS, "ev"),
                                  lineno)
             elif field == "rho":
                 header[field] = (_header_number(path, lineno, field, raw_key, value,
-                                                [kunit, suffix], _DENSITY_UNITS, "g/cm^3"),
+                                                [kunit, suffix], DENSITY_UNITS, "g/cm^3"),
                                  lineno)
             else:  # zbar
                 header[field] = (_header_number(path, lineno, field, raw_key, value,
@@ -681,7 +223,7 @@ def read_spectrum_table(path) -> SpectrumTable:
     if len(rows) < 2:
         raise DataFormatError(f"need at least 2 data rows, found {len(rows)}", path=path,
                               line=header_end, field="energy_ev")
-    _check_nonnegative(path, values, line_numbers, SPECTRUM_COLUMNS, [1, 2, 3, 4, 5])
+    check_nonnegative(path, values, line_numbers, SPECTRUM_COLUMNS, [1, 2, 3, 4, 5])
     energy = values[:, 0]
     if energy[0] <= 0:
         raise DataFormatError(f"photon energy must be positive, got {repr_number(energy[0])}",
@@ -719,7 +261,7 @@ def write_spectrum_table(path, table: SpectrumTable) -> Path:
         raise ValueError(f"table lacks components {missing}; the text format has 6 columns")
     cols = [table.energy_ev, table.kappa] + [table.components[c] for c in ("bb", "bf", "ff", "es")]
     data = np.stack(cols, axis=1)
-    bad = _first_bad_opacity(data[:, 1:])
+    bad = first_bad_opacity(data[:, 1:])
     if bad is not None:
         (r, c), value, reason = bad
         raise ValueError(f"{SPECTRUM_COLUMNS[c + 1]}: {reason} value {value!r} at row {r}")
@@ -838,7 +380,7 @@ def read_spectrum_directory(directory, pattern: str = "*.txt", *, rtol: float = 
 
     provenance = {"source": "spectrum_directory", "directory": str(directory.resolve()),
                   "pattern": pattern, "n_files": len(files), "n_missing_nodes": int((~valid).sum()),
-                  "reader": "opacity_jax.data.io.read_spectrum_directory",
+                  "reader": "opacity_jax.data.spectrum_tables.read_spectrum_directory",
                   "opacity_jax_version": __version__,
                   "energy": "point energies; edges from grid.edges_from_centers_ev"}
     if zbar_note:
@@ -846,312 +388,3 @@ def read_spectrum_directory(directory, pattern: str = "*.txt", *, rtol: float = 
     return Dataset(elements=zs, temperature_ev=temps, density_gcc=rhos,
                    energy_edges_ev=_grid.edges_from_centers_ev(ref.energy_ev), kappa=kappa,
                    components=components, zbar=zbar, valid=valid, provenance=provenance)
-
-
-# ---------------------------------------------------------------------------------------------
-# JLODK Planck-mean tables
-# ---------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class JlodkTable:
-    """JLODK Planck-mean opacities on a (Ye, time, density, temperature) grid.
-
-    Attributes:
-      ye: (nY,) electron fractions, increasing.
-      time_days: (nt,) times since merger [days], increasing.
-      log10_rho: (nRho,) log10 of mass density [g/cm^3], increasing.
-      temperature_k: (nT,) temperatures [K], increasing.
-      kappa_bb: (nY, nt, nRho, nT) float64 bound-bound (expansion) Planck mean [cm^2/g].
-      kappa_es: (nY, nt, nRho, nT) float64 electron-scattering opacity [cm^2/g] (exact zeros
-        occur at low T).
-      kappa_total: (nY, nt, nRho, nT) float64 total Planck mean = bb + es [cm^2/g].
-        All three may hold NaN for missing entries when read with allow_nan=True.
-      source: (nY, nt) nested tuple of the files read, () for a table built in memory.
-      root: the folder read, or None.
-    """
-
-    ye: np.ndarray
-    time_days: np.ndarray
-    log10_rho: np.ndarray
-    temperature_k: np.ndarray
-    kappa_bb: np.ndarray
-    kappa_es: np.ndarray
-    kappa_total: np.ndarray
-    source: tuple = ()
-    root: Optional[str] = None
-
-    def __post_init__(self):
-        for name in ("ye", "time_days", "log10_rho", "temperature_k"):
-            arr = np.asarray(getattr(self, name), dtype=np.float64)
-            if arr.ndim != 1:
-                raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-            setattr(self, name, arr)
-        for name in ("kappa_bb", "kappa_es", "kappa_total"):
-            arr = np.asarray(getattr(self, name), dtype=np.float64)
-            if arr.shape != self.shape:
-                raise ValueError(f"{name} has shape {arr.shape}, axes imply {self.shape}")
-            setattr(self, name, arr)
-
-    @property
-    def shape(self) -> tuple:
-        """(nY, nt, nRho, nT)."""
-        return (self.ye.size, self.time_days.size, self.log10_rho.size, self.temperature_k.size)
-
-
-_NUM = r"(\d+(?:\.\d*)?)"
-_YE_DIR = re.compile(rf"^Ye{_NUM}$")
-_JLODK_FILE = re.compile(rf"^Planck_Mean_Opacity_Ye{_NUM}_Time{_NUM}\.txt$")
-_JLODK_HEADER = re.compile(
-    r"Ye\s*=\s*([+-]?[\d.]+(?:[eE][+-]?\d+)?)\s*,\s*time\s*=\s*([+-]?[\d.]+(?:[eE][+-]?\d+)?)",
-    re.IGNORECASE)
-
-
-def _read_jlodk_file(path, allow_nan: bool, total_rtol: float):
-    """Parse one JLODK file -> (values (n, 5), line numbers (n,), header (ye, t) or None)."""
-    lines = read_text_lines(path)
-    rows, header = [], None
-    for lineno, line in enumerate(lines, start=1):
-        stripped = line.strip()
-        if not stripped:
-            continue
-        if stripped.startswith("#"):
-            m = _JLODK_HEADER.search(stripped)
-            if m and header is None:
-                header = (float(m[1]), float(m[2]), lineno)
-            continue
-        rows.append((lineno, line))
-    if not rows:
-        raise DataFormatError("no data rows", path=path, line=len(lines), field="rows")
-    values = parse_rows(path, rows, JLODK_COLUMNS, nan_ok=(2, 3, 4) if allow_nan else ())
-    line_numbers = np.array([r[0] for r in rows], dtype=np.int64)
-    _check_nonnegative(path, values, line_numbers, JLODK_COLUMNS, [2, 3, 4])
-    bb, es, total = values[:, 2], values[:, 3], values[:, 4]
-    expect = bb + es
-    scale = np.maximum(np.abs(total), np.abs(expect))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.where(scale > 0, np.abs(total - expect) / np.where(scale > 0, scale, 1.0), 0.0)
-    rel = np.where(np.isnan(rel), 0.0, rel)  # holes (allow_nan) are not mismatches
-    bad = rel > total_rtol
-    if bad.any():
-        w = int(np.argmax(rel))
-        raise DataFormatError(
-            f"total != bb + es beyond relative tolerance {total_rtol:g} on {int(bad.sum())} "
-            f"row(s); worst mismatch: relative {rel[w]:.3g} (total={repr_number(total[w])}, "
-            f"bb + es={repr_number(expect[w])})", path=path, line=int(line_numbers[w]), field="total")
-    return values, line_numbers, header
-
-
-def _jlodk_grid(path, values, line_numbers):
-    """(log10_rho (nRho,), temperature_k (nT,)) from the first file; rows run T fastest."""
-    lr, temp = values[:, 0], values[:, 1]
-    starts = np.flatnonzero(np.r_[True, lr[1:] != lr[:-1]])
-    n_t = int(starts[1]) if starts.size > 1 else lr.size
-    for b, s in enumerate(starts):
-        length = (int(starts[b + 1]) if b + 1 < starts.size else lr.size) - int(s)
-        if length != n_t:
-            raise DataFormatError(f"block of log10_rho = {repr_number(lr[s])} has {length} rows, the "
-                                  f"first block has {n_t}; rows must form a log10_rho x T grid",
-                                  path=path, line=int(line_numbers[s]), field="log10_rho")
-    log10_rho, temperature = lr[starts], temp[:n_t]
-    for name, axis, idx in (("log10_rho", log10_rho, starts), ("temperature_k", temperature,
-                                                               np.arange(n_t))):
-        dec = np.flatnonzero(np.diff(axis) <= 0)
-        if dec.size:
-            r = int(idx[dec[0] + 1])
-            raise DataFormatError(f"{name} not strictly increasing", path=path,
-                                  line=int(line_numbers[r]), field=name)
-    mismatch = np.flatnonzero(temp != np.tile(temperature, starts.size))
-    if mismatch.size:
-        r = int(mismatch[0])
-        raise DataFormatError(f"temperature {repr_number(temp[r])} K, expected "
-                              f"{repr_number(temperature[r % n_t])} (same T sequence in every density "
-                              "block)", path=path,
-                              line=int(line_numbers[r]), field="temperature_k")
-    return log10_rho, temperature
-
-
-def _discover_jlodk(root: Path) -> dict:
-    """{ye: {time: path}} from the folder layout."""
-    found = {}
-    ye_dirs = {}
-    for d in sorted(root.iterdir()):
-        m = _YE_DIR.match(d.name)
-        if not (m and d.is_dir()):
-            continue
-        ye = float(m[1])
-        if ye in ye_dirs:
-            raise DataFormatError(f"Ye = {ye} appears twice ({ye_dirs[ye].name}, {d.name})",
-                                  path=d, field="Ye")
-        ye_dirs[ye] = d
-        times = {}
-        for p in sorted(d.iterdir()):
-            fm = _JLODK_FILE.match(p.name)
-            if not (fm and p.is_file()):
-                continue
-            if float(fm[1]) != ye:
-                raise DataFormatError(f"file name says Ye = {fm[1]} but it lies in {d.name}",
-                                      path=p, field="Ye")
-            t = float(fm[2])
-            if t in times:
-                raise DataFormatError(f"time {t} days appears twice (also {times[t].name})",
-                                      path=p, field="time")
-            times[t] = p
-        found[ye] = times
-    if not found:
-        raise DataFormatError("no Ye<value> folders with Planck_Mean_Opacity_Ye*_Time*.txt files",
-                              path=root, field="Ye")
-    return found
-
-
-def read_jlodk(root, *, allow_nan: bool = False, total_rtol: float = 1e-6) -> JlodkTable:
-    """Read a JLODK Planck-mean opacity table tree.
-
-    Layout: ``root/Ye<Ye>/Planck_Mean_Opacity_Ye<Ye>_Time<days>.txt``; Ye and times are sorted
-    numerically. Each file holds ``#`` header lines and rows of 5 columns: log10 rho [g/cm^3],
-    T [K], bound-bound, electron-scattering and total Planck-mean opacity [cm^2/g], with T
-    running fastest (30 x 50 = 1500 rows in the published table).
-
-    Args:
-      root: the folder holding the Ye* folders.
-      allow_nan: accept 'nan' in the three opacity columns (tables with holes); default False.
-      total_rtol: relative tolerance of the check total == bb + es (published data: ~4e-10).
-    Returns:
-      JlodkTable with kappa_* of shape (nY, nt, nRho, nT) float64 [cm^2/g].
-    Raises:
-      FileNotFoundError: missing root.
-      DataFormatError (file, line, field): wrong column count, non-numeric, NaN (unless
-        allow_nan) or Inf, negative opacity, total != bb + es (reports the worst row), a grid
-        differing from the first file's, header Ye/time contradicting the file name, and
-        missing (Ye, time) files (listed).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"no such directory: {root}")
-    found = _discover_jlodk(root)
-    ye = sorted(found)
-    times = sorted(set().union(*(set(v) for v in found.values())))
-    missing = [(y, t) for y in ye for t in times if t not in found[y]]
-    if missing:
-        listing = "; ".join(f"Ye={y:g} t={t:g}d" for y, t in missing[:50])
-        more = f" (+{len(missing) - 50} more)" if len(missing) > 50 else ""
-        raise DataFormatError(f"missing {len(missing)} of {len(ye) * len(times)} (Ye, time) "
-                              f"files: {listing}{more}", path=root, field="files")
-
-    shape = None
-    ref = None
-    out = {}
-    for i, y in enumerate(ye):
-        for j, t in enumerate(times):
-            path = found[y][t]
-            values, line_numbers, header = _read_jlodk_file(path, allow_nan, total_rtol)
-            if header is not None:
-                for name, claimed, actual in (("Ye", header[0], y), ("time", header[1], t)):
-                    if not math.isclose(claimed, actual, rel_tol=1e-9, abs_tol=1e-12):
-                        raise DataFormatError(f"header says {name} = {claimed:g}, file name says "
-                                              f"{actual:g}", path=path, line=header[2],
-                                              field=name)
-            if ref is None:
-                log10_rho, temperature = _jlodk_grid(path, values, line_numbers)
-                ref = (path, values[:, :2])
-                shape = (len(ye), len(times), log10_rho.size, temperature.size)
-                out = {k: np.empty(shape, dtype=np.float64) for k in ("bb", "es", "total")}
-            else:
-                ref_path, ref_grid = ref
-                if values.shape[0] != ref_grid.shape[0]:
-                    raise DataFormatError(f"{values.shape[0]} data rows, {ref_path} has "
-                                          f"{ref_grid.shape[0]}", path=path,
-                                          line=int(line_numbers[-1]), field="rows")
-                diff = values[:, :2] != ref_grid
-                if diff.any():
-                    r, c = np.unravel_index(int(np.argmax(diff)), diff.shape)
-                    raise DataFormatError(f"{JLODK_COLUMNS[c]} {repr_number(values[r, c])} differs "
-                                          f"from {repr_number(ref_grid[r, c])} in {ref_path} (grids "
-                                          "must agree)",
-                                          path=path, line=int(line_numbers[r]),
-                                          field=JLODK_COLUMNS[c])
-            for k, col in (("bb", 2), ("es", 3), ("total", 4)):
-                out[k][i, j] = values[:, col].reshape(shape[2:])
-    source = tuple(tuple(str(found[y][t]) for t in times) for y in ye)
-    return JlodkTable(ye=np.asarray(ye), time_days=np.asarray(times), log10_rho=log10_rho,
-                      temperature_k=temperature, kappa_bb=out["bb"], kappa_es=out["es"],
-                      kappa_total=out["total"], source=source, root=str(root))
-
-
-def _label(x: float, minimum_decimals: int) -> str:
-    return f"{x:.{_decimals([x], minimum_decimals)}f}"
-
-
-def write_jlodk(table: JlodkTable, root, *, total_rtol: float = 1e-6,
-                newline: str = "\n") -> list:
-    """Write ``table`` in the JLODK file layout under ``root`` (one atomic write per file).
-
-    Files are ``root/Ye<Ye>/Planck_Mean_Opacity_Ye<Ye>_Time<days>.txt`` (Ye with >= 2 decimals,
-    time with >= 1, more when needed to be exact), with the original header and column widths.
-    The grid columns use the fewest fixed decimals that reproduce the axes exactly; the opacity
-    columns use ``%.9E`` (10 significant digits, relative error <= 5e-10; the published files
-    give bb and es to 3 digits) so a round trip through read_jlodk is lossless to ~1e-9. NaN is
-    written as ``nan`` (read it back with ``allow_nan=True``).
-
-    Args:
-      table: JlodkTable, kappa_* (nY, nt, nRho, nT) [cm^2/g].
-      root: output folder (created if needed); existing files of the same name are replaced.
-      total_rtol: the check total == bb + es applied before writing, as read_jlodk applies it.
-      newline: line terminator (the published files use "\\r\\n").
-    Returns:
-      List of the paths written, Ye-major.
-    Raises:
-      ValueError: Inf or negative opacity, total != bb + es, axes not strictly increasing.
-    """
-    for name in ("ye", "time_days", "log10_rho", "temperature_k"):
-        axis = getattr(table, name)
-        if not np.all(np.isfinite(axis)) or np.any(np.diff(axis) <= 0):
-            raise ValueError(f"{name} must be finite and strictly increasing")
-    if np.any(table.ye < 0) or np.any(table.time_days < 0):
-        raise ValueError("ye and time_days must be non-negative (they are written into names)")
-    for name in ("kappa_bb", "kappa_es", "kappa_total"):
-        bad = _first_bad_opacity(getattr(table, name), allow_nan=True)
-        if bad is not None:
-            index, value, reason = bad
-            raise ValueError(f"{name}: {reason} value {value!r} at index {index}")
-    expect = table.kappa_bb + table.kappa_es
-    scale = np.maximum(np.abs(expect), np.abs(table.kappa_total))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.abs(table.kappa_total - expect) / np.where(scale > 0, scale, 1.0)
-    rel = np.where(np.isnan(rel), 0.0, rel)
-    if np.any(rel > total_rtol):
-        w = np.unravel_index(int(np.argmax(rel)), rel.shape)
-        raise ValueError(f"kappa_total != kappa_bb + kappa_es: worst relative mismatch "
-                         f"{rel[w]:.3g} at index {tuple(int(i) for i in w)}")
-
-    root = Path(root)
-    d_rho = _decimals(table.log10_rho, 1)
-    d_t = _decimals(table.temperature_k, 1)
-    n_rho, n_t = table.log10_rho.size, table.temperature_k.size
-    grid_cols = [f"{v:10.{d_rho}f}" for v in np.repeat(table.log10_rho, n_t).tolist()]
-    grid_cols = [a + f"{v:21.{d_t}f}" for a, v in
-                 zip(grid_cols, np.tile(table.temperature_k, n_rho).tolist())]
-
-    def num(v, width):
-        return f"{'nan':>{width}}" if math.isnan(v) else f"{v:{width}.9E}"
-
-    written = []
-    for i, ye in enumerate(table.ye.tolist()):
-        ye_s = _label(ye, 2)
-        folder = root / f"Ye{ye_s}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for j, t in enumerate(table.time_days.tolist()):
-            t_s = _label(t, 1)
-            lines = [f"# Ye = {ye_s},  time = {t_s}day",
-                     "# [1] Density in Logspace [g cm^-3]",
-                     "# [2] Temperature [K]",
-                     "# [3] Bound-Bound Opacity [cm^2 g^-1]",
-                     "# [4] Electron Scatter Opacity [cm^2 g^-1]",
-                     "# [5] Planck Mean Opacity [cm^2 g^-1]"]
-            bb = table.kappa_bb[i, j].ravel().tolist()
-            es = table.kappa_es[i, j].ravel().tolist()
-            tot = table.kappa_total[i, j].ravel().tolist()
-            lines.extend(g + num(a, 21) + num(b, 21) + num(c, 26)
-                         for g, a, b, c in zip(grid_cols, bb, es, tot))
-            path = folder / f"Planck_Mean_Opacity_Ye{ye_s}_Time{t_s}.txt"
-            written.append(write_text(path, newline.join(lines) + newline))
-    return written

@@ -58,7 +58,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 from absl import logging
 
-from opacity_jax.data import io
+from opacity_jax.data import jlodk
 from opacity_jax.errors import DataFormatError
 from opacity_jax.experiments import ensemble as ens
 from opacity_jax.train import loop
@@ -140,7 +140,7 @@ class GridTable:
         return tuple(np.log10(a) if lg else a for a, lg in zip(self.axes, self.log_axes))
 
 
-def from_jlodk(t: io.JlodkTable) -> GridTable:
+def from_jlodk(t: jlodk.JlodkTable) -> GridTable:
     """GridTable with channels 'bb' (column 3) and 'es' (column 4); total = bb + es.
 
     Where only one of bb/es is NaN and the total is known, the missing one is recovered as
@@ -156,10 +156,10 @@ def from_jlodk(t: io.JlodkTable) -> GridTable:
                      kind="jlodk", source=str(t.root or ""))
 
 
-def to_jlodk(table: GridTable, channels: Dict[str, np.ndarray]) -> io.JlodkTable:
+def to_jlodk(table: GridTable, channels: Dict[str, np.ndarray]) -> jlodk.JlodkTable:
     """JlodkTable from a jlodk GridTable's axes and (filled) bb/es channels; total = bb + es."""
     bb, es = channels["bb"], channels["es"]
-    return io.JlodkTable(ye=table.axes[0], time_days=table.axes[1], log10_rho=table.axes[2],
+    return jlodk.JlodkTable(ye=table.axes[0], time_days=table.axes[1], log10_rho=table.axes[2],
                          temperature_k=table.axes[3], kappa_bb=bb, kappa_es=es,
                          kappa_total=bb + es)
 
@@ -291,7 +291,7 @@ def read_table(path, mask=None, value_columns: Sequence[str] = ()) -> GridTable:
     if not path.exists():
         raise FileNotFoundError(f"no such table: {path}")
     if path.is_dir():
-        table = from_jlodk(io.read_jlodk(path, allow_nan=True))
+        table = from_jlodk(jlodk.read_jlodk(path, allow_nan=True))
     else:
         table = read_text_table(path, value_columns)
     if mask is not None:
@@ -923,7 +923,7 @@ def complete(table: GridTable, cfg=None, workdir=None, progress: bool = False,
 def write_outputs(table: GridTable, result: CompletionResult, out_dir) -> dict:
     """Write the completed table in the input's format, the uncertainty and report.json.
 
-    JLODK: `table/` (io.write_jlodk; column 5 = column 3 + column 4), `uncertainty/` in the
+    JLODK: `table/` (jlodk.write_jlodk; column 5 = column 3 + column 4), `uncertainty/` in the
     same folder layout with columns log10 rho, T, sigma_log10 bb, es, total [dex] (0 = known),
     `uncertainty.npz` (arrays sigma_*, log_mean_*, missing, axes). Text tables: `<name>`
     completed with extra sigma_log10 columns. Plus `report.json` and `reliability.png`.
@@ -934,7 +934,7 @@ def write_outputs(table: GridTable, result: CompletionResult, out_dir) -> dict:
     paths = {}
     if table.kind == "jlodk":
         jt = to_jlodk(table, result.channels)
-        io.write_jlodk(jt, out_dir / "table")
+        jlodk.write_jlodk(jt, out_dir / "table")
         paths["table"] = out_dir / "table"
         _write_jlodk_sigma(table, result, out_dir / "uncertainty")
         paths["uncertainty"] = out_dir / "uncertainty"
