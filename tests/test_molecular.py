@@ -17,7 +17,7 @@ from opacity_jax.data import xsec_generator as xg
 from opacity_jax.errors import DomainError
 from opacity_jax.physics import constants as const
 from opacity_jax.physics import molecular as mol
-from opacity_jax.physics.molecular import photodissociation as h2p_exact
+from opacity_jax.physics.molecular import h2plus_exact as h2p_exact
 
 H2PLUS_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "h2plus"
 
