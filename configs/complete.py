@@ -12,8 +12,6 @@ epochs). Override any field, e.g. --config.completion.members=8.
 
 import ml_collections
 
-from opacity_jax.experiments.completion import DEFAULTS
-
 
 def get_config(arg=None):
     preset = arg or "default"
@@ -22,12 +20,22 @@ def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.preset = preset
     c.seed = 0
-    c.completion = ml_collections.ConfigDict(
-        {k: (list(v) if isinstance(v, tuple) else v) for k, v in DEFAULTS.items()
-         if k not in ("seed", "train")})
-    c.completion.hidden = tuple(DEFAULTS["hidden"])
-    c.completion.calibration_levels = tuple(DEFAULTS["calibration_levels"])
-    c.completion.train = ml_collections.ConfigDict(dict(DEFAULTS["train"]))
+    # Every key of opacity_jax.experiments.completion.completion_config (its only defaults).
+    c.completion = ml_collections.ConfigDict()
+    c.completion.members = 5                  # K ensemble members
+    c.completion.hidden = [128, 128, 128]     # MLP widths
+    c.completion.beta = 0.5                   # beta-NLL exponent
+    c.completion.rank = 2                     # known neighbours per side and axis
+    c.completion.pattern = "auto"             # auto, random, rows, slice
+    c.completion.cal_fraction = 0.1           # of the known entries
+    c.completion.val_fraction = 0.05
+    c.completion.calibration_levels = [0.95]
+    c.completion.slice_select = True
+    c.completion.target_samples = 100_000
+    c.completion.max_realisations = 12
+    c.completion.train = ml_collections.ConfigDict(dict(
+        epochs=80, batch_size=2048, learning_rate=2e-3, plateau_patience=3, plateau_factor=0.5,
+        patience=15, eval_every=1, checkpoint_every=20, max_seconds=0.0))
     if preset == "quick":
         c.completion.members = 2
         c.completion.hidden = (64, 64)

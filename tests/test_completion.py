@@ -6,12 +6,15 @@ import numpy as np
 import pytest
 
 from opacity_jax import completion as C
+from opacity_jax import config_files
 from opacity_jax.data import io
 from opacity_jax.errors import DataFormatError
 
 JLODK = Path(__file__).resolve().parents[2] / "shared" / "data" / "jlodk_planck_mean"
-TINY = {"members": 2, "hidden": (16, 16), "target_samples": 1500, "max_realisations": 3,
-        "train": {"epochs": 3, "batch_size": 256, "patience": 0, "plateau_patience": 0}}
+_CONFIG = config_files.load("complete")
+BASE = dict(_CONFIG.completion.to_dict(), seed=int(_CONFIG.seed))   # as completion.run builds it
+TINY = dict(BASE, members=2, hidden=(16, 16), target_samples=1500, max_realisations=3,
+            train=dict(BASE["train"], epochs=3, batch_size=256, patience=0, plateau_patience=0))
 
 
 def _synthetic(seed=0, holes=0.2):
@@ -138,9 +141,14 @@ def test_bad_tables_and_configs_rejected(tmp_path):
     with pytest.raises(ValueError, match="strictly increasing"):
         C.GridTable(("x",), (np.array([0.0, 0.0, 1.0]),), {"k": np.ones(3)})
     with pytest.raises(ValueError, match="unknown completion config keys"):
-        C.completion_config({"bogus": 1})
+        C.completion_config(dict(BASE, bogus=1))
     with pytest.raises(ValueError, match="pattern"):
-        C.completion_config({"pattern": "diagonal"})
+        C.completion_config(dict(BASE, pattern="diagonal"))
+    # The defaults live only in configs/complete.py: a key left out is an error naming it.
+    with pytest.raises(ValueError, match=r"lacks keys \['beta'\]"):
+        C.completion_config({k: v for k, v in BASE.items() if k != "beta"})
+    with pytest.raises(ValueError, match="no completion config"):
+        C.complete(C.GridTable(("x",), (np.arange(3.0),), {"k": np.ones(3)}), None)
     few = C.GridTable(("x",), (np.arange(5.0),), {"k": np.array([1.0, np.nan, 2, 3, 4])})
     with pytest.raises(ValueError, match="only 4 known entries"):
         C.complete(few, TINY)

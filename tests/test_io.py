@@ -1,4 +1,5 @@
-"""Tests for opacity_jax.data.io: HDF5 dataset files, spectrum text tables, JLODK tables."""
+"""Tests for the dataset file formats: HDF5 dataset files (data.h5file), spectrum text tables
+(data.spectrum_tables), JLODK tables (data.jlodk), read through the old path opacity_jax.data.io."""
 
 import json
 import os
@@ -34,6 +35,29 @@ def assert_error(exc_info, path, line=None, field=None):
 
 def leftovers(directory):
     return sorted(p.name for p in Path(directory).iterdir() if p.name.endswith(".tmp"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The old path
+# ---------------------------------------------------------------------------------------------
+
+def test_old_path_re_exports_the_modules_objects():
+    # data.io holds no logic of its own: every name is the object of the module that defines it.
+    import inspect
+
+    from opacity_jax.data import h5file, jlodk, parsing, spectrum_tables
+    homes = {h5file: ["FORMAT_NAME", "FORMAT_VERSION", "UNITS", "save_dataset", "load_dataset"],
+             spectrum_tables: ["SPECTRUM_COLUMNS", "SpectrumTable", "read_spectrum_table",
+                               "write_spectrum_table", "read_spectrum_directory"],
+             jlodk: ["JLODK_COLUMNS", "JlodkTable", "read_jlodk", "write_jlodk"],
+             parsing: ["header_pairs", "normalize_unit", "parse_rows", "read_text_lines",
+                       "repr_number", "require_file", "split_row"]}
+    assert sorted(io.__all__) == sorted(n for names in homes.values() for n in names)
+    for module, names in homes.items():
+        for name in names:
+            assert getattr(io, name) is getattr(module, name), name
+    assert not [n for n, v in vars(io).items()
+                if (inspect.isfunction(v) or inspect.isclass(v)) and v.__module__ == io.__name__]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Semiclassical prior (physics/reflection.py) against the exact cross-sections of
-physics/molecular.py (Numerov continuum), the Airy function, and the shift/scale identities."""
+physics/molecular/ (Numerov continuum), the Airy function, and the shift/scale identities."""
 
 import numpy as np
 import pytest

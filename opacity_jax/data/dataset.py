@@ -1,4 +1,4 @@
-"""The in-memory Dataset: grid axes plus opacity arrays. The canonical file is written by io.py."""
+"""The in-memory Dataset: grid axes plus opacity arrays. The canonical file: data/h5file.py."""
 
 from __future__ import annotations
 

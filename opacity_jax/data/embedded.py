@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 from absl import logging
 
-from opacity_jax.data import generator, grid, io
+from opacity_jax.data import generator, grid, h5file
 from opacity_jax.physics import elements as _el
 
 
@@ -58,7 +58,7 @@ def make_dataset_file(path, elements: Optional[Sequence[int]] = None, n_energy: 
     ds.provenance["generation_seconds"] = round(time.perf_counter() - t0, 2)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    io.save_dataset(ds, path)
+    h5file.save_dataset(ds, path)
     logging.info("wrote %s (%.1f MB, %d spectra) in %.1f s", path, path.stat().st_size / 1e6,
                  ds.kappa.shape[0] * ds.kappa.shape[1] * ds.kappa.shape[2],
                  time.perf_counter() - t0)

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from opacity_jax import __version__
-from opacity_jax.data.io import require_file
+from opacity_jax.data.parsing import require_file
 from opacity_jax.errors import DataFormatError
 from opacity_jax.physics import molecular as _mol
 from opacity_jax.train.workdir import atomic_write

@@ -22,7 +22,7 @@ and >= 0, at least 2 rows.
 Every problem raises :class:`~opacity_jax.errors.DataFormatError` naming the file, the 1-based
 line and the field ("wavelength", "sigma", "molecule", "v", "J", "E_vJ", "wavelength_unit",
 "sigma_unit"), and a missing file raises FileNotFoundError; writes are atomic (the house style of
-:mod:`opacity_jax.data.io`, whose helpers are reused).
+:mod:`opacity_jax.data.parsing`, whose helpers are reused).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from typing import Optional
 
 import numpy as np
 
-from opacity_jax.data.io import (header_pairs, normalize_unit, parse_rows, read_text_lines,
-                                 repr_number, require_file, split_row)
+from opacity_jax.data.parsing import (header_pairs, normalize_unit, parse_rows, read_text_lines,
+                                      repr_number, require_file, split_row)
 from opacity_jax.errors import DataFormatError
 from opacity_jax.physics import constants as _c
 from opacity_jax.train.workdir import write_text

@@ -58,7 +58,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 from absl import logging
 
-from opacity_jax.data import io
+from opacity_jax.data import jlodk
 from opacity_jax.errors import DataFormatError
 from opacity_jax.experiments import ensemble as ens
 from opacity_jax.train import loop
@@ -140,7 +140,7 @@ class GridTable:
         return tuple(np.log10(a) if lg else a for a, lg in zip(self.axes, self.log_axes))
 
 
-def from_jlodk(t: io.JlodkTable) -> GridTable:
+def from_jlodk(t: jlodk.JlodkTable) -> GridTable:
     """GridTable with channels 'bb' (column 3) and 'es' (column 4); total = bb + es.
 
     Where only one of bb/es is NaN and the total is known, the missing one is recovered as
@@ -156,10 +156,10 @@ def from_jlodk(t: io.JlodkTable) -> GridTable:
                      kind="jlodk", source=str(t.root or ""))
 
 
-def to_jlodk(table: GridTable, channels: Dict[str, np.ndarray]) -> io.JlodkTable:
+def to_jlodk(table: GridTable, channels: Dict[str, np.ndarray]) -> jlodk.JlodkTable:
     """JlodkTable from a jlodk GridTable's axes and (filled) bb/es channels; total = bb + es."""
     bb, es = channels["bb"], channels["es"]
-    return io.JlodkTable(ye=table.axes[0], time_days=table.axes[1], log10_rho=table.axes[2],
+    return jlodk.JlodkTable(ye=table.axes[0], time_days=table.axes[1], log10_rho=table.axes[2],
                          temperature_k=table.axes[3], kappa_bb=bb, kappa_es=es,
                          kappa_total=bb + es)
 
@@ -291,7 +291,7 @@ def read_table(path, mask=None, value_columns: Sequence[str] = ()) -> GridTable:
     if not path.exists():
         raise FileNotFoundError(f"no such table: {path}")
     if path.is_dir():
-        table = from_jlodk(io.read_jlodk(path, allow_nan=True))
+        table = from_jlodk(jlodk.read_jlodk(path, allow_nan=True))
     else:
         table = read_text_table(path, value_columns)
     if mask is not None:
@@ -647,35 +647,41 @@ def _realisations(pattern, known, missing, cfg, rng, cal, slices=None):
     return out
 
 
-DEFAULTS = dict(members=5, hidden=(128, 128, 128), beta=0.5, rank=2, pattern="auto",
-                cal_fraction=0.1, val_fraction=0.05, calibration_levels=(0.95,),
-                slice_select=True,
-                target_samples=100_000, max_realisations=12, seed=0,
-                train=dict(epochs=80, batch_size=2048, learning_rate=2e-3, plateau_patience=3,
-                           plateau_factor=0.5, patience=15, eval_every=1, checkpoint_every=20,
-                           max_seconds=0.0))
+# The keys of a completion config, in report order; their values live only in configs/complete.py.
+CONFIG_KEYS = ("members", "hidden", "beta", "rank", "pattern", "cal_fraction", "val_fraction",
+               "calibration_levels", "slice_select", "target_samples", "max_realisations", "seed",
+               "train")
 
 
-def completion_config(overrides=None) -> dict:
-    """DEFAULTS merged with overrides (a dict or ConfigDict; nested 'train' merged too).
+def completion_config(config) -> dict:
+    """A checked plain-dict copy of a completion config: the `completion` section of
+    configs/complete.py plus the top-level `seed` (a dict or ConfigDict).
 
-    Keys: members (K), hidden (MLP widths), beta (beta-NLL), rank (known neighbours per side
-    and axis), pattern ('auto', 'random', 'rows', 'slice'), cal_fraction / val_fraction (of
-    the known entries), calibration_levels (nominal coverages the sigma scale matches on the
-    calibration split), slice_select (for whole missing slices, fall back to the reference
-    interpolant when it beat the network on the cross-fit slice), target_samples /
-    max_realisations (training set size), seed, and train (LoopConfig fields).
+    Keys (every one required; configs/complete.py sets them all): members (K), hidden (MLP
+    widths), beta (beta-NLL), rank (known neighbours per side and axis), pattern ('auto',
+    'random', 'rows', 'slice'), cal_fraction / val_fraction (of the known entries),
+    calibration_levels (nominal coverages the sigma scale matches on the calibration split),
+    slice_select (for whole missing slices, fall back to the reference interpolant when it beat
+    the network on the cross-fit slice), target_samples / max_realisations (training set size),
+    seed, and train (LoopConfig fields).
+    Raises:
+      ValueError naming missing or unknown keys, or a value out of range.
     """
-    cfg = json.loads(json.dumps(DEFAULTS))
-    if overrides is not None:
-        o = overrides.to_dict() if hasattr(overrides, "to_dict") else dict(overrides)
-        unknown = sorted(set(o) - set(cfg))
-        if unknown:
-            raise ValueError(f"unknown completion config keys {unknown}; allowed: "
-                             f"{sorted(cfg)}")
-        tr = dict(o.pop("train", {}) or {})
-        cfg.update(o)
-        cfg["train"].update(tr)
+    if config is None:
+        raise ValueError("no completion config given: pass the `completion` section of "
+                         "configs/complete.py plus `seed` (see completion.run)")
+    o = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    missing = [k for k in CONFIG_KEYS if k not in o]
+    if missing:
+        raise ValueError(f"completion config lacks keys {missing} (configs/complete.py sets "
+                         f"every key: {list(CONFIG_KEYS)})")
+    unknown = sorted(set(o) - set(CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"unknown completion config keys {unknown}; allowed: "
+                         f"{sorted(CONFIG_KEYS)}")
+    tr = o["train"]
+    o["train"] = dict(tr.to_dict() if hasattr(tr, "to_dict") else (tr or {}))
+    cfg = json.loads(json.dumps({k: o[k] for k in CONFIG_KEYS}))   # a copy, in report order
     if cfg["pattern"] not in PATTERNS + ("auto",):
         raise ValueError(f"completion.pattern = {cfg['pattern']!r}; allowed: auto, "
                          f"{', '.join(PATTERNS)}")
@@ -790,12 +796,13 @@ def _calibrate(fitted: _Fitted, cal_sets, table: GridTable, levels,
     return scales, calib
 
 
-def complete(table: GridTable, cfg=None, workdir=None, progress: bool = False,
+def complete(table: GridTable, cfg, workdir=None, progress: bool = False,
              label: str = "completion") -> CompletionResult:
     """Fill the missing entries of `table` (see module docstring).
 
     Args:
-      table: GridTable; NaN entries are filled. cfg: overrides of DEFAULTS (dict/ConfigDict).
+      table: GridTable; NaN entries are filled. cfg: the completion config (see
+        completion_config; dict/ConfigDict).
       workdir: optional folder for the loop's checkpoints (label + a digest of the data and
         config, so a different table never resumes a stale run). progress: progress bar.
     Returns:
@@ -923,7 +930,7 @@ def complete(table: GridTable, cfg=None, workdir=None, progress: bool = False,
 def write_outputs(table: GridTable, result: CompletionResult, out_dir) -> dict:
     """Write the completed table in the input's format, the uncertainty and report.json.
 
-    JLODK: `table/` (io.write_jlodk; column 5 = column 3 + column 4), `uncertainty/` in the
+    JLODK: `table/` (jlodk.write_jlodk; column 5 = column 3 + column 4), `uncertainty/` in the
     same folder layout with columns log10 rho, T, sigma_log10 bb, es, total [dex] (0 = known),
     `uncertainty.npz` (arrays sigma_*, log_mean_*, missing, axes). Text tables: `<name>`
     completed with extra sigma_log10 columns. Plus `report.json` and `reliability.png`.
@@ -934,7 +941,7 @@ def write_outputs(table: GridTable, result: CompletionResult, out_dir) -> dict:
     paths = {}
     if table.kind == "jlodk":
         jt = to_jlodk(table, result.channels)
-        io.write_jlodk(jt, out_dir / "table")
+        jlodk.write_jlodk(jt, out_dir / "table")
         paths["table"] = out_dir / "table"
         _write_jlodk_sigma(table, result, out_dir / "uncertainty")
         paths["uncertainty"] = out_dir / "uncertainty"
@@ -1045,6 +1052,7 @@ def evaluate(table: GridTable, scenarios=SCENARIOS, cfg=None, out_dir=None, seed
 
     Writes `evaluation.json` and reliability / error plots to out_dir when given.
     """
+    completion_config(cfg)   # a bad config fails before any fit
     names = list(table.channels)
     known0 = ~table.missing()
     truth_log = {}

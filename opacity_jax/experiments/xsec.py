@@ -90,8 +90,8 @@ SPLITS = xg.SPLIT_KINDS
 def _physics_hash() -> str:
     """SHA-256 prefix of the sources that determine the table (any edit regenerates it)."""
     h = hashlib.sha256()
-    for mod in (_mol, xg):
-        h.update(Path(mod.__file__).read_bytes())
+    for path in (*_mol.SOURCE_FILES, Path(xg.__file__)):
+        h.update(path.read_bytes())
     return h.hexdigest()[:12]
 
 

@@ -6,7 +6,7 @@ and cross-sections in cm^2 at the public boundary.
 
 Theory
 ------
-The exact cross-section (molecular.py) is
+The exact cross-section (molecular/) is
 
     sigma_vJ(w) = (4 pi^2 / 3) alpha a0^2 w sum_{J' = J +- 1} h_J' |M_J'(E)|^2,
     M_J'(E) = int chi_vJ(R) D(R) chi_EJ'(R) dR,    E = E_vJ + w,
@@ -23,7 +23,7 @@ each needing only V_J'(R) (no Numerov integration):
       chi_EJ'(R) = (2 mu)^{1/2} (zeta / k^2)^{1/4} Ai(-zeta),
 
   which tends to (2 mu / (pi k))^{1/2} sin(int k + pi/4) far from R_c (the energy normalisation
-  of molecular.py) and is finite through the turning point, where (zeta / k^2)^{1/4} ->
+  of molecular/continuum.py) and is finite through the turning point, where (zeta / k^2)^{1/4} ->
   l^{1/2}, l = (2 mu F)^{-1/3}, F = -dV_J'/dR at R_c. M_J'(E) is then one quadrature on the grid
   of the bound functions.
 * reflection (``form="reflection"``): chi_EJ' -> F^{-1/2} delta(R - R_c) as l -> 0, so

@@ -71,8 +71,8 @@ def prior_inputs(prior_cfg, name: str, v, J, lam_nm, sigma_ref: float, floor: fl
     hash of the physics sources).
     """
     key = hashlib.sha256()
-    for mod in (_mol, reflection):
-        key.update(Path(mod.__file__).read_bytes())
+    for path in (*_mol.SOURCE_FILES, Path(reflection.__file__)):
+        key.update(path.read_bytes())
     key.update(json.dumps([name, float(prior_cfg.get("upper_shift_ev", 0.0)),
                            float(prior_cfg.get("dipole_scale", 1.0))]).encode())
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from opacity_jax.data import embedded, grid, io, splits, transforms
+from opacity_jax.data import embedded, grid, h5file, splits, transforms
 from opacity_jax.data.dataset import Dataset
 from opacity_jax.data.transforms import SpectrumScaling
 from opacity_jax.experiments import registry
@@ -40,12 +40,12 @@ def load_data(data_cfg) -> Dataset:
     elements = _parse_elements(data_cfg.get("elements", ""))
     n_energy = int(data_cfg.n_energy)
     if data_cfg.path:
-        ds = io.load_dataset(data_cfg.path, elements=elements)
+        ds = h5file.load_dataset(data_cfg.path, elements=elements)
     else:
         path = embedded.ensure_embedded_dataset(n_energy=n_energy,
                                                 seed=int(data_cfg.get("generator_seed", 0)),
                                                 elements=elements)
-        ds = io.load_dataset(path)
+        ds = h5file.load_dataset(path)
     n_file = ds.kappa.shape[-1]
     if n_file != n_energy:
         if n_file < n_energy:
