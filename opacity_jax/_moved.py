@@ -17,7 +17,8 @@ import sys
 MOVED = {
     "opacity_jax.surrogate": "opacity_jax.serve.surrogate",
     "opacity_jax.pipeline": "opacity_jax.serve.pipeline",
-    "opacity_jax.trees": "opacity_jax.serve.trees",
+    "opacity_jax.trees": "opacity_jax.models.trees",
+    "opacity_jax.serve.trees": "opacity_jax.models.trees",
     "opacity_jax.export": "opacity_jax.serve.export",
     "opacity_jax.predict": "opacity_jax.serve.predict",
     "opacity_jax.inverse": "opacity_jax.experiments.inverse",

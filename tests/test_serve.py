@@ -54,4 +54,4 @@ assert pipeline is sys.modules["opacity_jax.serve.pipeline"]
 assert InverseModel is Served
 print(json.dumps(sorted(sys.modules)))
 """)
-    assert "opacity_jax.serve.trees" in loaded and "opacity_jax.serve.export" in loaded
+    assert "opacity_jax.models.trees" in loaded and "opacity_jax.serve.export" in loaded

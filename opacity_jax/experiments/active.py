@@ -81,24 +81,23 @@ class Oracle:
 
 @dataclasses.dataclass
 class ActiveConfig:
-    """Knobs of `run_experiment` (see configs/active.py for the presets)."""
+    """Knobs of `run_experiment`. Their values live in configs/active.py only (build one with
+    `config_from(config)`); the grid sizes default to the NIST-LANL grid's."""
 
-    elements: tuple = ("Nd", "U")
-    n_energy: int = 40
+    elements: tuple
+    n_energy: int
+    log_eps: float
+    n_initial: int
+    rounds: int
+    k: int
+    test_fraction: float
+    members: int
+    hidden: tuple
+    seeds: tuple
+    diversity_radius: int
+    train: dict
     n_temperature: int = grid.N_TEMPERATURES
     n_density: int = grid.N_DENSITIES
-    log_eps: float = 1e-10
-    n_initial: int = 16
-    rounds: int = 12
-    k: int = 4
-    test_fraction: float = 0.25
-    members: int = 5
-    hidden: tuple = (64, 64, 64)
-    seeds: tuple = (0, 1, 2)
-    diversity_radius: int = 1
-    train: dict = dataclasses.field(default_factory=lambda: dict(
-        epochs=400, batch_size=512, learning_rate=3e-3, plateau_patience=10,
-        plateau_factor=0.5, eval_every=10, checkpoint_every=10_000))
 
     def __post_init__(self):
         if isinstance(self.elements, str):

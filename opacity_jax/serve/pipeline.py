@@ -8,7 +8,7 @@
 
 Stages, all inside one `jax.jit` (no host round trip): standardized features (log10 T, log10 rho)
 -> latent code (the latent MLP, or the element's XGBoost ensemble as an exact lookup table from
-`opacity_jax.serve.trees`) -> the element's CAE decoder -> inverse scaling -> kappa -> Planck and
+`opacity_jax.models.trees`) -> the element's CAE decoder -> inverse scaling -> kappa -> Planck and
 Rosseland means (`opacity_jax.physics.planck`). The element is a traced int32 position on the
 model's element axis, so one compilation serves every element. `DevicePipeline.apply` is the pure
 function `(params, element_pos, t, r) -> dict`, the form that `jax.export`, sharded inference
@@ -33,7 +33,7 @@ from opacity_jax.data import grid as _grid
 from opacity_jax.models.cae import CAE
 from opacity_jax.models.mlp import MLP
 from opacity_jax.physics import planck
-from opacity_jax.serve import trees as trees_lib
+from opacity_jax.models import trees as trees_lib
 
 # Standardized-feature tolerance for ties at tree thresholds (see trees.lookup): float32 on the
 # device moves a grid-node feature by a few 1e-7, grid nodes are >= 0.05 apart in these units.
