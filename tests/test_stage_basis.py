@@ -157,6 +157,10 @@ def test_surrogate_serving(trained):
     np.testing.assert_array_equal(s_small.spectrum("Eu", t, r), k)
     kp = s.planck_mean("Eu", t, r)
     assert kp.shape == (7,) and np.all(kp > 0)
+    # The bin/predict table of this model (one member: zero spread).
+    from opacity_jax.serve import predict
+    text = predict.prediction_table(trained, "Eu", t[:2], r[:2])
+    assert text.count("\n") >= 2 and "nan" not in text.lower()
     with pytest.raises(DomainError):
         s.spectrum("Eu", 50.0, 1e-10)
     with pytest.raises(ValueError, match="not served"):

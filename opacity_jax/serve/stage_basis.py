@@ -143,19 +143,23 @@ class StageBasisSurrogate:
         k = np.exp(self.log_spectrum(element, temperature_ev, density_gcc).astype(np.float64))
         return (k, np.zeros_like(k)) if return_std else k
 
-    def _mean(self, fn, element, temperature_ev, density_gcc):
+    def _mean(self, fn, element, temperature_ev, density_gcc, return_std):
         k = self.spectrum(element, temperature_ev, density_gcc)
         t, _ = self.check_domain(temperature_ev, density_gcc)
         with _compat.enable_x64():
-            return np.asarray(fn(jnp.asarray(k), self.energy_edges_ev, jnp.asarray(t)))
+            m = np.asarray(fn(jnp.asarray(k), self.energy_edges_ev, jnp.asarray(t)))
+        return (m, np.zeros_like(m)) if return_std else m
 
-    def planck_mean(self, element, temperature_ev, density_gcc):
-        """(N,) band-limited Planck mean of the predicted spectrum [cm^2/g]."""
-        return self._mean(planck.planck_mean, element, temperature_ev, density_gcc)
+    def planck_mean(self, element, temperature_ev, density_gcc, return_std: bool = False):
+        """(N,) band-limited Planck mean of the predicted spectrum [cm^2/g] (with return_std,
+        also the members' spread: zeros, one member)."""
+        return self._mean(planck.planck_mean, element, temperature_ev, density_gcc, return_std)
 
-    def rosseland_mean(self, element, temperature_ev, density_gcc):
-        """(N,) band-limited Rosseland mean of the predicted spectrum [cm^2/g]."""
-        return self._mean(planck.rosseland_mean, element, temperature_ev, density_gcc)
+    def rosseland_mean(self, element, temperature_ev, density_gcc, return_std: bool = False):
+        """(N,) band-limited Rosseland mean of the predicted spectrum [cm^2/g] (return_std as
+        `planck_mean`)."""
+        return self._mean(planck.rosseland_mean, element, temperature_ev, density_gcc,
+                          return_std)
 
     def derivatives(self, element, temperature_ev, density_gcc):
         """(dkappa/dT [cm^2/g/eV], dkappa/drho [cm^5/g^2]), each (N, nE), by autodiff through
