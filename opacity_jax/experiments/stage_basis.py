@@ -299,7 +299,7 @@ def spec_to_meta(spec, consts, windows) -> dict:
     """JSON-serialisable description of the model (everything `load` needs besides params)."""
     return {"n_stages": spec.n_stages, "n_energy": spec.n_energy,
             "knots_log10_t": list(spec.knots_log10_t), "correction": spec.correction,
-            "log_floor": spec.log_floor, "windows": [list(map(int, w)) for w in windows],
+            "windows": [list(map(int, w)) for w in windows],
             "knot_mask": np.asarray(consts.knot_mask).astype(int).tolist(),
             "prior": "Saha with tabulated ionization energies and unit partition functions"}
 
@@ -352,15 +352,9 @@ def load(workdir, **options):
 
 
 def evaluate(workdir, **options) -> dict:
-    """Held-out evaluation with every training-free interpolant in the same table
-    (`opacity_jax.evaluate.evaluate_workdir`); `offgrid=N` (keyword) also scores N random
-    off-grid points per element (`evaluate.offgrid_workdir`)."""
-    from opacity_jax import evaluate as evaluate_lib
-    n_off = int(options.pop("offgrid", 0) or 0)
-    m = evaluate_lib.evaluate_workdir(workdir, **options)
-    if n_off > 0:
-        m["offgrid"] = evaluate_lib.offgrid_workdir(workdir, n_points=n_off)
-    return m
+    """Held-out evaluation with every training-free interpolant in the same table, as the
+    spectrum family's (`spectra.evaluate`; `offgrid=N` also scores off-grid points)."""
+    return spectra.evaluate(workdir, **options)
 
 
 def report(m: dict) -> str:

@@ -62,7 +62,6 @@ class StageBasisSpec:
     knots_log10_t: (n_knots,) log10 T [eV] of the knots (the dataset's T axis);
     energy_edges_ev: (n_energy + 1,) bin edges [eV];
     correction: learn dphi (else the prior's fractions are used as they are);
-    log_floor: ln of the opacity floor [cm^2/g] below which the loss does not resolve values.
     """
 
     n_stages: int
@@ -70,7 +69,6 @@ class StageBasisSpec:
     knots_log10_t: tuple
     energy_edges_ev: tuple
     correction: bool = True
-    log_floor: float = float(np.log(1e-30))
 
 
 class ElementConsts(NamedTuple):
@@ -170,16 +168,6 @@ def _log_kernel_bin_mean(edges, t):
     """ln of the bin mean of E^-3 (1 - e^{-E/kT}) [eV^-3], (nE,)."""
     integral = phys.kramers_kernel_integral(edges[:-1], edges[1:], t)
     return jnp.log(integral) - jnp.log(edges[1:] - edges[:-1])
-
-
-def init_params(spec: StageBasisSpec, log_a, dphi):
-    """Parameters of one element.
-
-    Args: log_a: (n_stages, n_knots, n_energy) ln A_q [ln cm^2/g]; dphi: (n_stages + 1, n_knots).
-    Returns: the params dict of the module docstring (free-free and Thomson scales 1).
-    """
-    return {"log_a": jnp.asarray(log_a, jnp.float32), "dphi": jnp.asarray(dphi, jnp.float32),
-            "log_s_ff": jnp.zeros((), jnp.float32), "log_s_es": jnp.zeros((), jnp.float32)}
 
 
 def ionization_and_continuum(consts: ElementConsts, spec: StageBasisSpec, log10_t, log10_rho,

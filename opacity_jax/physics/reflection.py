@@ -295,13 +295,7 @@ def prior_cross_sections(molecule, v, J, wavelength_nm, form: str = "airy", fill
     if not (math.isfinite(fill) and fill >= 0):
         raise ValueError(f"fill must be finite and >= 0, got {fill!r}")
     mol = mol_.get_molecule(molecule)
-    v = np.atleast_1d(np.asarray(v, dtype=np.int64))
-    J = np.atleast_1d(np.asarray(J, dtype=np.int64))
-    lam = np.atleast_1d(np.asarray(wavelength_nm, dtype=np.float64))
-    if v.shape != J.shape or v.ndim != 1:
-        raise ValueError("v and J must be equal-length 1-D arrays")
-    if lam.ndim != 1 or np.any(~np.isfinite(lam)) or np.any(lam <= 0):
-        raise ValueError("wavelength_nm must be a 1-D array of finite positive values [nm]")
+    v, J, lam = mol_.level_wavelength_arrays(v, J, wavelength_nm)
     omega = mol_.wavelength_to_hartree(lam)
     n_lev = v.size
     airy_part = np.zeros((n_lev, lam.size))

@@ -40,7 +40,7 @@ def spec_from_meta(meta: dict):
     spec = sb.StageBasisSpec(
         n_stages=int(m["n_stages"]), n_energy=int(m["n_energy"]),
         knots_log10_t=tuple(m["knots_log10_t"]), energy_edges_ev=tuple(meta["energy_edges_ev"]),
-        correction=bool(m["correction"]), log_floor=float(m["log_floor"]))
+        correction=bool(m["correction"]))
     consts = sb.stack_consts([
         sb.element_consts(int(z), spec.n_stages, int(w[0]), np.asarray(km, bool))
         for z, w, km in zip(meta["elements"], m["windows"], m["knot_mask"])])

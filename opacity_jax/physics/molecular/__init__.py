@@ -28,7 +28,8 @@ from opacity_jax.physics.molecular.h2plus_exact import (h2plus_dipole, h2plus_el
                                                        h2plus_electronic_table, h2plus_potential,
                                                        solve_h2plus_state)
 from opacity_jax.physics.molecular.photodissociation import (cross_section, cross_section_h2plus,
-                                                            cross_sections, lte_average,
+                                                            cross_sections,
+                                                            level_wavelength_arrays, lte_average,
                                                             lte_combine, lte_weights,
                                                             thermal_j_max, wavelength_grid)
 from opacity_jax.physics.molecular.potentials import (MOLECULE_NAMES, Molecule, get_molecule,
@@ -42,7 +43,7 @@ __all__ = [
     "h2plus_electronic_energy", "h2plus_potential", "h2plus_dipole", "h2plus_electronic_table",
     "solve_h2plus_state", "model_parameters",
     "bound_levels", "bound_wavefunctions", "continuum_wavefunction",
-    "cross_section", "cross_section_h2plus", "cross_sections",
+    "cross_section", "cross_section_h2plus", "cross_sections", "level_wavelength_arrays",
     "lte_weights", "lte_combine", "lte_average", "thermal_j_max",
     "wavelength_grid", "wavelength_to_hartree", "hartree_to_wavelength",
     "XSEC_PREFACTOR_CM2", "SOURCE_FILES",

@@ -171,6 +171,19 @@ def _group_msq(mol: Molecule, jp: int, v, J, hfac, e_tot, ext, method: str, n_en
 
 
 @blas_single
+def level_wavelength_arrays(v, J, wavelength_nm):
+    """Checked query arrays: v, J (n_levels,) int64 of equal length; wavelength_nm (n_lambda,)
+    float64, finite and positive [nm]. ValueError naming the argument otherwise."""
+    v = np.atleast_1d(np.asarray(v, dtype=np.int64))
+    J = np.atleast_1d(np.asarray(J, dtype=np.int64))
+    lam = np.atleast_1d(np.asarray(wavelength_nm, dtype=np.float64))
+    if v.shape != J.shape or v.ndim != 1:
+        raise ValueError("v and J must be equal-length 1-D arrays")
+    if lam.ndim != 1 or np.any(~np.isfinite(lam)) or np.any(lam <= 0):
+        raise ValueError("wavelength_nm must be a 1-D array of finite positive values [nm]")
+    return v, J, lam
+
+
 def cross_sections(molecule, v, J, wavelength_nm, *, method: str = "auto",
                    n_energy: Optional[int] = None, progress: Optional[Callable] = None):
     """Photodissociation cross-sections of many levels on one wavelength grid.
@@ -189,13 +202,7 @@ def cross_sections(molecule, v, J, wavelength_nm, *, method: str = "auto",
       (n_levels, n_lambda) float64 sigma [cm^2] >= 0.
     """
     mol = get_molecule(molecule)
-    v = np.atleast_1d(np.asarray(v, dtype=np.int64))
-    J = np.atleast_1d(np.asarray(J, dtype=np.int64))
-    lam = np.atleast_1d(np.asarray(wavelength_nm, dtype=np.float64))
-    if v.shape != J.shape or v.ndim != 1:
-        raise ValueError("v and J must be equal-length 1-D arrays")
-    if lam.ndim != 1 or np.any(~np.isfinite(lam)) or np.any(lam <= 0):
-        raise ValueError("wavelength_nm must be a 1-D array of finite positive values [nm]")
+    v, J, lam = level_wavelength_arrays(v, J, wavelength_nm)
     if method not in ("auto", "direct", "grid"):
         raise ValueError(f"method must be 'auto', 'direct' or 'grid', got {method!r}")
     omega = wavelength_to_hartree(lam)
