@@ -41,6 +41,8 @@ def get_config(arg=None):
     c.stage_basis.row_steps = 80          # Adam steps per start in the initial sweep
     c.stage_basis.dphi_penalty = 1e-6     # ridge on dphi
     c.stage_basis.smooth_penalty = 1e-6   # curvature of dphi in log10 T
+    c.stage_basis.log_refine_steps = 30   # log-space LM steps on the stage spectra (0 = linear fit)
+    c.stage_basis.log_refine_linear_weight = 100.0   # + weight of the scaled linear misfit
 
     # The loop: LoopConfig defaults + these fields (one full-batch step per epoch).
     c.train = config_files.train_section(

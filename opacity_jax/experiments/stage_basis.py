@@ -16,7 +16,10 @@ Per element (the entity axis of the one training loop) the model of
    neighbours) and a small ridge on dphi; early stopping on the validation nodes, scored as the
    error at those nodes of stage spectra fitted without them.
 4. Stage spectra: per knot, least squares on that row's training spectra with the final dphi,
-   stored as ln A tables (`stage_basis_tables.npz`).
+   refined by `log_refine_steps` Levenberg-Marquardt steps on the ln-spectrum misfit plus
+   `log_refine_linear_weight` x the scaled linear one (the linear fit alone leaves the deep
+   windows, which rule the Rosseland mean, up to a decade too opaque), stored as ln A tables
+   (`stage_basis_tables.npz`).
 """
 
 from __future__ import annotations
@@ -245,16 +248,22 @@ def make_task(spec, consts, dphi0, log10_rho, penalties: dict) -> Task:
     return Task(LABEL, init, loss, eval_loss)
 
 
-def stage_tables(spec, consts, params, ds, fit_mask) -> np.ndarray:
-    """ln A (nZ, S, K, nE) [ln cm^2/g] per knot from the fitted corrections (least squares on
-    the knot's training densities); knots without training data copy the nearest valid knot
-    (never used: interpolation skips them)."""
+def stage_tables(spec, consts, params, ds, fit_mask, log_refine_steps: int = 0,
+                 linear_weight: float = 0.0) -> np.ndarray:
+    """ln A (nZ, S, K, nE) [ln cm^2/g] per knot from the fitted corrections: least squares on
+    the knot's training densities, then `log_refine_steps` Levenberg-Marquardt steps in log space
+    (`models.stage_basis.log_refine` with `linear_weight`; 0 steps keep the linear fit).
+    Knots without training data copy the nearest valid knot (never used: interpolation skips
+    them)."""
     lr_j = jnp.asarray(np.log10(ds.density_gcc), jnp.float32)
 
     def one(c, p, lt, k, s, m):
         q = {"dphi_t": p["dphi"][:, jnp.argmin(jnp.abs(jnp.asarray(spec.knots_log10_t) - lt))],
              "log_s_ff": p["log_s_ff"], "log_s_es": p["log_s_es"]}
-        return sb.row_fit(c, spec, q, lt, lr_j, k, s, m)[0]
+        a, x, cont = sb.row_fit(c, spec, q, lt, lr_j, k, s, m)
+        if log_refine_steps <= 0:
+            return a
+        return sb.log_refine(x, cont, k, m, a, log_refine_steps, linear_weight)
 
     f = jax.jit(jax.vmap(one, in_axes=(None, None, 0, 0, 0, 0)))
     lt = jnp.asarray(np.log10(ds.temperature_ev), jnp.float32)
@@ -267,7 +276,8 @@ def stage_tables(spec, consts, params, ds, fit_mask) -> np.ndarray:
         sc = row_scale(ds.kappa[e], m)
         a = np.asarray(f(c, p, lt, jnp.asarray(k, jnp.float32), jnp.asarray(sc, jnp.float32),
                          jnp.asarray(m, jnp.float32)), np.float64)    # (K, S, nE)
-        la = np.log(np.maximum(a, TINY))
+        # The refined fit is already ln A (float32 would underflow A itself below 1e-45).
+        la = a if log_refine_steps > 0 else np.log(np.maximum(a, TINY))
         valid = np.nonzero(m.any(1))[0]
         for i in np.nonzero(~m.any(1))[0]:
             la[i] = la[valid[np.argmin(np.abs(valid - i))]]
@@ -291,7 +301,9 @@ def fit(ds, train_mask, val_mask, config, workdir=None, progress: bool = True, m
     res = loop.train(task, tr, va, loop.LoopConfig.from_config(d), workdir, meta=meta,
                      progress=progress, label=LABEL)
     params = jax.tree_util.tree_map(np.asarray, res.params)
-    params["log_a"] = stage_tables(spec, consts, params, ds, train_mask)
+    params["log_a"] = stage_tables(spec, consts, params, ds, train_mask,
+                                   int(mc.get("log_refine_steps", 0)),
+                                   float(mc.get("log_refine_linear_weight", 0.0)))
     return spec, consts, params, res, windows
 
 
@@ -324,6 +336,10 @@ def train(config, workdir, progress: bool = True) -> dict:
                     ("stage_margin", int(mc.stage_margin) >= 0),
                     ("row_restarts", int(mc.row_restarts) >= 0),
                     ("row_steps", int(mc.row_steps) >= 1),
+                    ("log_refine_steps", int(mc.get("log_refine_steps", 0)) >= 0),
+                    ("log_refine_linear_weight",
+                     np.isfinite(float(mc.get("log_refine_linear_weight", 0.0)))
+                     and float(mc.get("log_refine_linear_weight", 0.0)) >= 0),
                     ("dphi_penalty", np.isfinite(float(mc.dphi_penalty))
                      and float(mc.dphi_penalty) >= 0),
                     ("smooth_penalty", np.isfinite(float(mc.smooth_penalty))

@@ -229,6 +229,68 @@ def row_fit(consts, spec, params, log10_t, log10_rho, kappa, scale, mask, ridge:
     return a, x, cont
 
 
+def log_refine(x, cont, kappa, mask, a0, steps: int, linear_weight: float = 0.0,
+               rel_floor: float = 1e-3):
+    """Refine one row's stage spectra in log space (Levenberg-Marquardt per bin).
+
+    The linear fit (`row_fit`) weights every density of a bin by the bin's largest opacity, so
+    a bin that is a deep window at some densities and a line at others is fitted to the line:
+    the window comes out too opaque by up to decades, and the Rosseland mean (a harmonic mean,
+    ruled by the windows) with it. Here the stage spectra minimise
+    sum_rho [ln(sum_q x_q A_q + cont) - ln kappa]^2 + linear_weight sum_rho [(model - kappa) / s]^2
+    instead, s the bin's largest known opacity (the second term keeps the peaks, which rule the
+    RMSE and the Planck mean, as well fitted as by the linear fit), from the linear solution (negative
+    or tiny coefficients start at `rel_floor` x the bin's smallest known opacity, where their
+    Jacobian is still non-zero). Each bin is an independent S-parameter problem; a step is kept
+    only if it lowers that bin's misfit.
+
+    Args: x: (nR, S) stage fractions; cont: (nR, nE) ff + es [cm^2/g]; kappa: (nR, nE)
+      [cm^2/g]; mask: (nR,) 1 at the densities fitted; a0: (S, nE) linear solution [cm^2/g];
+      steps: LM iterations; linear_weight: weight of the scaled linear misfit (0: log only).
+    Returns: (S, nE) ln A [ln cm^2/g].
+    """
+    tiny = jnp.asarray(1e-37, kappa.dtype)
+    w = mask[:, None] * (kappa > tiny)                                  # (nR, nE)
+    y = jnp.log(jnp.maximum(kappa, tiny))
+    kmin = jnp.min(jnp.where(w > 0, kappa, jnp.inf), axis=0)            # (nE,)
+    kmin = jnp.where(jnp.isfinite(kmin), kmin, tiny)
+    u = jnp.log(jnp.maximum(a0, jnp.maximum(rel_floor * kmin, tiny)[None, :]))   # (S, nE)
+    log_x = jnp.log(jnp.maximum(x, 1e-38))
+    log_c = jnp.log(jnp.maximum(cont, tiny))
+
+    s = jnp.maximum(jnp.max(kappa * mask[:, None], axis=0), tiny)       # (nE,)
+    sw = np.sqrt(linear_weight)
+
+    def misfit(u):
+        terms = jnp.concatenate([log_x[:, :, None] + u[None], log_c[:, None, :]], axis=1)
+        p = jax.nn.logsumexp(terms, axis=1)                             # (nR, nE)
+        lin = sw * (jnp.exp(p) - kappa) / s
+        return p, jnp.sum(w * (p - y) ** 2 + mask[:, None] * lin ** 2, axis=0)
+
+    def body(carry, _):
+        u, lam = carry
+        p, f0 = misfit(u)
+        jac = jnp.exp(log_x[:, :, None] + u[None] - p[:, None, :])     # (nR, S, nE) d ln p / d u
+        jac_lin = sw * jnp.exp(log_x[:, :, None] + u[None]) / s         # d lin / d u
+        jw = jac * w[:, None, :]
+        jl = jac_lin * mask[:, None, None]
+        lin = sw * (jnp.exp(p) - kappa) / s
+        g = (jnp.einsum("rse,re->es", jw, p - y)
+             + jnp.einsum("rse,re->es", jl, lin))                       # (nE, S)
+        h = jnp.einsum("rse,rte->est", jw, jac) + jnp.einsum("rse,rte->est", jl, jac_lin)
+        d = jnp.diagonal(h, axis1=1, axis2=2)
+        a = h + (lam[:, None, None] * (d[:, :, None] + 1e-12)) * jnp.eye(x.shape[1])
+        step = -jnp.linalg.solve(a, g[..., None])[..., 0].T             # (S, nE)
+        un = jnp.clip(u + jnp.clip(step, -20.0, 20.0), np.log(1e-300), 80.0)
+        _, f1 = misfit(un)
+        ok = f1 < f0
+        return (jnp.where(ok[None], un, u), jnp.where(ok, lam * 0.3, lam * 10.0)), None
+
+    lam0 = jnp.full(kappa.shape[-1], 1e-2, kappa.dtype)
+    (u, _), _ = jax.lax.scan(body, (u, lam0), None, length=int(steps))
+    return u
+
+
 def row_loss(consts, spec, params, log10_t, log10_rho, kappa, scale, fit_mask, score_mask):
     """Scaled squared misfit at the `score_mask` densities of a row whose stage spectra were
     fitted on the `fit_mask` densities (`row_fit`); equal masks give the training misfit,

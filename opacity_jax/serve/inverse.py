@@ -7,6 +7,7 @@ module only loads a workdir and predicts, so it imports no trainer.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Dict
 
@@ -149,3 +150,92 @@ class InverseModel:
         if k.ndim != 2 or k.shape[1] != self.n_energy:
             raise ValueError(f"expected spectra of shape (N, {self.n_energy}), got {k.shape}")
         return self.predict_scaled(scale_input(k, self.transform))
+
+
+# ------------------------------------------------------------------ refinement through a forward model
+REFINE_STARTS = ((0.0, 0.0), (0.0, -1.5), (0.0, 1.5), (-0.03, 0.0), (0.03, 0.0))
+
+
+def log_residual(log_kappa_pred, kappa_obs, floor_rel: float = 1e-10):
+    """ln-spectrum residual, both spectra floored at floor_rel x the observed peak.
+
+    The floor keeps empty or numerically meaningless bins (below ~1e-10 of the peak) from
+    ruling the fit, while the deep windows between lines, which carry the density through the
+    ionization balance, still count. Args: log_kappa_pred: (nE,) ln kappa [ln cm^2/g];
+    kappa_obs: (nE,) [cm^2/g]. Returns (nE,) [e-folds].
+    """
+    floor = jnp.maximum(floor_rel * jnp.max(kappa_obs), 1e-30)
+    y = jnp.log(jnp.maximum(kappa_obs, floor))
+    return jnp.logaddexp(log_kappa_pred, jnp.log(floor)) - y
+
+
+def refine_conditions(forward, element, kappa, t0_ev, log10_rho0, steps: int = 12,
+                      floor_rel: float = 1e-10, starts=REFINE_STARTS) -> Dict[str, np.ndarray]:
+    """Refine (T, rho) estimates of observed spectra through a differentiable forward surrogate.
+
+    Levenberg-Marquardt in (log10 T, log10 rho) on the mean squared `log_residual`,
+    from the given start and the offsets `starts` (dex in T, dex in rho; the density direction is
+    flat where the gas is nearly neutral, so a few starts guard against its shallow local
+    minima); parameters are kept inside the forward model's domain. jit'd and vmapped over the
+    spectra.
+
+    Args: forward: a surrogate with `log_kappa_function(element)` and `domain` (e.g.
+      `serve.stage_basis.StageBasisSurrogate`); element: symbol or Z (all spectra of one
+      element); kappa: (N, nE) observed spectra [cm^2/g] on the forward model's bins;
+      t0_ev, log10_rho0: (N,) starting T [eV] and log10 rho [g/cm^3] (e.g. the classifier's).
+    Returns: {'t_ev' (N,) [eV], 'log10_rho' (N,), 'misfit' (N,) final, 'misfit_start' (N,)}.
+    """
+    if not hasattr(forward, "log_kappa_function"):
+        raise TypeError(f"{type(forward).__name__} has no log_kappa_function: refinement needs "
+                        "a differentiable forward surrogate (a stage_basis workdir)")
+    kappa = np.asarray(kappa, np.float32)
+    n_e = len(forward.energy_edges_ev) - 1
+    if kappa.ndim != 2 or kappa.shape[1] != n_e:
+        raise ValueError(f"expected spectra of shape (N, {n_e}) on the forward model's bins, "
+                         f"got {kappa.shape}")
+    t0 = np.broadcast_to(np.asarray(t0_ev, np.float64), kappa.shape[:1])
+    r0 = np.broadcast_to(np.asarray(log10_rho0, np.float64), kappa.shape[:1])
+    if not (np.all(np.isfinite(t0)) and np.all(t0 > 0) and np.all(np.isfinite(r0))):
+        raise ValueError("t0_ev must be finite and > 0 and log10_rho0 finite")
+    f, args = forward.log_kappa_function(element)
+    dom = forward.domain
+    lo = jnp.asarray([np.log10(dom["temperature_ev"][0]), np.log10(dom["density_gcc"][0])],
+                     jnp.float32)
+    hi = jnp.asarray([np.log10(dom["temperature_ev"][1]), np.log10(dom["density_gcc"][1])],
+                     jnp.float32)
+    offsets = jnp.asarray(starts, jnp.float32)
+    run = _refiner(f, int(steps), float(floor_rel))
+    theta0 = np.stack([np.log10(t0), r0], -1).astype(np.float32)
+    th, m, m0 = run(args, jnp.asarray(theta0), jnp.asarray(kappa), offsets, lo, hi)
+    th = np.asarray(th, np.float64)
+    return {"t_ev": 10.0 ** th[:, 0], "log10_rho": th[:, 1], "misfit": np.asarray(m),
+            "misfit_start": np.asarray(m0)}
+
+
+@functools.lru_cache(maxsize=8)
+def _refiner(f, steps: int, floor_rel: float):
+    def resid(args, theta, k):
+        return log_residual(f(args, theta[0], theta[1]), k, floor_rel)
+
+    def lm(args, theta, k, lo, hi):
+        def body(carry, _):
+            th, lam = carry
+            r = resid(args, th, k)
+            j = jax.jacfwd(resid, argnums=1)(args, th, k)          # (nE, 2)
+            h = j.T @ j
+            g = j.T @ r
+            a = h + lam * (jnp.diag(jnp.diag(h)) + 1e-9 * jnp.eye(2))
+            new = jnp.clip(th - jnp.linalg.solve(a, g), lo, hi)
+            better = jnp.sum(resid(args, new, k) ** 2) < jnp.sum(r ** 2)
+            return (jnp.where(better, new, th), jnp.where(better, lam * 0.3, lam * 10.0)), None
+        (th, _), _ = jax.lax.scan(body, (theta, jnp.asarray(1e-2, theta.dtype)), None,
+                                  length=steps)
+        return th, jnp.mean(resid(args, th, k) ** 2)
+
+    def one(args, theta0, k, offsets, lo, hi):
+        th_all, m_all = jax.vmap(
+            lambda d: lm(args, jnp.clip(theta0 + d, lo, hi), k, lo, hi))(offsets)
+        i = jnp.argmin(m_all)
+        return th_all[i], m_all[i], jnp.mean(resid(args, jnp.clip(theta0, lo, hi), k) ** 2)
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, None, None, None)))

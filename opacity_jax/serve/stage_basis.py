@@ -82,6 +82,11 @@ def predict_log_kappa(spec, consts, params, element_pos, log10_t, log10_rho, chu
     return np.concatenate(out, 0) if out else np.zeros((0, spec.n_energy), np.float32)
 
 
+@functools.lru_cache(maxsize=8)
+def _point_fn(spec):
+    return lambda args, lt, lr: sb.point(args[0], args[1], spec, lt, lr)["log_kappa"]
+
+
 class StageBasisSurrogate:
     """A trained Saha-structured surrogate (see module docstring).
 
@@ -160,6 +165,17 @@ class StageBasisSurrogate:
         `planck_mean`)."""
         return self._mean(planck.rosseland_mean, element, temperature_ev, density_gcc,
                           return_std)
+
+    def log_kappa_function(self, element):
+        """(fn, args): a pure JAX function fn(args, log10 T [eV], log10 rho [g/cm^3]) of scalars
+        -> (nE,) ln kappa [ln cm^2/g], and the element's arrays to pass as `args`.
+        Differentiable and jit/vmap-able; fn is the same object for every element of a model, so
+        a jit'd caller compiles once. No domain check: the caller keeps its arguments inside
+        `domain`, e.g. by clipping."""
+        pos = self.element_position(element)
+        p = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[pos], self.params)
+        c = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[pos], self.consts)
+        return _point_fn(self.spec), (p, c)
 
     def derivatives(self, element, temperature_ev, density_gcc):
         """(dkappa/dT [cm^2/g/eV], dkappa/drho [cm^5/g^2]), each (N, nE), by autodiff through

@@ -9,16 +9,17 @@ if [[ "${SKIP_TRAINING:-0}" != 1 ]]; then
           bin/train --config=configs/stage_basis.py$preset --workdir="$runs/$w" "$@"
           bin/evaluate --workdir="$runs/$w" --offgrid="$off"; }
   run sb "" 40
+  run sb_cpu ":cpu" 20
+  run sb_cpu_random ":cpu" 0 --config.data.split=random
+  run sb_cpu_rows ":cpu" 0 --config.data.split=heldout_t_rows
   run sb_rows "" 0 --config.data.split=heldout_t_rows
   run sb_random "" 0 --config.data.split=random
   run sb_seed1 "" 0 --config.data.generator_seed=1
   run sb_seed1_nocorr "" 0 --config.data.generator_seed=1 --config.stage_basis.correction=False
   run sb_nocorr "" 0 --config.stage_basis.correction=False
-  run sb_cpu ":cpu" 20
-  run sb_cpu_rows ":cpu" 0 --config.data.split=heldout_t_rows
-  run sb_cpu_random ":cpu" 0 --config.data.split=random
+  run sb_linear "" 0 --config.stage_basis.log_refine_steps=0
 fi
-for w in sb sb_rows sb_random sb_seed1 sb_seed1_nocorr sb_nocorr sb_cpu sb_cpu_rows sb_cpu_random; do
+for w in sb sb_rows sb_random sb_seed1 sb_seed1_nocorr sb_nocorr sb_linear sb_cpu sb_cpu_rows sb_cpu_random; do
   [[ -f "$runs/$w/eval/report.md" ]] || continue
   mkdir -p "reports/stage_basis/$w"
   for f in report.md metrics.json offgrid.md offgrid.json; do
