@@ -218,3 +218,30 @@ def test_surrogate_serving(trained):
         data[len(data) // 2] ^= 1
         tables.write_bytes(bytes(data))
     assert meta["stage_basis"]["prior"].startswith("Saha with tabulated")
+
+
+def test_refine_conditions_recovers_the_conditions_of_its_own_spectra(trained):
+    # Spectra the forward model itself predicts at known (T, rho): from starts 10 % off in T
+    # and 1 dex off in rho, the refinement must return those conditions where the spectrum
+    # depends on them (T always; rho where the gas is ionized, Zbar >= 0.05).
+    from opacity_jax.serve import inverse
+    s = StageBasisSurrogate.load(trained)
+    rng = np.random.default_rng(4)
+    (t_lo, t_hi), (r_lo, r_hi) = s.domain["temperature_ev"], s.domain["density_gcc"]
+    lt = rng.uniform(np.log10(t_lo) + 0.1, np.log10(t_hi) - 0.1, 8)
+    lr = rng.uniform(np.log10(r_lo) + 1.5, np.log10(r_hi) - 1.5, 8)
+    kappa = s.spectrum("Eu", 10.0 ** lt, 10.0 ** lr)
+    zbar = np.exp(np.asarray(jax.vmap(lambda a, b: sb.point(
+        jax.tree_util.tree_map(lambda v: jnp.asarray(v)[0], s.params),
+        jax.tree_util.tree_map(lambda v: jnp.asarray(v)[0], s.consts), s.spec, a, b)[
+            "log_zbar"])(jnp.asarray(lt, jnp.float32), jnp.asarray(lr, jnp.float32))))
+    t0 = 10.0 ** lt * np.where(np.arange(8) % 2, 1.1, 0.9)
+    r0 = lr + np.where(np.arange(8) % 2, -1.0, 1.0)
+    out = inverse.refine_conditions(s, "Eu", kappa, t0, r0)
+    np.testing.assert_allclose(np.log10(out["t_ev"]), lt, atol=5e-3)
+    ion = zbar >= 0.05
+    assert ion.sum() >= 3
+    np.testing.assert_allclose(out["log10_rho"][ion], lr[ion], atol=0.05)
+    assert np.all(out["misfit"] <= out["misfit_start"])
+    with pytest.raises(ValueError, match="shape"):
+        inverse.refine_conditions(s, "Eu", kappa[:, :5], t0, r0)
