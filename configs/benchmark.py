@@ -4,6 +4,7 @@
   bin/benchmark --config=configs/benchmark.py:gpu --output_dir=reports/benchmark_gpu
   bin/benchmark --config=configs/benchmark.py:gpu --config.workdir=runs/cae ...   # trained model
   bin/benchmark --config=configs/benchmark.py:fullres --output_dir=reports/benchmark_fullres
+  bin/benchmark --config=configs/benchmark.py --config.stage_basis_workdir=runs/sb ...  # + stage basis
 
 Presets: default = a short CPU run (small batch sweep, 6 elements for training); `gpu` = the full
 sweep (batches to 2^18, 28 elements, torch reference when installed); `fullres` = `gpu` with the
@@ -22,6 +23,7 @@ def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.preset = preset
     c.workdir = ""                       # trained workdir; empty = random weights of `model`
+    c.stage_basis_workdir = ""           # also time a trained stage_basis model (its first element)
     c.matmul_precision = ""              # "" = jax default; or "highest", "high", "bfloat16"
 
     c.model = ml_collections.ConfigDict()

@@ -228,6 +228,34 @@ def bench_inference(cfg, env: dict) -> list:
     return rows
 
 
+def bench_stage_basis(cfg) -> list:
+    """Rows (as `bench_inference`'s) for a trained Saha-structured surrogate
+    (`cfg.stage_basis_workdir`): jit'd ln kappa of its first element at random (T, rho) in its
+    domain, float32 (the Saha solve runs in float32 only), per batch size."""
+    from opacity_jax.serve.stage_basis import StageBasisSurrogate
+    s = StageBasisSurrogate.load(cfg.stage_basis_workdir)
+    fn, args = s.log_kappa_function(int(s.elements[0]))
+    batched = jax.vmap(fn, in_axes=(None, 0, 0))
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch in cfg.inference.batch_sizes:
+        batch = int(batch)
+        lt = jnp.asarray(rng.uniform(*np.log10(s.domain["temperature_ev"]), batch), jnp.float32)
+        lr = jnp.asarray(rng.uniform(*np.log10(s.domain["density_gcc"]), batch), jnp.float32)
+        res = time_compiled(batched, (args, lt, lr), int(cfg.inference.n_runs),
+                            int(cfg.inference.warmup))
+        row = {"model": "stage_basis", "dtype": "float32", "batch": batch, **res,
+               "spectra_per_s": batch / res["median_s"], "n_stages": s.spec.n_stages,
+               "n_bins": s.spec.n_energy}
+        if res["flops"]:
+            row["flops_per_spectrum"] = res["flops"] / batch
+            row["achieved_flops_per_s"] = res["flops"] / res["median_s"]
+        rows.append(row)
+        print(f"  {'stage_basis':18s} float32  batch {batch:7d}: {row['spectra_per_s']:.4g} "
+              f"spectra/s, compile {res['compile_s']:.2f} s")
+    return rows
+
+
 def pipeline_ratios(rows: list) -> list:
     """Full pipeline time / decoder-only time per (regressor, dtype, batch)."""
     dec = {(r["dtype"], r["batch"]): r["median_s"] for r in rows if r["model"] == "decoder"}
@@ -429,6 +457,8 @@ def run(cfg, output_dir, argv=None) -> dict:
     if cfg.inference.enabled:
         result["inference"] = bench_inference(cfg, env)
         result["pipeline_over_decoder"] = pipeline_ratios(result["inference"])
+        if cfg.get("stage_basis_workdir", ""):
+            result["inference"] += bench_stage_basis(cfg)
     if cfg.training.enabled:
         result["training"] = bench_training(cfg)
     out = Path(output_dir)

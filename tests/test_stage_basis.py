@@ -245,3 +245,22 @@ def test_refine_conditions_recovers_the_conditions_of_its_own_spectra(trained):
     assert np.all(out["misfit"] <= out["misfit_start"])
     with pytest.raises(ValueError, match="shape"):
         inverse.refine_conditions(s, "Eu", kappa[:, :5], t0, r0)
+
+
+def test_benchmark_times_the_served_function(trained):
+    # bin/benchmark's stage-basis rows time log_kappa_function, which must be the served model.
+    from configs import benchmark as benchmark_config
+    from opacity_jax import benchmark
+    s = StageBasisSurrogate.load(trained)
+    fn, args = s.log_kappa_function("Eu")
+    t, r = np.array([0.3, 1.1]), np.array([1e-12, 3e-9])
+    got = jax.vmap(fn, in_axes=(None, 0, 0))(args, jnp.log10(jnp.asarray(t, jnp.float32)),
+                                             jnp.log10(jnp.asarray(r, jnp.float32)))
+    np.testing.assert_allclose(np.asarray(got), s.log_spectrum("Eu", t, r), rtol=1e-5, atol=1e-4)
+    c = benchmark_config.get_config()
+    c.stage_basis_workdir = str(trained)
+    c.inference.batch_sizes = (4,)
+    c.inference.n_runs, c.inference.warmup = 2, 1
+    rows = benchmark.bench_stage_basis(c)
+    assert [(row["model"], row["batch"]) for row in rows] == [("stage_basis", 4)]
+    assert rows[0]["spectra_per_s"] > 0 and rows[0]["n_bins"] == s.spec.n_energy
