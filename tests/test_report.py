@@ -37,3 +37,4 @@ def test_dataset_report_writes_json(tmp_path, monkeypatch):
     corners = saved["zbar_corners"]["Nd"]
     assert corners["T5_rho1e-20"] > corners["T5_rho1e-4"] > corners["T0.01_rho1e-20"]
     assert rep["per_temperature"][0]["band_fraction_B"] < 0.05   # x_min = 10 at 0.01 eV
+
