@@ -230,7 +230,7 @@ def row_fit(consts, spec, params, log10_t, log10_rho, kappa, scale, mask, ridge:
 
 
 def log_refine(x, cont, kappa, mask, a0, steps: int, linear_weight: float = 0.0,
-               rel_floor: float = 1e-3):
+               rel_floor: float = 1e-3, anchor: float = 1e-6):
     """Refine one row's stage spectra in log space (Levenberg-Marquardt per bin).
 
     The linear fit (`row_fit`) weights every density of a bin by the bin's largest opacity, so
@@ -241,8 +241,12 @@ def log_refine(x, cont, kappa, mask, a0, steps: int, linear_weight: float = 0.0,
     instead, s the bin's largest known opacity (the second term keeps the peaks, which rule the
     RMSE and the Planck mean, as well fitted as by the linear fit), from the linear solution (negative
     or tiny coefficients start at `rel_floor` x the bin's smallest known opacity, where their
-    Jacobian is still non-zero). Each bin is an independent S-parameter problem; a step is kept
-    only if it lowers that bin's misfit.
+    Jacobian is still non-zero). Two guards keep stages the row's densities hardly see (edge
+    densities held out, a stage whose fraction is tiny at every fitted density) from drifting:
+    a weak pull `anchor` x sum_q (ln A_q - ln A_q,start)^2 towards the start, and the bound
+    x_q A_q <= 2 kappa at every fitted density (a stage cannot absorb more than the total). Each
+    bin is an independent S-parameter problem; a step is kept only if it lowers that bin's
+    misfit.
 
     Args: x: (nR, S) stage fractions; cont: (nR, nE) ff + es [cm^2/g]; kappa: (nR, nE)
       [cm^2/g]; mask: (nR,) 1 at the densities fitted; a0: (S, nE) linear solution [cm^2/g];
@@ -254,10 +258,16 @@ def log_refine(x, cont, kappa, mask, a0, steps: int, linear_weight: float = 0.0,
     y = jnp.log(jnp.maximum(kappa, tiny))
     kmin = jnp.min(jnp.where(w > 0, kappa, jnp.inf), axis=0)            # (nE,)
     kmin = jnp.where(jnp.isfinite(kmin), kmin, tiny)
-    u = jnp.log(jnp.maximum(a0, jnp.maximum(rel_floor * kmin, tiny)[None, :]))   # (S, nE)
     log_x = jnp.log(jnp.maximum(x, 1e-38))
     log_c = jnp.log(jnp.maximum(cont, tiny))
-
+    # ln A_q <= min over fitted densities of ln(2 kappa / x_q): (S, nE).
+    bound = jnp.min(jnp.where(mask[:, None, None] > 0,
+                              np.log(2.0) + y[:, None, :] - log_x[:, :, None], np.inf), axis=0)
+    bound = jnp.minimum(bound, 80.0)
+    lo = np.log(1e-300)
+    u0 = jnp.clip(jnp.log(jnp.maximum(a0, jnp.maximum(rel_floor * kmin, tiny)[None, :])), lo,
+                  bound)
+    u = u0
     s = jnp.maximum(jnp.max(kappa * mask[:, None], axis=0), tiny)       # (nE,)
     sw = np.sqrt(linear_weight)
 
@@ -265,7 +275,8 @@ def log_refine(x, cont, kappa, mask, a0, steps: int, linear_weight: float = 0.0,
         terms = jnp.concatenate([log_x[:, :, None] + u[None], log_c[:, None, :]], axis=1)
         p = jax.nn.logsumexp(terms, axis=1)                             # (nR, nE)
         lin = sw * (jnp.exp(p) - kappa) / s
-        return p, jnp.sum(w * (p - y) ** 2 + mask[:, None] * lin ** 2, axis=0)
+        return p, (jnp.sum(w * (p - y) ** 2 + mask[:, None] * lin ** 2, axis=0)
+                   + anchor * jnp.sum((u - u0) ** 2, axis=0))
 
     def body(carry, _):
         u, lam = carry
@@ -275,13 +286,14 @@ def log_refine(x, cont, kappa, mask, a0, steps: int, linear_weight: float = 0.0,
         jw = jac * w[:, None, :]
         jl = jac_lin * mask[:, None, None]
         lin = sw * (jnp.exp(p) - kappa) / s
-        g = (jnp.einsum("rse,re->es", jw, p - y)
-             + jnp.einsum("rse,re->es", jl, lin))                       # (nE, S)
-        h = jnp.einsum("rse,rte->est", jw, jac) + jnp.einsum("rse,rte->est", jl, jac_lin)
+        g = (jnp.einsum("rse,re->es", jw, p - y) + jnp.einsum("rse,re->es", jl, lin)
+             + anchor * (u - u0).T)                                     # (nE, S)
+        h = (jnp.einsum("rse,rte->est", jw, jac) + jnp.einsum("rse,rte->est", jl, jac_lin)
+             + anchor * jnp.eye(x.shape[1]))
         d = jnp.diagonal(h, axis1=1, axis2=2)
-        a = h + (lam[:, None, None] * (d[:, :, None] + 1e-12)) * jnp.eye(x.shape[1])
+        a = h + (lam[:, None, None] * d[:, :, None]) * jnp.eye(x.shape[1])
         step = -jnp.linalg.solve(a, g[..., None])[..., 0].T             # (S, nE)
-        un = jnp.clip(u + jnp.clip(step, -20.0, 20.0), np.log(1e-300), 80.0)
+        un = jnp.clip(u + jnp.clip(step, -20.0, 20.0), lo, bound)
         _, f1 = misfit(un)
         ok = f1 < f0
         return (jnp.where(ok[None], un, u), jnp.where(ok, lam * 0.3, lam * 10.0)), None
