@@ -22,9 +22,9 @@ from typing import Callable
 
 from absl import app, flags, logging
 
-from opacity_jax.errors import DataFormatError, DomainError
+from opacity_jax.errors import CheckpointError, DataFormatError, DomainError
 
-USER_ERRORS = (DataFormatError, DomainError, ValueError, FileNotFoundError)
+USER_ERRORS = (DataFormatError, DomainError, ValueError, FileNotFoundError, CheckpointError)
 
 
 def run(main: Callable[[], object]) -> None:

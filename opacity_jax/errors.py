@@ -59,3 +59,13 @@ def check_domain(domain: dict, temperature_ev, density_gcc, on_domain_error: str
             raise DomainError(msg)
         warnings.warn(msg)
     return t, r
+
+
+class WorkdirError(ValueError):
+    """A workdir that cannot be used as asked: held by another run, or holding a run whose
+    data, split, elements or model differ from the config's."""
+
+
+class CheckpointError(OSError):
+    """A trained model's file (checkpoint, table) that is missing, unreadable, corrupt or from
+    another run; the message names the file and how to recover."""

@@ -197,7 +197,7 @@ def test_ensemble_members_mean_std_and_calibration(tmp_path):
     assert (wd / "eval" / "ensemble_reliability.png").exists()
     cfg.xsec.ensemble = 0
     with pytest.raises(ValueError, match="ensemble"):
-        xe._validate(cfg)
+        xe.validate(cfg)
 
 
 def test_interpolation_baseline_is_exact_for_linear_log_sigma():
@@ -222,10 +222,10 @@ def test_config_validation():
     cfg = xsec_config.get_config()
     cfg.loss.name = "mse"
     with pytest.raises(ValueError, match="msle"):
-        xe._validate(cfg)
+        xe.validate(cfg)
     cfg = xsec_config.get_config()
     cfg.data.floor = 0.0
     with pytest.raises(ValueError, match="floor"):
-        xe._validate(cfg)
+        xe.validate(cfg)
     with pytest.raises(ValueError, match="preset"):
         xsec_config.get_config("gpu")

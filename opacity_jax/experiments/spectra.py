@@ -32,12 +32,26 @@ from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import pack_ragged
 
 MODELS = ("cae", "fcnn")
+# Config keys that fix each model's shape (train.workdir.fingerprint: a workdir keeps them).
+ARCHITECTURE = {"cae": ("cae", "latent.mlp_hidden"), "fcnn": ("fcnn.hidden", "fcnn.ensemble")}
+REGRESSORS = ("xgboost", "mlp", "both")
+
+
+def validate(config) -> None:
+    """Config checks that need no data (experiment.validate_config runs them before any work);
+    ValueError naming the field and the allowed values."""
+    if config.model not in MODELS:
+        raise ValueError(f"config.model must be one of {MODELS} here, got {config.model!r}")
+    if config.model == "cae" and config.latent.regressor not in REGRESSORS:
+        raise ValueError(f"latent.regressor must be one of {REGRESSORS}, got "
+                         f"{config.latent.regressor!r}")
+    if config.model == "fcnn" and int(config.fcnn.get("ensemble", 1)) < 1:
+        raise ValueError(f"fcnn.ensemble must be >= 1, got {config.fcnn.ensemble}")
 
 
 def train(config, workdir, progress: bool = True) -> dict:
     """Train config.model ('cae' or 'fcnn') into `workdir`; returns a summary dict."""
-    if config.model not in MODELS:
-        raise ValueError(f"config.model must be one of {MODELS} here, got {config.model!r}")
+    validate(config)
     run = run_cae if config.model == "cae" else run_fcnn
     return run(config, Path(workdir), progress)
 

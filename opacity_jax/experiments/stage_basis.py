@@ -313,12 +313,13 @@ def save_tables(path: Path, params) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def train(config, workdir, progress: bool = True) -> dict:
-    """Train the family into `workdir` (resuming the loop stage); writes the tables and
-    model.json. Returns a summary dict."""
-    workdir = Path(workdir)
-    t0 = time.perf_counter()
-    seed = int(config.seed)
+ARCHITECTURE = {LABEL: ("stage_basis.min_fraction", "stage_basis.stage_margin",
+                        "stage_basis.correction")}   # train.workdir.fingerprint
+
+
+def validate(config) -> None:
+    """Config checks that need no data (experiment.validate_config runs them before any work);
+    ValueError naming the field."""
     mc = config.stage_basis
     for key, ok in (("min_fraction", 0 < float(mc.min_fraction) < 1),
                     ("stage_margin", int(mc.stage_margin) >= 0),
@@ -330,6 +331,15 @@ def train(config, workdir, progress: bool = True) -> dict:
                      and float(mc.smooth_penalty) >= 0)):
         if not ok:
             raise ValueError(f"stage_basis.{key} = {mc[key]!r} is out of range")
+
+
+def train(config, workdir, progress: bool = True) -> dict:
+    """Train the family into `workdir` (resuming the loop stage); writes the tables and
+    model.json. Returns a summary dict."""
+    validate(config)
+    workdir = Path(workdir)
+    t0 = time.perf_counter()
+    seed = int(config.seed)
     ds = experiment.load_data(config.data)
     train_m, val_m, test_m = experiment.make_split_masks(ds, config.data, seed)
     scaling = experiment.fit_scaling(ds, train_m, "log", 1e-30)

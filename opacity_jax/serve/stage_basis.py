@@ -24,7 +24,7 @@ import numpy as np
 
 from opacity_jax import _compat
 from opacity_jax.data import grid as _grid
-from opacity_jax.errors import check_domain
+from opacity_jax.errors import CheckpointError, check_domain
 from opacity_jax.models import stage_basis as sb
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
@@ -57,7 +57,7 @@ def load_tables(path, sha256: str) -> dict:
     data = path.read_bytes()
     got = hashlib.sha256(data).hexdigest()
     if got != sha256:
-        raise IOError(f"{path}: SHA-256 {got[:12]}... differs from {sha256[:12]}... recorded in "
+        raise CheckpointError(f"{path}: SHA-256 {got[:12]}... differs from {sha256[:12]}... recorded in "
                       "model.json; the file is corrupt or from another run - re-run bin/train "
                       "with --overwrite")
     with np.load(io.BytesIO(data), allow_pickle=False) as z:

@@ -55,8 +55,9 @@ class Checkpointer:
         """Finalised checkpoint steps, ascending (partial writes are never listed)."""
         return sorted(self._mngr.all_steps())
 
-    def save(self, step: int, state, meta: dict) -> None:
-        """Write checkpoint `step` (blocking until it is finalised on disk)."""
+    def save(self, step: int, state, meta: dict) -> str:
+        """Write checkpoint `step` (blocking until it is finalised on disk); returns the state's
+        SHA-256 (`tree_digest`), also stored in the meta as 'state_sha256'."""
         state = _to_numpy(state)
         meta = dict(meta)
         meta["state_sha256"] = tree_digest(state)
@@ -64,6 +65,12 @@ class Checkpointer:
         self._mngr.save(int(step), args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
         self._mngr.wait_until_finished()
+        return meta["state_sha256"]
+
+    def clear(self) -> None:
+        """Delete every checkpoint of this folder (a stage that must be re-fitted)."""
+        for s in self.steps():
+            self._mngr.delete(s)
 
     def restore_meta(self, step: Optional[int] = None) -> Optional[dict]:
         """The JSON part of checkpoint `step` (default newest readable), or None."""
@@ -100,6 +107,12 @@ class Checkpointer:
                 print(f"warning: checkpoint {self.directory}/{s} is corrupt or partial ({e}); "
                       "falling back to the previous one")
         return None
+
+    def restore_exact(self, step: int) -> Tuple[int, Any, dict]:
+        """Checkpoint `step` exactly, as `restore_any` reads it, verified against its digest;
+        raises (IOError on a digest mismatch, orbax's error otherwise) instead of falling back.
+        For inference, which must never mix checkpoints."""
+        return self._restore_verified(int(step), ocp.args.StandardRestore())
 
     def restore_any(self, step: Optional[int] = None) -> Optional[Tuple[int, Any, dict]]:
         """Like `restore` but without a target structure: the saved pytree as numpy arrays
