@@ -215,6 +215,7 @@ def run_cae(config, workdir: Path, progress: bool = True) -> dict:
             boosters[z], best[z] = b, bi
             importance[z] = latent_lib.feature_importance(b)
         latent_lib.save_boosters(workdir / "xgb", boosters, best)
+        meta["latent"]["xgb_sha256"] = workdir_lib.file_digest(workdir / "xgb")  # load checks
         meta["latent"]["regressors"].append("xgboost")
         meta["latent"]["xgb_importance"] = {str(k): v for k, v in importance.items()}
         summary["xgboost"] = {"seconds": round(time.perf_counter() - t1, 1),

@@ -20,6 +20,7 @@ nothing is silently extrapolated. Unknown elements raise ValueError naming the a
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Optional
@@ -31,13 +32,19 @@ import numpy as np
 from opacity_jax.data import grid as _grid
 from opacity_jax.data import transforms
 from opacity_jax.data.transforms import SpectrumScaling
-from opacity_jax.errors import check_domain
+from opacity_jax.errors import CheckpointError, check_domain
 from opacity_jax.models.cae import CAE
 from opacity_jax.models.mlp import FCNN, MLP
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
 from opacity_jax.train import workdir as workdir_lib
-from opacity_jax.train.workdir import MODEL_FILE, restore_params
+from opacity_jax.train.workdir import MODEL_FILE
+
+# model.json keys each spectrum surrogate needs (checked on load, naming the missing one).
+COMMON_KEYS = ["elements", "energy_edges_ev", "domain", "scaling.name", "scaling.scale"]
+REQUIRED = {"cae": ["cae.latent_dim", "latent.regressors", "latent.x_standardizer",
+                    "latent.z_mean", "latent.z_std"],
+            "fcnn": ["fcnn.hidden", "fcnn.x_standardizer"]}
 
 
 def member_major(flat, n_entities: int, members: int):
@@ -122,6 +129,12 @@ class Surrogate:
         if meta.get("model") == "stage_basis":
             from opacity_jax.serve.stage_basis import StageBasisSurrogate
             return StageBasisSurrogate.load(workdir, on_domain_error=on_domain_error)
+        mf = workdir_lib.model_path(workdir)
+        if meta["model"] not in REQUIRED:
+            raise ValueError(f"{mf}: model {meta['model']!r} is not a spectrum surrogate "
+                             f"(one of {sorted(REQUIRED)} or 'stage_basis')")
+        workdir_lib.require_keys(meta, mf, COMMON_KEYS + REQUIRED[meta["model"]])
+        restore_params = functools.partial(workdir_lib.restore_params, meta=meta)
         params, boosters = {}, None
         n_z = len(meta.get("elements", ()))
         if meta["model"] == "cae":
@@ -151,6 +164,13 @@ class Surrogate:
                 params["mlp"] = member_major(single, n_z, 1)
             else:
                 from opacity_jax.models import latent as latent_lib
+                want = meta["latent"].get("xgb_sha256")
+                if want is not None and (not (workdir / "xgb").is_dir() or
+                                         workdir_lib.file_digest(workdir / "xgb") != want):
+                    raise CheckpointError(
+                        f"{workdir / 'xgb'}: the XGBoost boosters are missing or differ from the "
+                        f"ones {mf} records (corrupt, or from another run); re-run bin/train "
+                        f"--workdir={workdir}")
                 boosters = latent_lib.load_boosters(workdir / "xgb")
         elif meta["model"] == "fcnn":
             regressor = "fcnn"
