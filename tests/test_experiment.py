@@ -35,6 +35,39 @@ def test_workdir_contents_and_surrogate_queries(tiny_workdir):
         sx.derivatives("Nd", 0.3, 1e-13)
 
 
+def test_large_queries_run_in_fixed_chunks(tiny_workdir, monkeypatch):
+    from opacity_jax.serve import chunks
+    rng = np.random.default_rng(0)
+    n = 150
+    one = Surrogate.load(tiny_workdir, chunk=1000)
+    (t_lo, t_hi), (r_lo, r_hi) = one.domain["temperature_ev"], one.domain["density_gcc"]
+    t = 10 ** rng.uniform(np.log10(t_lo), np.log10(t_hi), n)
+    rho = 10 ** rng.uniform(np.log10(r_lo), np.log10(r_hi), n)
+    k1, p1 = one.spectrum("Nd", t, rho), one.planck_mean("Nd", t, rho)
+    seen = []
+    real = chunks.map_chunks
+
+    def spy(fn, inputs, chunk, out_axis=0):
+        return real(lambda *a: (seen.append(a[0].shape[0]), fn(*a))[1], inputs, chunk, out_axis)
+
+    monkeypatch.setattr(chunks, "map_chunks", spy)
+    import opacity_jax.serve.surrogate as surrogate_mod
+    monkeypatch.setattr(surrogate_mod, "map_chunks", spy)
+    for reg in ("mlp", "xgboost"):
+        s = Surrogate.load(tiny_workdir, chunk=32, regressor=reg)
+        seen.clear()
+        k = s.spectrum("Nd", t, rho)
+        assert k.shape == (n, 48) and seen == [32] * 5     # bounded: 32 points per call
+        np.testing.assert_array_equal(k, s.spectrum("Nd", t, rho))        # fixed chunk: bits
+        if reg == "mlp":
+            np.testing.assert_allclose(k, k1, rtol=2e-5, atol=1e-6 * k1.max())
+            np.testing.assert_allclose(s.planck_mean("Nd", t, rho), p1, rtol=2e-5)
+            dt, _ = s.derivatives("Nd", t[:40], rho[:40])
+            assert dt.shape == (40, 48) and np.all(np.isfinite(dt))
+    with pytest.raises(ValueError, match="chunk must be a positive integer"):
+        Surrogate.load(tiny_workdir, chunk=0)
+
+
 def test_out_of_domain_and_unknown_element_queries(tiny_workdir):
     s = Surrogate.load(tiny_workdir)
     with pytest.raises(DomainError, match="temperature_ev"):

@@ -42,6 +42,10 @@ def validate(config) -> None:
     ValueError naming the field and the allowed values."""
     if config.model not in MODELS:
         raise ValueError(f"config.model must be one of {MODELS} here, got {config.model!r}")
+    experiment.check_spectrum_data(config.data)
+    if config.loss.name not in data_losses.DATA_LOSSES:
+        raise ValueError(f"loss.name must be one of {sorted(data_losses.DATA_LOSSES)}, got "
+                         f"{config.loss.name!r}")
     if config.model == "cae" and config.latent.regressor not in REGRESSORS:
         raise ValueError(f"latent.regressor must be one of {REGRESSORS}, got "
                          f"{config.latent.regressor!r}")

@@ -317,9 +317,15 @@ ARCHITECTURE = {LABEL: ("stage_basis.min_fraction", "stage_basis.stage_margin",
                         "stage_basis.correction")}   # train.workdir.fingerprint
 
 
+ALLOWED = {"min_fraction": "in (0, 1)", "stage_margin": "an integer >= 0",
+           "row_restarts": "an integer >= 0", "row_steps": "an integer >= 1",
+           "dphi_penalty": "finite and >= 0", "smooth_penalty": "finite and >= 0"}
+
+
 def validate(config) -> None:
     """Config checks that need no data (experiment.validate_config runs them before any work);
     ValueError naming the field."""
+    experiment.check_spectrum_data(config.data, scaling=False)
     mc = config.stage_basis
     for key, ok in (("min_fraction", 0 < float(mc.min_fraction) < 1),
                     ("stage_margin", int(mc.stage_margin) >= 0),
@@ -330,7 +336,8 @@ def validate(config) -> None:
                     ("smooth_penalty", np.isfinite(float(mc.smooth_penalty))
                      and float(mc.smooth_penalty) >= 0)):
         if not ok:
-            raise ValueError(f"stage_basis.{key} = {mc[key]!r} is out of range")
+            raise ValueError(f"stage_basis.{key} = {mc[key]!r} is out of range (allowed: "
+                             f"{ALLOWED[key]})")
 
 
 def train(config, workdir, progress: bool = True) -> dict:

@@ -192,6 +192,25 @@ def encode_all(model: CAE, params, y_all: np.ndarray, chunk: int = 4096) -> np.n
     return np.concatenate(outs, axis=1)
 
 
+def check_spectrum_data(data_cfg, scaling: bool = True) -> None:
+    """Checks of a spectrum family's `data` section that need no data: split name, fractions,
+    n_energy, scaling; ValueError naming the field and the allowed values."""
+    if data_cfg.split not in splits.SPLIT_NAMES:
+        raise ValueError(f"data.split must be one of {list(splits.SPLIT_NAMES)}, got "
+                         f"{data_cfg.split!r}")
+    for key, lo_open in (("test_fraction", True), ("val_fraction", False)):
+        v = data_cfg.get(key, 0.1)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or \
+                not ((0 < v) if lo_open else (0 <= v)) or not v < 1:
+            raise ValueError(f"data.{key} = {v!r} must be in {'(0' if lo_open else '[0'}, 1)")
+    n = data_cfg.get("n_energy", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"data.n_energy = {n!r} must be an integer >= 2 (energy bins)")
+    if scaling and "scaling" in data_cfg and data_cfg.scaling not in transforms.SCALING_NAMES:
+        raise ValueError(f"data.scaling must be one of {list(transforms.SCALING_NAMES)}, got "
+                         f"{data_cfg.scaling!r}")
+
+
 def validate_config(config) -> None:
     """Every check of a training config that needs no data, so a bad value fails before any
     work: config.model names a family, every loop section (`train` and the sections below

@@ -120,6 +120,10 @@ def atomic_write(path, write: Callable[[str], None]) -> Path:
     """
     path = Path(path)
     parent = path.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: folder {parent} does not exist")
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a folder")
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.tmp", suffix=".tmp")
     os.close(fd)
     try:
