@@ -118,7 +118,7 @@ def _tiny_cae_config(path):
     cfg.latent.mlp_hidden = (8,)
     for sec, epochs in ((cfg.train, 3), (cfg.latent.mlp_train, 4),
                         (cfg.latent.finetune_train, 3)):
-        sec.epochs, sec.batch_size, sec.max_seconds, sec.checkpoint_every = epochs, 16, 0.0, 1
+        sec.epochs, sec.batch_size, sec.max_seconds, sec.checkpoint_every = epochs, 16, 0.0, 2
     cfg.latent.xgb.n_estimators = 8
     cfg.latent.xgb.early_stopping_rounds = 4
     return cfg

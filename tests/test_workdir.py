@@ -194,6 +194,12 @@ def test_stage_with_changed_inputs_is_refitted_not_resumed(tmp_path):
     more = loop.train(_task(), new, new, _cfg(learning_rate=3e-2, epochs=8), workdir=tmp_path,
                       progress=False, stop_after_epochs=1)
     assert more.fitted_on == lr.fitted_on and more.epochs_run == 7
+    # A deliberate warm start (bin/ablation marks copied checkpoints): resumed once although
+    # fitted on other inputs, then recorded as fitted on these.
+    (wl.checkpoint_dir(tmp_path, "train") / loop.WARM_START).write_text("")
+    warm = loop.train(_task(), old, old, _cfg(epochs=8), workdir=tmp_path, progress=False)
+    assert warm.epochs_run == 8 and len(warm.history) == 8
+    assert wl.read_stages(tmp_path)["train"]["fitted_on"] == warm.fitted_on
 
 
 def test_budget_counts_training_not_compilation(tmp_path):

@@ -1220,12 +1220,16 @@ def run(config, input_path, output, mask=None, scenarios: Sequence[str] = (),
         raise ValueError(f"{input_path}: no missing entries (no NaN and no --mask); nothing to "
                          "complete (use --evaluate to score the model on hidden entries)")
     out.mkdir(exist_ok=True)
-    if scenarios:
-        return evaluate(table, scenarios, ccfg, out, seed=int(config.seed),
-                        fraction=float(config.evaluate.fraction), progress=progress)
-    res = complete(table, ccfg, out / "work", progress)
-    write_outputs(table, res, out)
-    return res.report
+    try:
+        if scenarios:
+            return evaluate(table, scenarios, ccfg, out, seed=int(config.seed),
+                            fraction=float(config.evaluate.fraction), progress=progress)
+        res = complete(table, ccfg, out / "work", progress)
+        write_outputs(table, res, out)
+        return res.report
+    except BaseException:
+        workdir_lib.remove_empty_dirs(out)     # a run that failed early leaves no empty folders
+        raise
 
 
 def summary_text(rep: dict) -> str:

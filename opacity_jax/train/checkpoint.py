@@ -8,8 +8,14 @@ that fails to restore or verify is reported and the previous one is used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import re
+import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
@@ -28,6 +34,44 @@ def tree_digest(tree) -> str:
         h.update(str(a.shape).encode())
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_failed_reads(grace_s: float = 0.5):
+    """Keep orbax's "Event loop is closed" noise off stderr when a restore fails.
+
+    A failed read leaves tensorstore callbacks that fire into orbax's closed asyncio loop from
+    a background thread, each printing a traceback to the process's stderr (fd 2) - dozens of
+    them, burying the one-line error. While the block runs (and for `grace_s` after it failed)
+    fd 2 goes to a temporary file; everything else written there is passed on.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):      # no real fd 2 (embedded interpreters)
+        yield
+        return
+    failed = False
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            if failed:
+                time.sleep(grace_s)
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace")
+            keep = [b for b in re.split(r"(?=Traceback \(most recent call last\):)", text)
+                    if b and "Event loop is closed" not in b]
+            if keep:
+                sys.stderr.write("".join(keep))
+                sys.stderr.flush()
 
 
 def _to_numpy(tree):
@@ -76,15 +120,18 @@ class Checkpointer:
         """The JSON part of checkpoint `step` (default newest readable), or None."""
         for s in ([step] if step is not None else self.steps()[::-1]):
             try:
-                out = self._mngr.restore(s, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+                with _quiet_failed_reads():
+                    out = self._mngr.restore(s, args=ocp.args.Composite(
+                        meta=ocp.args.JsonRestore()))
                 return out["meta"]
             except Exception as e:   # noqa: BLE001 - any failure means "try the previous one"
                 logging.warning("checkpoint %s/%s: meta unreadable (%s)", self.directory, s, e)
         return None
 
     def _restore_verified(self, step: int, state_args):
-        out = self._mngr.restore(step, args=ocp.args.Composite(
-            state=state_args, meta=ocp.args.JsonRestore()))
+        with _quiet_failed_reads():
+            out = self._mngr.restore(step, args=ocp.args.Composite(
+                state=state_args, meta=ocp.args.JsonRestore()))
         state, meta = _to_numpy(out["state"]), out["meta"]
         want = meta.get("state_sha256")
         if want is not None and tree_digest(state) != want:

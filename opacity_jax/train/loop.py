@@ -19,7 +19,8 @@ Each stage's checkpoints record what the stage is fitted on (`stage_digest`: its
 validation arrays, its initial parameters - which hold any upstream stage's parameters a warm
 start or a frozen part takes -, the loop settings other than the budget, the task name and the
 caller's metadata). A checkpoint fitted on anything else is stale: it is discarded and the stage
-re-fitted from scratch, never resumed. `max_seconds` counts training time only: the first call
+re-fitted from scratch, never resumed (unless its folder holds a `WARM_START` file: a deliberate
+warm start, used once). `max_seconds` counts training time only: the first call
 of each compiled function (its compilation) is not charged.
 """
 
@@ -310,6 +311,9 @@ def _update_stopping(state, val, cfg: LoopConfig, epoch: int):
 # LoopConfig fields that only bound how long a stage trains (or how often it is saved), so a
 # re-run with a larger budget continues the stage instead of re-fitting it.
 BUDGET_FIELDS = ("epochs", "max_seconds", "checkpoint_every")
+# A file of this name in a stage's checkpoint folder makes the next run resume those
+# checkpoints whatever they were fitted on (a deliberate warm start; removed when used).
+WARM_START = "WARM_START"
 # Checkpoint-metadata keys that describe a run rather than what a stage is fitted on.
 VOLATILE_META = ("history", "package_version", "train_summary", "stages", "fitted_on")
 
@@ -363,7 +367,13 @@ def train(task: Task, train_data: EntityData, val_data: EntityData, cfg: LoopCon
     saved = None          # (step, state digest) of the checkpoint holding the current state
     if workdir is not None:
         ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir, label))
-        if ckpt.steps():
+        warm = ckpt.directory / WARM_START
+        if warm.exists():
+            # A deliberate warm start (bin/ablation copies a checkpoint trained with other
+            # settings): resume it once as if fitted on this stage's inputs.
+            logging.warning("%s: warm start from the checkpoints in %s", label, ckpt.directory)
+            warm.unlink()
+        elif ckpt.steps():
             old = ckpt.restore_meta() or {}
             if old.get("fitted_on") != fitted_on:
                 logging.warning("%s: checkpoints in %s were fitted on other inputs (an upstream "

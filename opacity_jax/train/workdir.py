@@ -309,6 +309,19 @@ def clear(workdir) -> None:
             p.unlink()
 
 
+def remove_empty_dirs(path) -> None:
+    """Remove `path` and the folders below it that hold no files (what a run that failed before
+    writing anything leaves); folders with files are kept."""
+    path = Path(path)
+    if not path.is_dir():
+        return
+    for d in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
 # --------------------------------------------------------------------------------------------
 # lock: one training run per workdir
 def _pid_alive(pid: int) -> bool:
@@ -338,16 +351,21 @@ def _busy(workdir, path, holder) -> WorkdirError:
 
 
 @contextlib.contextmanager
-def lock(workdir):
+def lock(workdir, create: bool = True):
     """Hold the workdir's exclusive lock (LOCK_FILE, holding 'pid host') while the block runs.
 
     A second holder fails at once with WorkdirError naming the holder's pid. The lock is an
     `fcntl.flock` on the file, so the system releases it when its process dies; the pid in a
     lock file whose process is gone is reported as stale and replaced. Where `fcntl` does not
     exist the file itself is the lock (created exclusively; replaced if its pid is dead).
+    create: make the workdir (not its parents) if it does not exist; otherwise a missing
+    workdir is a FileNotFoundError.
     """
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    if not workdir.is_dir():
+        if not create or not workdir.parent.is_dir():
+            raise FileNotFoundError(f"workdir {workdir} not found")
+        workdir.mkdir(exist_ok=True)
     path = workdir / LOCK_FILE
     me = f"{os.getpid()} {socket.gethostname()}\n"
     try:
