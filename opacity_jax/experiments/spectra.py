@@ -27,7 +27,7 @@ from opacity_jax.losses import data as data_losses
 from opacity_jax.models import latent as latent_lib
 from opacity_jax.models.cae import CAE, activation_dtype
 from opacity_jax.models.mlp import FCNN, MLP
-from opacity_jax.train import experiment, loop, physics_hooks
+from opacity_jax.train import checkpoint, experiment, loop, physics_hooks
 from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import pack_ragged
 
@@ -220,6 +220,9 @@ def run_cae(config, workdir: Path, progress: bool = True) -> dict:
             importance[z] = latent_lib.feature_importance(b)
         latent_lib.save_boosters(workdir / "xgb", boosters, best)
         meta["latent"]["xgb_sha256"] = workdir_lib.file_digest(workdir / "xgb")  # load checks
+        # What the boosters were fitted on (they are re-fitted on every run, never re-used).
+        meta["latent"]["xgb_fitted_on"] = workdir_lib.digest_json(
+            [xgb_cfg, seed, checkpoint.tree_digest([xs, zs, train, val])])
         meta["latent"]["regressors"].append("xgboost")
         meta["latent"]["xgb_importance"] = {str(k): v for k, v in importance.items()}
         summary["xgboost"] = {"seconds": round(time.perf_counter() - t1, 1),

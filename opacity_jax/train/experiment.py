@@ -1,7 +1,8 @@
 """Shared training steps: data -> splits -> scaling -> Task(s), and `run(config, workdir)`.
 
-`run` records config.json and hands the config to the family module that `config.model` names
-(`opacity_jax.experiments.registry`: 'cae' and 'fcnn' are trained by
+`run` validates the config before any work (`validate_config`), locks and fingerprints the
+workdir (`opacity_jax.train.workdir`) and hands the config to the family module that
+`config.model` names (`opacity_jax.experiments.registry`: 'cae' and 'fcnn' are trained by
 `opacity_jax.experiments.spectra`, 'classifier' by the inverse family, 'xsec'/'xsec_pinn' by the
 cross-section family). The helpers here (dataset loading and rebinning, split masks, spectrum
 scaling, the autoencoder / regression / fine-tuning tasks, batched encoding) are shared by the
