@@ -10,21 +10,23 @@
 
 `run` parses the absl flags, lowers absl/orbax logging to WARNING unless --verbosity was given
 (orbax logs every file write at INFO), and turns the errors bad input raises (`USER_ERRORS`)
-into one line `bin/<name>: <message>` and exit status 1. With --verbosity given the error is
+into one line `bin/<name>: <message>` on stderr and exit status 1. With --verbosity given the error is
 re-raised with its traceback.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Sequence
 
 from absl import app, flags, logging
 
-from opacity_jax.errors import DataFormatError, DomainError
+from opacity_jax.errors import CheckpointError, DataFormatError, DomainError
 
-USER_ERRORS = (DataFormatError, DomainError, ValueError, FileNotFoundError)
+USER_ERRORS = (DataFormatError, DomainError, ValueError, FileNotFoundError, CheckpointError)
 
 
 def run(main: Callable[[], object]) -> None:
@@ -42,8 +44,41 @@ def run(main: Callable[[], object]) -> None:
         except USER_ERRORS as e:
             if verbose:
                 raise
-            raise SystemExit(f"{prog}: {e}") from None
+            sys.stdout.flush()
+            sys.stderr.write(f"{prog}: {e}\n")
+            sys.stderr.flush()
+            # Leave without interpreter teardown: after a failed checkpoint read, orbax's
+            # background threads would print "Event loop is closed" tracebacks under the
+            # message. Nothing is left to clean up (locks and files are closed by then).
+            os._exit(1)
         if out is not None:
             print(out)
 
     app.run(wrapped)
+
+
+def numbers(flag: str, values: Sequence[str], positive: bool = True) -> list:
+    """The values of list flag `--flag` as floats; ValueError naming the flag and the bad value
+    (not a number, not finite, or <= 0 when `positive`)."""
+    out = []
+    for v in values or []:
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"--{flag}: {v!r} is not a number") from None
+        if not math.isfinite(x) or (positive and x <= 0):
+            raise ValueError(f"--{flag}: {v!r} must be a finite number"
+                             + (" > 0" if positive else ""))
+        out.append(x)
+    return out
+
+
+def output_file(flag: str, value: str) -> Path:
+    """`--flag`'s value as the path of a file to write; ValueError / FileNotFoundError naming
+    the flag if its folder does not exist or it is a folder (checked before any work)."""
+    p = Path(value)
+    if p.is_dir():
+        raise ValueError(f"--{flag}={value}: is a folder; give a file name")
+    if not p.parent.is_dir():
+        raise FileNotFoundError(f"--{flag}={value}: folder {p.parent} does not exist")
+    return p

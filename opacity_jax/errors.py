@@ -40,11 +40,20 @@ def check_domain(domain: dict, temperature_ev, density_gcc, on_domain_error: str
 
     import numpy as np
 
-    t = np.asarray(temperature_ev, np.float64)
-    r = np.asarray(density_gcc, np.float64)
+    arrays = []
+    for name, v in (("temperature_ev", temperature_ev), ("density_gcc", density_gcc)):
+        try:
+            arrays.append(np.asarray(v, np.float64))
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be numbers (a scalar or a 1-D array), got "
+                             f"{str(v)[:40]!r}") from None
+    t, r = arrays
     if t.ndim > 1 or r.ndim > 1:
         raise ValueError(f"temperature_ev and density_gcc must be scalars or 1-D, got shapes "
                          f"{t.shape} and {r.shape}")
+    if t.size != r.size and t.size != 1 and r.size != 1:
+        raise ValueError(f"temperature_ev has {t.size} values and density_gcc {r.size}: give one "
+                         "density per temperature (or a scalar for either)")
     t, r = np.broadcast_arrays(np.atleast_1d(t), np.atleast_1d(r))
     msgs = []
     for name, v in (("temperature_ev", t), ("density_gcc", r)):
@@ -59,3 +68,13 @@ def check_domain(domain: dict, temperature_ev, density_gcc, on_domain_error: str
             raise DomainError(msg)
         warnings.warn(msg)
     return t, r
+
+
+class WorkdirError(ValueError):
+    """A workdir that cannot be used as asked: held by another run, or holding a run whose
+    data, split, elements or model differ from the config's."""
+
+
+class CheckpointError(OSError):
+    """A trained model's file (checkpoint, table) that is missing, unreadable, corrupt or from
+    another run; the message names the file and how to recover."""

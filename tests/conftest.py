@@ -4,6 +4,9 @@ Used by test_experiment.py and by the device-pipeline, trees, export, distribute
 tests, so the ~1 minute of tiny training is paid once however many of them run.
 """
 
+import tempfile
+
+import jax
 import pytest
 
 from configs import cae as cae_config
@@ -11,6 +14,15 @@ from opacity_jax.data import generator, grid, io
 from opacity_jax.train import experiment
 
 SMALL = generator.GeneratorConfig(seed=2, line_cap=1500, level_cap=200)
+
+
+def pytest_configure(config):
+    # A persistent compilation cache for the session: tests that train the same tiny model
+    # several times (resume tests) compile it once. Cached executables are the same code, so
+    # results are unchanged.
+    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="opacity_jax_xla_"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @pytest.fixture(scope="session")

@@ -186,6 +186,7 @@ def test_surrogate_serving(trained):
     np.testing.assert_array_equal(s_small.spectrum("Eu", t, r), k)
     kp = s.planck_mean("Eu", t, r)
     assert kp.shape == (7,) and np.all(kp > 0)
+    np.testing.assert_allclose(s_small.planck_mean("Eu", t, r), kp, rtol=1e-6)   # in chunks
     # The bin/predict table of this model (one member: zero spread).
     from opacity_jax.serve import predict
     text = predict.prediction_table(trained, "Eu", t[:2], r[:2])

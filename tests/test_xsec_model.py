@@ -162,6 +162,12 @@ def test_end_to_end_tiny_run_surrogate_and_evaluation(tmp_path):
     sur = xe.XsecSurrogate.load(wd)
     sig = sur.cross_sections("H2+", [0, 1], [0, 2], [60.0, 70.0, 80.0])
     assert sig.shape == (2, 3) and np.all(np.isfinite(sig)) and np.all(sig > 0)
+    # Chunked evaluation (7 x 6 = 42 points in chunks of 8): one batch to float32 tolerance.
+    small = xe.XsecSurrogate.load(wd, chunk=8)
+    lv = sur.meta["per_molecule"]["H2+"]["levels"]
+    levels = (lv["v"][:7], lv["J"][:7], np.linspace(60.0, 80.0, 6))
+    np.testing.assert_allclose(small.cross_sections("H2+", *levels),
+                               sur.cross_sections("H2+", *levels), rtol=1e-5)
     with pytest.raises(DomainError, match="trained range"):
         sur.cross_sections("H2+", [0], [0], [10.0])
     with pytest.raises(DomainError, match="not a bound level"):
@@ -197,7 +203,7 @@ def test_ensemble_members_mean_std_and_calibration(tmp_path):
     assert (wd / "eval" / "ensemble_reliability.png").exists()
     cfg.xsec.ensemble = 0
     with pytest.raises(ValueError, match="ensemble"):
-        xe._validate(cfg)
+        xe.validate(cfg)
 
 
 def test_interpolation_baseline_is_exact_for_linear_log_sigma():
@@ -222,10 +228,10 @@ def test_config_validation():
     cfg = xsec_config.get_config()
     cfg.loss.name = "mse"
     with pytest.raises(ValueError, match="msle"):
-        xe._validate(cfg)
+        xe.validate(cfg)
     cfg = xsec_config.get_config()
     cfg.data.floor = 0.0
     with pytest.raises(ValueError, match="floor"):
-        xe._validate(cfg)
+        xe.validate(cfg)
     with pytest.raises(ValueError, match="preset"):
         xsec_config.get_config("gpu")

@@ -216,87 +216,93 @@ def load_dataset(path, elements: Optional[Sequence[int]] = None) -> Dataset:
     except OSError as exc:
         raise DataFormatError(f"not a readable HDF5 file ({exc})", path=path,
                               field="format") from None
-    with f:
-        _check_header(f, path)
-        for name in _REQUIRED_DATASETS:
-            if not isinstance(f.get(name), h5py.Dataset):
-                raise DataFormatError("missing dataset", path=path, field=name)
-        all_elements = np.asarray(f["elements"][()])
-        axes = {name: np.asarray(f[name][()], dtype=np.float64)
-                for name in ("temperature_ev", "density_gcc", "energy_edges_ev")}
-        for name, arr in [("elements", all_elements)] + list(axes.items()):
-            if arr.ndim != 1:
-                raise DataFormatError(f"expected a 1-D array, got shape {arr.shape}", path=path,
-                                      field=name)
-        full = (all_elements.size, axes["temperature_ev"].size, axes["density_gcc"].size,
-                max(axes["energy_edges_ev"].size - 1, 0))
-        expected = {"kappa": full, "valid": full[:3]}
-        comp_group = f.get("components")
-        comp_names = []
-        if comp_group is not None and not isinstance(comp_group, h5py.Group):
-            raise DataFormatError("expected a group", path=path, field="components")
-        if comp_group is not None:
-            for name in comp_group:
-                if name not in COMPONENTS:
-                    raise DataFormatError(f"unknown component (allowed: {COMPONENTS})", path=path,
-                                          field=f"components/{name}")
-                comp_names.append(name)
-                expected[f"components/{name}"] = full
-        if "zbar" in f:
-            expected["zbar"] = full[:3]
-        for name, shape in expected.items():
-            if tuple(f[name].shape) != shape:
-                raise DataFormatError(f"shape {f[name].shape}, expected {shape}", path=path,
-                                      field=name)
-        if "charge_fractions" in f:
-            shape = tuple(f["charge_fractions"].shape)
-            if len(shape) != 4 or shape[:3] != full[:3]:
-                raise DataFormatError(f"shape {shape}, expected {full[:3]} + (n_charge,)",
-                                      path=path, field="charge_fractions")
+    try:
+        with f:
+            _check_header(f, path)
+            for name in _REQUIRED_DATASETS:
+                if not isinstance(f.get(name), h5py.Dataset):
+                    raise DataFormatError("missing dataset", path=path, field=name)
+            all_elements = np.asarray(f["elements"][()])
+            axes = {name: np.asarray(f[name][()], dtype=np.float64)
+                    for name in ("temperature_ev", "density_gcc", "energy_edges_ev")}
+            for name, arr in [("elements", all_elements)] + list(axes.items()):
+                if arr.ndim != 1:
+                    raise DataFormatError(f"expected a 1-D array, got shape {arr.shape}", path=path,
+                                          field=name)
+            full = (all_elements.size, axes["temperature_ev"].size, axes["density_gcc"].size,
+                    max(axes["energy_edges_ev"].size - 1, 0))
+            expected = {"kappa": full, "valid": full[:3]}
+            comp_group = f.get("components")
+            comp_names = []
+            if comp_group is not None and not isinstance(comp_group, h5py.Group):
+                raise DataFormatError("expected a group", path=path, field="components")
+            if comp_group is not None:
+                for name in comp_group:
+                    if name not in COMPONENTS:
+                        raise DataFormatError(f"unknown component (allowed: {COMPONENTS})", path=path,
+                                              field=f"components/{name}")
+                    comp_names.append(name)
+                    expected[f"components/{name}"] = full
+            if "zbar" in f:
+                expected["zbar"] = full[:3]
+            for name, shape in expected.items():
+                if tuple(f[name].shape) != shape:
+                    raise DataFormatError(f"shape {f[name].shape}, expected {shape}", path=path,
+                                          field=name)
+            if "charge_fractions" in f:
+                shape = tuple(f["charge_fractions"].shape)
+                if len(shape) != 4 or shape[:3] != full[:3]:
+                    raise DataFormatError(f"shape {shape}, expected {full[:3]} + (n_charge,)",
+                                          path=path, field="charge_fractions")
 
-        if elements is None:
-            rows = None
-            out_elements = all_elements
-        else:
-            wanted = [int(z) for z in np.atleast_1d(np.asarray(elements)).tolist()]
-            if len(set(wanted)) != len(wanted):
-                raise ValueError(f"elements contains duplicates: {wanted}")
-            missing = [z for z in wanted if z not in all_elements.tolist()]
-            if missing:
-                raise ValueError(f"elements {missing} not in {path} "
-                                 f"(has {all_elements.tolist()})")
-            rows = [int(np.nonzero(all_elements == z)[0][0]) for z in wanted]
-            out_elements = np.asarray(wanted, dtype=np.int32)
+            if elements is None:
+                rows = None
+                out_elements = all_elements
+            else:
+                wanted = [int(z) for z in np.atleast_1d(np.asarray(elements)).tolist()]
+                if len(set(wanted)) != len(wanted):
+                    raise ValueError(f"elements contains duplicates: {wanted}")
+                missing = [z for z in wanted if z not in all_elements.tolist()]
+                if missing:
+                    raise ValueError(f"elements {missing} not in {path} "
+                                     f"(has {all_elements.tolist()})")
+                rows = [int(np.nonzero(all_elements == z)[0][0]) for z in wanted]
+                out_elements = np.asarray(wanted, dtype=np.int32)
 
-        def spectra(name):
-            arr = _read_rows(f[name], rows)
-            if not np.issubdtype(arr.dtype, np.floating):
-                raise DataFormatError(f"dtype {arr.dtype} is not floating point", path=path,
-                                      field=name)
-            arr = arr.astype(np.float32, copy=False)
-            bad = first_bad_opacity(arr)
-            if bad is not None:
-                index, value, reason = bad
-                if rows is not None:  # report the index as stored in the file
-                    index = (rows[index[0]],) + index[1:]
-                raise DataFormatError(f"{reason} value {value!r} at index {index}", path=path,
-                                      field=name)
-            return arr
+            def spectra(name):
+                arr = _read_rows(f[name], rows)
+                if not np.issubdtype(arr.dtype, np.floating):
+                    raise DataFormatError(f"dtype {arr.dtype} is not floating point", path=path,
+                                          field=name)
+                arr = arr.astype(np.float32, copy=False)
+                bad = first_bad_opacity(arr)
+                if bad is not None:
+                    index, value, reason = bad
+                    if rows is not None:  # report the index as stored in the file
+                        index = (rows[index[0]],) + index[1:]
+                    raise DataFormatError(f"{reason} value {value!r} at index {index}", path=path,
+                                          field=name)
+                return arr
 
-        kappa = spectra("kappa")
-        components = {name: spectra(f"components/{name}")
-                      for name in COMPONENTS if name in comp_names}
-        zbar = _read_rows(f["zbar"], rows) if "zbar" in f else None
-        charge_fractions = (_read_rows(f["charge_fractions"], rows)
-                            if "charge_fractions" in f else None)
-        valid = _read_rows(f["valid"], rows).astype(bool)
-        provenance = {}
-        if "provenance" in f.attrs:
-            try:
-                provenance = json.loads(_attr_str(f.attrs["provenance"]))
-            except ValueError:
-                raise DataFormatError("'provenance' attribute is not JSON", path=path,
-                                      field="provenance") from None
+            kappa = spectra("kappa")
+            components = {name: spectra(f"components/{name}")
+                          for name in COMPONENTS if name in comp_names}
+            zbar = _read_rows(f["zbar"], rows) if "zbar" in f else None
+            charge_fractions = (_read_rows(f["charge_fractions"], rows)
+                                if "charge_fractions" in f else None)
+            valid = _read_rows(f["valid"], rows).astype(bool)
+            provenance = {}
+            if "provenance" in f.attrs:
+                try:
+                    provenance = json.loads(_attr_str(f.attrs["provenance"]))
+                except ValueError:
+                    raise DataFormatError("'provenance' attribute is not JSON", path=path,
+                                          field="provenance") from None
+    except OSError as exc:
+        # h5py reports a corrupt chunk or a truncated file as a bare OSError on read.
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataFormatError(f"unreadable HDF5 data ({reason}); the file is corrupt or "
+                              "truncated - re-create or re-download it", path=path) from None
     try:
         return Dataset(elements=out_elements, kappa=kappa, components=components, zbar=zbar,
                        charge_fractions=charge_fractions, valid=valid, provenance=provenance,

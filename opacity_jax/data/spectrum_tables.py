@@ -130,7 +130,7 @@ def _header_number(path, lineno, field, raw_key, value, units: Sequence[Optional
     return number * table[unit]
 
 
-def read_spectrum_table(path) -> SpectrumTable:
+def read_spectrum_table(path, total_rtol: float = 1e-4) -> SpectrumTable:
     """Read one per-spectrum text table (NIST-LANL-like export).
 
     Format: ``#`` lines form the header, with ``key = value`` or ``key: value`` pairs (several
@@ -145,7 +145,9 @@ def read_spectrum_table(path) -> SpectrumTable:
       * optional ``zbar``.
 
     Then data rows, whitespace- or comma-separated, exactly 6 columns: photon energy [eV],
-    total, bound-bound, bound-free, free-free, scattering opacity [cm^2/g].
+    total, bound-bound, bound-free, free-free, scattering opacity [cm^2/g]; the total must equal
+    the sum of the four components to relative tolerance `total_rtol` (rounding of the printed
+    digits).
 
     Returns:
       SpectrumTable with (n,) float64 arrays, n >= 2.
@@ -153,7 +155,7 @@ def read_spectrum_table(path) -> SpectrumTable:
       FileNotFoundError: missing file.
       DataFormatError (file, 1-based line, field): wrong column count, non-numeric, NaN/Inf,
         negative opacity, non-positive or non-increasing energy, fewer than 2 rows, missing
-        Z/T/rho header, unknown or conflicting unit.
+        Z/T/rho header, unknown or conflicting unit, total != sum of the components.
     """
     path = require_file(path)
     lines = read_text_lines(path)
@@ -234,6 +236,17 @@ def read_spectrum_table(path) -> SpectrumTable:
         raise DataFormatError(f"energies not strictly increasing ({repr_number(energy[r - 1])} then "
                               f"{repr_number(energy[r])})", path=path, line=int(line_numbers[r]),
                               field="energy_ev")
+    # The total must be the sum of its components (as in the JLODK reader): a table whose
+    # columns are shifted or mislabelled would otherwise train a model on wrong physics.
+    total, parts = values[:, 1], values[:, 2:6].sum(axis=1)
+    scale = np.maximum(np.abs(total), np.abs(parts))
+    rel = np.where(scale > 0, np.abs(total - parts) / np.where(scale > 0, scale, 1.0), 0.0)
+    if np.any(rel > total_rtol):
+        w = int(np.argmax(rel))
+        raise DataFormatError(
+            f"total != bb + bf + ff + es beyond relative tolerance {total_rtol:g} on "
+            f"{int((rel > total_rtol).sum())} row(s); worst: total={repr_number(total[w])}, "
+            f"sum={repr_number(parts[w])}", path=path, line=int(line_numbers[w]), field="total")
     return SpectrumTable(
         z=z[0], temperature_ev=header["T"][0], density_gcc=header["rho"][0],
         energy_ev=energy, kappa=values[:, 1],

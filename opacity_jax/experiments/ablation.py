@@ -29,7 +29,7 @@ import numpy as np
 from opacity_jax import config_files
 from opacity_jax import evaluate as fwd_eval
 from opacity_jax.experiments import inverse
-from opacity_jax.train import experiment, physics_hooks
+from opacity_jax.train import experiment, loop, physics_hooks
 from opacity_jax.train import workdir as workdir_lib
 
 CLASSIFIER_ARMS = ("none", "bb", "saha", "both")
@@ -184,6 +184,8 @@ def _copy_ckpt(src: Path, wd: Path, label: str) -> None:
     workdir_lib.checkpoint_dir(wd, label).parent.mkdir(parents=True, exist_ok=True)
     if not workdir_lib.checkpoint_dir(wd, label).exists():
         shutil.copytree(src, workdir_lib.checkpoint_dir(wd, label))
+        # Resumed although fitted with other settings (loop.WARM_START): a warm start.
+        (workdir_lib.checkpoint_dir(wd, label) / loop.WARM_START).write_text("")
 
 
 def run_forward_ablation(cae_config, fcnn_config, root, gamma: float = 1.0,

@@ -164,6 +164,7 @@ def to_jlodk(table: GridTable, channels: Dict[str, np.ndarray]) -> jlodk.JlodkTa
                          kappa_total=bb + es)
 
 
+COORD_RTOL = 1e-6   # distinct coordinates of a text table must differ by more (relative)
 _TEXT_NUM = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^nan$", re.IGNORECASE)
 
 
@@ -182,7 +183,16 @@ def read_text_table(path, value_columns: Sequence[str] = ()) -> GridTable:
     if not path.is_file():
         raise FileNotFoundError(f"no such table file: {path}")
     header, rows = None, []
-    text = path.read_text()
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataFormatError(f"not UTF-8 text (byte {exc.start}); expected a text table or a "
+                              "JLODK folder", path=path, line=line) from None
+    if "\0" in text:
+        raise DataFormatError("contains NUL bytes: a binary file, not a text table", path=path,
+                              line=text[:text.index("\0")].count("\n") + 1)
     for lineno, line in enumerate(text.splitlines(), start=1):
         s = line.strip()
         if not s:
@@ -223,16 +233,29 @@ def read_text_table(path, value_columns: Sequence[str] = ()) -> GridTable:
         c = data[:, names.index(n)]
         if not np.all(np.isfinite(c)):
             r = int(np.argmax(~np.isfinite(c)))
-            raise DataFormatError(f"non-finite coordinate {c[r]!r}", path=path,
+            raise DataFormatError(f"non-finite coordinate {float(c[r])!r}", path=path,
                                   line=rows[r][0], field=n)
     for n in vcols:
         c = data[:, names.index(n)]
         bad = np.isinf(c) | (c < 0)
         if np.any(bad):
             r = int(np.argmax(bad))
-            raise DataFormatError(f"opacity {c[r]!r} is negative or infinite", path=path,
+            raise DataFormatError(f"opacity {float(c[r])!r} is negative or infinite", path=path,
                                   line=rows[r][0], field=n)
     axes = [np.unique(data[:, names.index(n)]) for n in acols]
+    for a, n in zip(axes, acols):
+        # Values of one grid row written with a round-off difference would invent a new row
+        # (then "filled" as missing): refuse coordinates closer than 1e-6 relative.
+        close = np.flatnonzero(np.diff(a) <= COORD_RTOL * np.maximum(np.abs(a[1:]),
+                                                                     np.abs(a[:-1])))
+        if close.size:
+            lo, hi = a[close[0]], a[close[0] + 1]
+            c = data[:, names.index(n)]
+            lines = [rows[int(np.flatnonzero(c == v)[0])][0] for v in (lo, hi)]
+            raise DataFormatError(
+                f"coordinates {lo!r} (line {lines[0]}) and {hi!r} (line {lines[1]}) differ by "
+                f"less than {COORD_RTOL:g} relative: write one grid value identically in every "
+                f"row", path=path, line=lines[1], field=n)
     shape = tuple(a.size for a in axes)
     idx = tuple(np.searchsorted(a, data[:, names.index(n)]) for a, n in zip(axes, acols))
     flat = np.ravel_multi_index(idx, shape)
@@ -1181,23 +1204,32 @@ def run(config, input_path, output, mask=None, scenarios: Sequence[str] = (),
     Returns:
       The report (completion) or the evaluation dict; both are also written under `output`.
     """
+    bad = [s for s in scenarios if s not in SCENARIOS]
+    if bad:
+        raise ValueError(f"--evaluate: unknown evaluation scenario(s) {bad}; allowed: "
+                         f"{list(SCENARIOS)}")
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {out}: exists and is not a folder")
+    if not out.parent.exists():
+        raise FileNotFoundError(f"--output {out}: parent folder {out.parent} does not exist")
     vcols = [v.strip() for v in str(config.table.value_columns).split(",") if v.strip()]
     table = read_table(input_path, mask, vcols)
     ccfg = dict(config.completion.to_dict(), seed=int(config.seed))
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    if scenarios:
-        bad = [s for s in scenarios if s not in SCENARIOS]
-        if bad:
-            raise ValueError(f"unknown evaluation scenario(s) {bad}; allowed: {list(SCENARIOS)}")
-        return evaluate(table, scenarios, ccfg, out, seed=int(config.seed),
-                        fraction=float(config.evaluate.fraction), progress=progress)
-    if not table.missing().any():
+    if not scenarios and not table.missing().any():
         raise ValueError(f"{input_path}: no missing entries (no NaN and no --mask); nothing to "
                          "complete (use --evaluate to score the model on hidden entries)")
-    res = complete(table, ccfg, out / "work", progress)
-    write_outputs(table, res, out)
-    return res.report
+    out.mkdir(exist_ok=True)
+    try:
+        if scenarios:
+            return evaluate(table, scenarios, ccfg, out, seed=int(config.seed),
+                            fraction=float(config.evaluate.fraction), progress=progress)
+        res = complete(table, ccfg, out / "work", progress)
+        write_outputs(table, res, out)
+        return res.report
+    except BaseException:
+        workdir_lib.remove_empty_dirs(out)     # a run that failed early leaves no empty folders
+        raise
 
 
 def summary_text(rep: dict) -> str:

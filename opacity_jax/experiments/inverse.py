@@ -338,6 +338,12 @@ def _meta(config, data: InverseData, model: MultitaskClassifier, extra: dict) ->
     }
 
 
+def validate(config) -> None:
+    """Config checks that need no data (experiment.validate_config runs them before any work)."""
+    if int(config.classifier.ensemble) < 1:
+        raise ValueError(f"classifier.ensemble must be >= 1, got {config.classifier.ensemble}")
+
+
 def run_classifier(config, workdir, progress: bool = True) -> dict:
     """Train the configured classifier into `workdir` (resuming from its checkpoints).
 
@@ -346,7 +352,6 @@ def run_classifier(config, workdir, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    workdir_lib.write_config(workdir, config)
     data = prepare(config)
     tr, va = data.samples(data.train), data.samples(data.val)
     n_classes = int(data.ds.elements.size)
@@ -380,6 +385,7 @@ def run_classifier(config, workdir, progress: bool = True) -> dict:
                "seconds_total": round(time.perf_counter() - t0, 1)}
     meta["train_summary"] = summary
     workdir_lib.write_model_meta(workdir, meta)
+    workdir_lib.write_config(workdir, config)    # once training succeeded (evaluate reads it)
     return summary
 
 

@@ -27,17 +27,35 @@ from opacity_jax.losses import data as data_losses
 from opacity_jax.models import latent as latent_lib
 from opacity_jax.models.cae import CAE, activation_dtype
 from opacity_jax.models.mlp import FCNN, MLP
-from opacity_jax.train import experiment, loop, physics_hooks
+from opacity_jax.train import checkpoint, experiment, loop, physics_hooks
 from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import pack_ragged
 
 MODELS = ("cae", "fcnn")
+# Config keys that fix each model's shape (train.workdir.fingerprint: a workdir keeps them).
+ARCHITECTURE = {"cae": ("cae", "latent.mlp_hidden"), "fcnn": ("fcnn.hidden", "fcnn.ensemble")}
+REGRESSORS = ("xgboost", "mlp", "both")
+
+
+def validate(config) -> None:
+    """Config checks that need no data (experiment.validate_config runs them before any work);
+    ValueError naming the field and the allowed values."""
+    if config.model not in MODELS:
+        raise ValueError(f"config.model must be one of {MODELS} here, got {config.model!r}")
+    experiment.check_spectrum_data(config.data)
+    if config.loss.name not in data_losses.DATA_LOSSES:
+        raise ValueError(f"loss.name must be one of {sorted(data_losses.DATA_LOSSES)}, got "
+                         f"{config.loss.name!r}")
+    if config.model == "cae" and config.latent.regressor not in REGRESSORS:
+        raise ValueError(f"latent.regressor must be one of {REGRESSORS}, got "
+                         f"{config.latent.regressor!r}")
+    if config.model == "fcnn" and int(config.fcnn.get("ensemble", 1)) < 1:
+        raise ValueError(f"fcnn.ensemble must be >= 1, got {config.fcnn.ensemble}")
 
 
 def train(config, workdir, progress: bool = True) -> dict:
     """Train config.model ('cae' or 'fcnn') into `workdir`; returns a summary dict."""
-    if config.model not in MODELS:
-        raise ValueError(f"config.model must be one of {MODELS} here, got {config.model!r}")
+    validate(config)
     run = run_cae if config.model == "cae" else run_fcnn
     return run(config, Path(workdir), progress)
 
@@ -201,6 +219,10 @@ def run_cae(config, workdir: Path, progress: bool = True) -> dict:
             boosters[z], best[z] = b, bi
             importance[z] = latent_lib.feature_importance(b)
         latent_lib.save_boosters(workdir / "xgb", boosters, best)
+        meta["latent"]["xgb_sha256"] = workdir_lib.file_digest(workdir / "xgb")  # load checks
+        # What the boosters were fitted on (they are re-fitted on every run, never re-used).
+        meta["latent"]["xgb_fitted_on"] = workdir_lib.digest_json(
+            [xgb_cfg, seed, checkpoint.tree_digest([xs, zs, train, val])])
         meta["latent"]["regressors"].append("xgboost")
         meta["latent"]["xgb_importance"] = {str(k): v for k, v in importance.items()}
         summary["xgboost"] = {"seconds": round(time.perf_counter() - t1, 1),

@@ -325,12 +325,19 @@ def save_tables(path: Path, params) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def train(config, workdir, progress: bool = True) -> dict:
-    """Train the family into `workdir` (resuming the loop stage); writes the tables and
-    model.json. Returns a summary dict."""
-    workdir = Path(workdir)
-    t0 = time.perf_counter()
-    seed = int(config.seed)
+ARCHITECTURE = {LABEL: ("stage_basis.min_fraction", "stage_basis.stage_margin",
+                        "stage_basis.correction")}   # train.workdir.fingerprint
+
+
+ALLOWED = {"min_fraction": "in (0, 1)", "stage_margin": "an integer >= 0",
+           "row_restarts": "an integer >= 0", "row_steps": "an integer >= 1",
+           "dphi_penalty": "finite and >= 0", "smooth_penalty": "finite and >= 0"}
+
+
+def validate(config) -> None:
+    """Config checks that need no data (experiment.validate_config runs them before any work);
+    ValueError naming the field."""
+    experiment.check_spectrum_data(config.data, scaling=False)
     mc = config.stage_basis
     for key, ok in (("min_fraction", 0 < float(mc.min_fraction) < 1),
                     ("stage_margin", int(mc.stage_margin) >= 0),
@@ -345,7 +352,17 @@ def train(config, workdir, progress: bool = True) -> dict:
                     ("smooth_penalty", np.isfinite(float(mc.smooth_penalty))
                      and float(mc.smooth_penalty) >= 0)):
         if not ok:
-            raise ValueError(f"stage_basis.{key} = {mc[key]!r} is out of range")
+            raise ValueError(f"stage_basis.{key} = {mc[key]!r} is out of range (allowed: "
+                             f"{ALLOWED[key]})")
+
+
+def train(config, workdir, progress: bool = True) -> dict:
+    """Train the family into `workdir` (resuming the loop stage); writes the tables and
+    model.json. Returns a summary dict."""
+    validate(config)
+    workdir = Path(workdir)
+    t0 = time.perf_counter()
+    seed = int(config.seed)
     ds = experiment.load_data(config.data)
     train_m, val_m, test_m = experiment.make_split_masks(ds, config.data, seed)
     scaling = experiment.fit_scaling(ds, train_m, "log", 1e-30)

@@ -358,7 +358,9 @@ def model_from_config(config, n_v: int, n_j: int):
                                   int(x.n_fourier), float(x.fourier_max))
 
 
-def _validate(config):
+def validate(config):
+    """The config checks that need no data (run by experiment.validate_config before any
+    work); ValueError naming the field."""
     if config.model not in xsec_models.MODELS:
         raise ValueError(f"config.model must be one of {sorted(xsec_models.MODELS)}, got "
                          f"{config.model!r}")
@@ -388,11 +390,9 @@ def run_xsec(config, workdir, progress: bool = True) -> dict:
 
     Returns a summary dict (epochs, seconds, best validation loss per molecule).
     """
-    _validate(config)
+    validate(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    # experiment.run writes it too; evaluate_xsec needs it when run_xsec is called directly.
-    workdir_lib.write_config(workdir, config)
     t0 = time.perf_counter()
     seed = int(config.seed)
     df, prov = load_table(config.data, progress)
@@ -421,6 +421,9 @@ def run_xsec(config, workdir, progress: bool = True) -> dict:
                "seconds_total": round(time.perf_counter() - t0, 1)}
     meta["train_summary"] = summary
     workdir_lib.write_model_meta(workdir, meta)
+    # Once training succeeded (experiment.run writes it too; evaluate_xsec needs it when
+    # run_xsec is called directly).
+    workdir_lib.write_config(workdir, config)
     return summary
 
 

@@ -96,11 +96,14 @@ MAX_STAGES = IONIZATION_ENERGIES_EV.shape[1] + 1   # charge states 0..20
 
 
 def element_index(element) -> int:
-    """Index (0..27) of an element given as atomic number (int) or symbol (str, any case).
+    """Index (0..27) of an element given as atomic number (int or a string of digits) or symbol
+    (str, any case).
 
     Raises ValueError naming the allowed elements if it is not one of the 28.
     """
-    if isinstance(element, (int, np.integer)):
+    if isinstance(element, str) and element.strip().isdigit():
+        element = int(element.strip())        # "60" (a command-line flag) is Z = 60
+    if isinstance(element, (int, np.integer)) and not isinstance(element, bool):
         hits = np.nonzero(ATOMIC_NUMBERS == int(element))[0]
     else:
         key = str(element).strip().lower()

@@ -24,10 +24,11 @@ import numpy as np
 
 from opacity_jax import _compat
 from opacity_jax.data import grid as _grid
-from opacity_jax.errors import check_domain
+from opacity_jax.errors import CheckpointError, check_domain
 from opacity_jax.models import stage_basis as sb
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
+from opacity_jax.serve.chunks import DEFAULT_CHUNK, check_chunk, map_chunks
 from opacity_jax.train import workdir as workdir_lib
 
 MODEL_NAME = "stage_basis"
@@ -57,7 +58,7 @@ def load_tables(path, sha256: str) -> dict:
     data = path.read_bytes()
     got = hashlib.sha256(data).hexdigest()
     if got != sha256:
-        raise IOError(f"{path}: SHA-256 {got[:12]}... differs from {sha256[:12]}... recorded in "
+        raise CheckpointError(f"{path}: SHA-256 {got[:12]}... differs from {sha256[:12]}... recorded in "
                       "model.json; the file is corrupt or from another run - re-run bin/train "
                       "with --overwrite")
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
@@ -69,17 +70,19 @@ def _predictor(spec):
     return jax.jit(lambda p, c, lt, lr: sb.log_kappa(p, c, spec, lt, lr))
 
 
-def predict_log_kappa(spec, consts, params, element_pos, log10_t, log10_rho, chunk: int = 4096):
+def predict_log_kappa(spec, consts, params, element_pos, log10_t, log10_rho,
+                      chunk: int = DEFAULT_CHUNK):
     """ln kappa (N, nE) [ln cm^2/g] of the element at position `element_pos` (of the stacked
-    params/consts) at N points log10 T [eV], log10 rho [g/cm^3], in chunks of `chunk` points."""
+    params/consts) at N points log10 T [eV], log10 rho [g/cm^3], in fixed chunks of `chunk`
+    points (`opacity_jax.serve.chunks`)."""
     p = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[element_pos], params)
     c = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[element_pos], consts)
     f = _predictor(spec)
     lt = np.asarray(log10_t, np.float32).ravel()
     lr = np.asarray(log10_rho, np.float32).ravel()
-    out = [np.asarray(f(p, c, jnp.asarray(lt[i:i + chunk]), jnp.asarray(lr[i:i + chunk])))
-           for i in range(0, lt.size, chunk)]
-    return np.concatenate(out, 0) if out else np.zeros((0, spec.n_energy), np.float32)
+    if lt.size == 0:
+        return np.zeros((0, spec.n_energy), np.float32)
+    return map_chunks(lambda a, b: f(p, c, jnp.asarray(a), jnp.asarray(b)), [lt, lr], chunk)
 
 
 @functools.lru_cache(maxsize=8)
@@ -98,14 +101,14 @@ class StageBasisSurrogate:
     regressor = MODEL_NAME
     members = 1
 
-    def __init__(self, meta: dict, params: dict, chunk: int = 4096,
+    def __init__(self, meta: dict, params: dict, chunk: int = DEFAULT_CHUNK,
                  on_domain_error: str = "raise"):
         if on_domain_error not in ("raise", "warn"):
             raise ValueError("on_domain_error must be 'raise' or 'warn'")
         self.meta = meta
         self.spec, self.consts = spec_from_meta(meta)
         self.params = params
-        self.chunk = int(chunk)
+        self.chunk = check_chunk(chunk)
         self.on_domain_error = on_domain_error
         self.elements = np.asarray(meta["elements"], np.int32)
         self.energy_edges_ev = np.asarray(meta["energy_edges_ev"], np.float64)
@@ -113,7 +116,7 @@ class StageBasisSurrogate:
         self.domain = meta["domain"]
 
     @classmethod
-    def load(cls, workdir, on_domain_error: str = "raise", chunk: int = 4096):
+    def load(cls, workdir, on_domain_error: str = "raise", chunk: int = DEFAULT_CHUNK):
         """Load from a training workdir (model.json + the digest-checked tables)."""
         workdir = Path(workdir)
         meta = workdir_lib.read_model_meta(workdir)
@@ -149,10 +152,16 @@ class StageBasisSurrogate:
         return (k, np.zeros_like(k)) if return_std else k
 
     def _mean(self, fn, element, temperature_ev, density_gcc, return_std):
-        k = self.spectrum(element, temperature_ev, density_gcc)
-        t, _ = self.check_domain(temperature_ev, density_gcc)
-        with _compat.enable_x64():
-            m = np.asarray(fn(jnp.asarray(k), self.energy_edges_ev, jnp.asarray(t)))
+        pos = self.element_position(element)
+        t, r = self.check_domain(temperature_ev, density_gcc)
+
+        def one(tc, rc):    # one chunk's spectra at a time
+            k = np.exp(predict_log_kappa(self.spec, self.consts, self.params, pos, np.log10(tc),
+                                         np.log10(rc), self.chunk).astype(np.float64))
+            with _compat.enable_x64():
+                return np.asarray(fn(jnp.asarray(k), self.energy_edges_ev, jnp.asarray(tc)))
+
+        m = map_chunks(one, [t, r], self.chunk)
         return (m, np.zeros_like(m)) if return_std else m
 
     def planck_mean(self, element, temperature_ev, density_gcc, return_std: bool = False):
@@ -189,5 +198,6 @@ class StageBasisSurrogate:
             return jnp.exp(sb.point(p, c, self.spec, jnp.log10(tt), jnp.log10(rr))["log_kappa"])
 
         jac = jax.jit(jax.vmap(jax.jacfwd(one, argnums=(0, 1))))
-        dt, dr = jac(jnp.asarray(t, jnp.float32), jnp.asarray(r, jnp.float32))
-        return np.asarray(dt, np.float64), np.asarray(dr, np.float64)
+        dt, dr = map_chunks(lambda a, b: jac(jnp.asarray(a, jnp.float32),
+                                             jnp.asarray(b, jnp.float32)), [t, r], self.chunk)
+        return dt.astype(np.float64), dr.astype(np.float64)

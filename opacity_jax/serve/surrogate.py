@@ -20,6 +20,7 @@ nothing is silently extrapolated. Unknown elements raise ValueError naming the a
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Optional
@@ -31,13 +32,20 @@ import numpy as np
 from opacity_jax.data import grid as _grid
 from opacity_jax.data import transforms
 from opacity_jax.data.transforms import SpectrumScaling
-from opacity_jax.errors import check_domain
+from opacity_jax.errors import CheckpointError, check_domain
 from opacity_jax.models.cae import CAE
 from opacity_jax.models.mlp import FCNN, MLP
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
+from opacity_jax.serve.chunks import DEFAULT_CHUNK, check_chunk, map_chunks
 from opacity_jax.train import workdir as workdir_lib
-from opacity_jax.train.workdir import MODEL_FILE, restore_params
+from opacity_jax.train.workdir import MODEL_FILE
+
+# model.json keys each spectrum surrogate needs (checked on load, naming the missing one).
+COMMON_KEYS = ["elements", "energy_edges_ev", "domain", "scaling.name", "scaling.scale"]
+REQUIRED = {"cae": ["cae.latent_dim", "latent.regressors", "latent.x_standardizer",
+                    "latent.z_mean", "latent.z_std"],
+            "fcnn": ["fcnn.hidden", "fcnn.x_standardizer"]}
 
 
 def member_major(flat, n_entities: int, members: int):
@@ -66,9 +74,10 @@ class Surrogate:
     """
 
     def __init__(self, meta: dict, params: dict, boosters=None, regressor: str = "mlp",
-                 on_domain_error: str = "raise"):
+                 on_domain_error: str = "raise", chunk: int = DEFAULT_CHUNK):
         if on_domain_error not in ("raise", "warn"):
             raise ValueError("on_domain_error must be 'raise' or 'warn'")
+        self.chunk = check_chunk(chunk)
         self.meta = meta
         net = params.get("fcnn", params.get("mlp"))
         self.members = int(jax.tree_util.tree_leaves(net)[0].shape[0]) if net is not None else 1
@@ -106,7 +115,7 @@ class Surrogate:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def load(cls, workdir, regressor: Optional[str] = None, on_domain_error: str = "raise",
-             ensemble: Optional[bool] = None) -> "Surrogate":
+             ensemble: Optional[bool] = None, chunk: int = DEFAULT_CHUNK) -> "Surrogate":
         """Load from a training workdir.
 
         Args:
@@ -116,12 +125,21 @@ class Surrogate:
           ensemble: CAE runs: True serves the latent-MLP ensemble of bin/train_ensemble
             (ValueError if there is none); None/False the single (fine-tuned) latent MLP.
             FC-NN runs: None/True serve all K trained members, False the first one only.
+          chunk: points per compiled call; larger queries run in chunks of this size, so
+            memory stays bounded (`opacity_jax.serve.chunks`).
         """
         workdir = Path(workdir)
         meta = workdir_lib.read_model_meta(workdir)
         if meta.get("model") == "stage_basis":
             from opacity_jax.serve.stage_basis import StageBasisSurrogate
-            return StageBasisSurrogate.load(workdir, on_domain_error=on_domain_error)
+            return StageBasisSurrogate.load(workdir, on_domain_error=on_domain_error,
+                                            chunk=chunk)
+        mf = workdir_lib.model_path(workdir)
+        if meta["model"] not in REQUIRED:
+            raise ValueError(f"{mf}: model {meta['model']!r} is not a spectrum surrogate "
+                             f"(one of {sorted(REQUIRED)} or 'stage_basis')")
+        workdir_lib.require_keys(meta, mf, COMMON_KEYS + REQUIRED[meta["model"]])
+        restore_params = functools.partial(workdir_lib.restore_params, meta=meta)
         params, boosters = {}, None
         n_z = len(meta.get("elements", ()))
         if meta["model"] == "cae":
@@ -151,6 +169,13 @@ class Surrogate:
                 params["mlp"] = member_major(single, n_z, 1)
             else:
                 from opacity_jax.models import latent as latent_lib
+                want = meta["latent"].get("xgb_sha256")
+                if want is not None and (not (workdir / "xgb").is_dir() or
+                                         workdir_lib.file_digest(workdir / "xgb") != want):
+                    raise CheckpointError(
+                        f"{workdir / 'xgb'}: the XGBoost boosters are missing or differ from the "
+                        f"ones {mf} records (corrupt, or from another run); re-run bin/train "
+                        f"--workdir={workdir}")
                 boosters = latent_lib.load_boosters(workdir / "xgb")
         elif meta["model"] == "fcnn":
             regressor = "fcnn"
@@ -161,7 +186,7 @@ class Surrogate:
             params["fcnn"] = mp
         else:
             raise ValueError(f"unknown model {meta['model']!r} in {workdir / MODEL_FILE}")
-        out = cls(meta, params, boosters, regressor, on_domain_error)
+        out = cls(meta, params, boosters, regressor, on_domain_error, chunk)
         out.workdir = workdir
         return out
 
@@ -208,12 +233,8 @@ class Surrogate:
         return jnp.maximum(jnp.exp(y) - self.scaling.eps, 0.0)
 
     # -- public queries -----------------------------------------------------------------------
-    def spectrum_members(self, element, temperature_ev, density_gcc) -> np.ndarray:
-        """(K, N, nE) float32 opacity spectra [cm^2/g] of every ensemble member (K = 1 for a
-        single network) at N points (temperature_ev [eV], density_gcc [g/cm^3]; scalars
-        broadcast)."""
-        pos = self.element_position(element)
-        t, r = self._check(temperature_ev, density_gcc)
+    def _members_chunk(self, pos, t, r) -> np.ndarray:
+        """(K, n, nE) float32 kappa [cm^2/g] of one chunk of checked points."""
         if self.regressor == "xgboost":
             from opacity_jax.models import latent as latent_lib
             z = int(self.elements[pos])
@@ -227,6 +248,30 @@ class Surrogate:
         else:
             y = self._jit_scaled(pos, jnp.asarray(t, jnp.float32), jnp.asarray(r, jnp.float32))
         return np.asarray(self._to_kappa(y, pos))
+
+    def spectrum_members(self, element, temperature_ev, density_gcc) -> np.ndarray:
+        """(K, N, nE) float32 opacity spectra [cm^2/g] of every ensemble member (K = 1 for a
+        single network) at N points (temperature_ev [eV], density_gcc [g/cm^3]; scalars
+        broadcast), evaluated in chunks of `chunk` points."""
+        pos = self.element_position(element)
+        t, r = self._check(temperature_ev, density_gcc)
+        return map_chunks(lambda tc, rc: self._members_chunk(pos, tc, rc), [t, r], self.chunk,
+                          out_axis=1)
+
+    def _member_means(self, fn, pos, t, r) -> np.ndarray:
+        """(K, N) fn(kappa) [cm^2/g] of every member at checked points, chunk by chunk (the
+        spectra of one chunk at a time are held)."""
+        def one(tc, rc):
+            k = self._members_chunk(pos, tc, rc)
+            if k.shape[0] == 1:
+                return np.asarray(fn(jnp.asarray(k[0]), self.energy_edges_ev,
+                                     jnp.asarray(tc)))[None]
+            from opacity_jax import _compat
+            # float64: cold member spectra reach ~1e-100 cm^2/g and must not flush to zero.
+            with _compat.enable_x64():
+                return np.asarray(fn(jnp.asarray(k.astype(np.float64)), self.energy_edges_ev,
+                                     jnp.asarray(np.asarray(tc, np.float64))))
+        return map_chunks(one, [t, r], self.chunk, out_axis=1)
 
     def spectrum(self, element, temperature_ev, density_gcc, return_std: bool = False):
         """Opacity spectra kappa [cm^2/g] on the model's energy bins.
@@ -243,16 +288,9 @@ class Surrogate:
         return (mean, k.std(0)) if return_std else mean
 
     def _means(self, fn, element, temperature_ev, density_gcc, return_std):
-        k = self.spectrum_members(element, temperature_ev, density_gcc)
-        t, _ = np.broadcast_arrays(np.atleast_1d(temperature_ev), np.atleast_1d(density_gcc))
-        if k.shape[0] == 1:
-            m = np.asarray(fn(jnp.asarray(k[0]), self.energy_edges_ev, jnp.asarray(t)))[None]
-        else:
-            from opacity_jax import _compat
-            # float64: cold member spectra reach ~1e-100 cm^2/g and must not flush to zero.
-            with _compat.enable_x64():
-                m = np.asarray(fn(jnp.asarray(k.astype(np.float64)), self.energy_edges_ev,
-                                  jnp.asarray(np.asarray(t, np.float64))))
+        pos = self.element_position(element)
+        t, r = self._check(temperature_ev, density_gcc)
+        m = self._member_means(fn, pos, t, r)
         mean = m[0] if m.shape[0] == 1 else m.mean(0)
         return (mean, m.std(0)) if return_std else mean
 
@@ -309,14 +347,9 @@ class Surrogate:
             lx = np.log10(self.spectrum_members(element, temperature_ev, density_gcc)
                           .astype(np.float64) + eps)
         else:
-            from opacity_jax import _compat
-            k = self.spectrum_members(element, temperature_ev, density_gcc).astype(np.float64)
-            t = np.broadcast_arrays(np.atleast_1d(temperature_ev),
-                                    np.atleast_1d(density_gcc))[0]
             fn = planck.planck_mean if quantity == "planck" else planck.rosseland_mean
-            with _compat.enable_x64():
-                m = np.asarray(fn(jnp.asarray(k), self.energy_edges_ev,
-                                  jnp.asarray(np.asarray(t, np.float64))))
+            t, r = self._check(temperature_ev, density_gcc)
+            m = self._member_means(fn, self.element_position(element), t, r)
             lx = np.log10(np.maximum(m, 1e-300))
         half = q * (lx.std(0) + beta)
         mid = lx.mean(0)
@@ -349,5 +382,5 @@ class Surrogate:
             return jnp.mean(self._to_kappa(y, pos), axis=0)
 
         jac = jax.jit(jax.vmap(jax.jacfwd(one, argnums=(0, 1))))
-        dt, dr = jac(jnp.asarray(t, jnp.float32), jnp.asarray(r, jnp.float32))
-        return np.asarray(dt), np.asarray(dr)
+        return map_chunks(lambda tc, rc: jac(jnp.asarray(tc, jnp.float32),
+                                             jnp.asarray(rc, jnp.float32)), [t, r], self.chunk)

@@ -22,10 +22,13 @@ from opacity_jax.errors import DomainError
 from opacity_jax.models import xsec as xsec_models
 from opacity_jax.physics import molecular as _mol
 from opacity_jax.physics import reflection
+from opacity_jax.serve.chunks import DEFAULT_CHUNK, check_chunk, map_chunks
 from opacity_jax.serve.surrogate import member_major
 from opacity_jax.train import workdir as workdir_lib
 
 LABEL = "xsec"
+REQUIRED_KEYS = ["molecules", "per_molecule", "xsec.n_v", "xsec.n_j", "xsec.hidden",
+                 "xsec.dropout", "xsec.v_encoding"]    # model.json, checked on load
 
 
 def make_descriptors(v, J, energy, lam_nm, lam_max: float, v_max: int, e_min: float,
@@ -106,7 +109,8 @@ class XsecSurrogate:
     single net per molecule). params: leaves (K, n_molecules, ...).
     """
 
-    def __init__(self, meta: dict, params):
+    def __init__(self, meta: dict, params, chunk: int = 8 * DEFAULT_CHUNK):
+        self.chunk = check_chunk(chunk)
         self.meta = meta
         self.members = int(jax.tree_util.tree_leaves(params)[0].shape[0])
         self.molecules = list(meta["molecules"])
@@ -124,17 +128,19 @@ class XsecSurrogate:
                                   zip(lv["v"], lv["J"], lv["energy_hartree"])}
 
     @classmethod
-    def load(cls, workdir) -> "XsecSurrogate":
-        """Load model.json and the best parameters of checkpoint 'xsec'."""
+    def load(cls, workdir, chunk: int = 8 * DEFAULT_CHUNK) -> "XsecSurrogate":
+        """Load model.json and the best parameters of checkpoint 'xsec' (the step model.json
+        records, digest-checked). chunk: (level, wavelength) points per compiled call."""
         workdir = Path(workdir)
         meta = workdir_lib.read_model_meta(
             workdir, f"train with bin/train --config=configs/xsec.py --workdir={workdir}")
         if meta.get("model") not in xsec_models.MODELS:
             raise ValueError(f"{workdir_lib.model_path(workdir)}: model {meta.get('model')!r} "
                              f"is not a cross-section net")
+        workdir_lib.require_keys(meta, workdir_lib.model_path(workdir), REQUIRED_KEYS)
         k = int(meta["xsec"].get("members", 1))
-        params = workdir_lib.restore_params(workdir, LABEL)
-        return cls(meta, member_major(params, len(meta["molecules"]), k))
+        params = workdir_lib.restore_params(workdir, LABEL, meta)
+        return cls(meta, member_major(params, len(meta["molecules"]), k), chunk)
 
     def _index(self, molecule) -> int:
         name = molecule if molecule in self.molecules else _mol.get_molecule(molecule).name
@@ -182,7 +188,8 @@ class XsecSurrogate:
             f, _ = self.prior(name, v, J, lam)
             x = np.concatenate([x, f.reshape(-1, f.shape[-1])], axis=1)
         p = jax.tree_util.tree_map(lambda a: a[:, i], self.params)
-        y = np.asarray(self._apply(p, jnp.asarray(x)), np.float64)
+        y = map_chunks(lambda xc: self._apply(p, jnp.asarray(xc)), [x], self.chunk,
+                       out_axis=1).astype(np.float64)
         return y.reshape(self.members, v.size, lam.size)
 
     def prior(self, molecule, v, J, wavelength_nm):

@@ -1,7 +1,8 @@
 """Shared training steps: data -> splits -> scaling -> Task(s), and `run(config, workdir)`.
 
-`run` records config.json and hands the config to the family module that `config.model` names
-(`opacity_jax.experiments.registry`: 'cae' and 'fcnn' are trained by
+`run` validates the config before any work (`validate_config`), locks and fingerprints the
+workdir (`opacity_jax.train.workdir`) and hands the config to the family module that
+`config.model` names (`opacity_jax.experiments.registry`: 'cae' and 'fcnn' are trained by
 `opacity_jax.experiments.spectra`, 'classifier' by the inverse family, 'xsec'/'xsec_pinn' by the
 cross-section family). The helpers here (dataset loading and rebinning, split masks, spectrum
 scaling, the autoencoder / regression / fine-tuning tasks, batched encoding) are shared by the
@@ -25,6 +26,7 @@ from opacity_jax.losses import data as data_losses
 from opacity_jax.models.cae import CAE
 from opacity_jax.models.mlp import MLP
 from opacity_jax.physics import elements as _el
+from opacity_jax.train import loop as loop_lib
 from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import Task
 from opacity_jax.train.workdir import MODEL_FILE  # noqa: F401  (experiment.MODEL_FILE)
@@ -191,14 +193,91 @@ def encode_all(model: CAE, params, y_all: np.ndarray, chunk: int = 4096) -> np.n
     return np.concatenate(outs, axis=1)
 
 
-def run(config, workdir, progress: bool = True) -> dict:
+def check_spectrum_data(data_cfg, scaling: bool = True) -> None:
+    """Checks of a spectrum family's `data` section that need no data: split name, fractions,
+    n_energy, scaling; ValueError naming the field and the allowed values."""
+    if data_cfg.split not in splits.SPLIT_NAMES:
+        raise ValueError(f"data.split must be one of {list(splits.SPLIT_NAMES)}, got "
+                         f"{data_cfg.split!r}")
+    for key, lo_open in (("test_fraction", True), ("val_fraction", False)):
+        v = data_cfg.get(key, 0.1)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or \
+                not ((0 < v) if lo_open else (0 <= v)) or not v < 1:
+            raise ValueError(f"data.{key} = {v!r} must be in {'(0' if lo_open else '[0'}, 1)")
+    n = data_cfg.get("n_energy", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"data.n_energy = {n!r} must be an integer >= 2 (energy bins)")
+    if scaling and "scaling" in data_cfg and data_cfg.scaling not in transforms.SCALING_NAMES:
+        raise ValueError(f"data.scaling must be one of {list(transforms.SCALING_NAMES)}, got "
+                         f"{data_cfg.scaling!r}")
+
+
+def validate_config(config) -> None:
+    """Every check of a training config that needs no data, so a bad value fails before any
+    work: config.model names a family, every loop section (`train` and the sections below
+    `latent`) is a valid LoopConfig, data.elements names known elements, and the family's own
+    `validate(config)` (when it has one) passes. ValueError naming the field otherwise."""
+    fam = registry.family(config.model)     # unknown names fail before any work
+    for key in ("model", "seed", "data"):
+        if key not in config:
+            raise ValueError(f"config.{key} is missing (configs/*.py define it)")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int):
+        raise ValueError(f"config.seed = {config.seed!r} must be an integer")
+    sections = [("train", config.get("train"))]
+    latent = config.get("latent") or {}
+    sections += [(f"latent.{k}", v) for k, v in latent.items() if k.endswith("_train")]
+    for name, sec in sections:
+        if sec is None:
+            continue
+        try:
+            loop_lib.LoopConfig.from_config(sec, int(config.seed))
+        except ValueError as e:
+            raise ValueError(str(e).replace("train.", f"{name}.", 1)) from None
+    if "elements" in config.data:
+        try:
+            _parse_elements(config.data.elements)
+        except ValueError as e:
+            raise ValueError(f"data.elements = {config.data.elements!r}: {e}") from None
+    if "path" in config.data and config.data.path and not Path(config.data.path).exists():
+        raise FileNotFoundError(f"data.path = {config.data.path!r}: no such file")
+    check = getattr(fam, "validate", None)
+    if check is not None:
+        check(config)
+
+
+def run(config, workdir, progress: bool = True, overwrite: bool = False) -> dict:
     """Train the configured model into `workdir` (resuming if checkpoints exist).
 
-    The family module is picked by `config.model` (`opacity_jax.experiments.registry`); it
-    writes model.json last. Returns the family's summary dict.
+    In order: the config is validated (`validate_config`); the workdir is locked
+    (`workdir.lock`: a second run on it stops at once); its fingerprint (data, split, elements,
+    model architecture) must equal the config's, else WorkdirError naming the differing fields -
+    or, with `overwrite`, the workdir's previous results are discarded; then fingerprint.json
+    is written, the family module picked by `config.model` (`opacity_jax.experiments.registry`)
+    trains, writing model.json, and config.json is written once training succeeded. A run that
+    fails a check leaves nothing behind (a workdir it created is removed again). Returns the
+    family's summary dict.
     """
-    family = registry.family(config.model)     # unknown names fail before any work
+    validate_config(config)
+    family = registry.family(config.model)
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    workdir_lib.write_config(workdir, config)
-    return family.train(config, workdir, progress=progress)
+    if not workdir.parent.exists():
+        raise FileNotFoundError(f"--workdir {workdir}: parent folder {workdir.parent} does not "
+                                "exist")
+    created = not workdir.exists()
+    ok = False
+    try:
+        with workdir_lib.lock(workdir):
+            arch = getattr(family, "ARCHITECTURE", {}).get(config.model)
+            fp = workdir_lib.fingerprint(config, arch)
+            workdir_lib.check_fingerprint(workdir, fp, overwrite=overwrite)
+            ok = True
+            workdir_lib.write_fingerprint(workdir, fp)
+            summary = family.train(config, workdir, progress=progress)
+            # Last, beside model.json: a run that fails (a config error, a diverged loss) leaves
+            # the config of the model the workdir serves.
+            workdir_lib.write_config(workdir, config)
+            return summary
+    finally:
+        if created and not ok:
+            import shutil
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -14,6 +14,14 @@ member, or element x member) has its own:
 Checkpoints (orbax, `train/checkpoint.py`) hold the full loop state, so a run killed at any point
 resumes from its workdir and ends bit-identical to an uninterrupted one. A non-finite loss stops
 training with `TrainingDiverged`, keeping the last good checkpoint.
+
+Each stage's checkpoints record what the stage is fitted on (`stage_digest`: its training and
+validation arrays, its initial parameters - which hold any upstream stage's parameters a warm
+start or a frozen part takes -, the loop settings other than the budget, the task name and the
+caller's metadata). A checkpoint fitted on anything else is stale: it is discarded and the stage
+re-fitted from scratch, never resumed (unless its folder holds a `WARM_START` file: a deliberate
+warm start, used once). `max_seconds` counts training time only: the first call
+of each compiled function (its compilation) is not charged.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import optax
 from absl import logging
 
 from opacity_jax.train import workdir as workdir_lib
-from opacity_jax.train.checkpoint import Checkpointer
+from opacity_jax.train.checkpoint import Checkpointer, tree_digest
 from opacity_jax.train.metrics_writer import MetricWriter
 from opacity_jax.train.task import EntityData, Task
 
@@ -50,7 +58,8 @@ class LoopConfig:
     patience: early-stopping patience in evaluations (0 = off); min_delta: relative improvement
     that counts; plateau_patience / plateau_factor / min_lr_scale: reduce-on-plateau (0 = off);
     eval_every: epochs between validations; checkpoint_every: epochs between checkpoints;
-    seed: PRNG seed; max_seconds: wall-clock budget (0 = none), checked between epochs.
+    seed: PRNG seed; max_seconds: training-time budget of one call [s] (0 = none; compilation
+    not counted), checked between epochs.
     """
 
     epochs: int = 100
@@ -79,16 +88,36 @@ class LoopConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown train config keys {unknown}; allowed: {sorted(names)}")
+        ints = {"epochs", "batch_size", "patience", "plateau_patience", "eval_every",
+                "checkpoint_every", "seed"}
+        for name, v in d.items():
+            kind = (int,) if name in ints else (int, float)
+            if isinstance(v, bool) or not isinstance(v, kind + (np.integer, np.floating)):
+                raise ValueError(f"train.{name} = {v!r} must be "
+                                 f"{'an integer' if name in ints else 'a number'}")
+            if name in ints and float(v) != int(v):
+                raise ValueError(f"train.{name} = {v!r} must be an integer")
         out = cls(**d)
-        checks = [("epochs", out.epochs >= 1), ("batch_size", out.batch_size >= 1),
-                  ("learning_rate", out.learning_rate > 0), ("weight_decay", out.weight_decay >= 0),
-                  ("grad_clip", out.grad_clip >= 0), ("patience", out.patience >= 0),
-                  ("plateau_patience", out.plateau_patience >= 0),
-                  ("plateau_factor", 0 < out.plateau_factor < 1),
-                  ("eval_every", out.eval_every >= 1), ("checkpoint_every", out.checkpoint_every >= 1)]
-        for name, ok in checks:
+        fin = lambda x: bool(np.isfinite(x))
+        checks = [("epochs", out.epochs >= 1, ">= 1"), ("batch_size", out.batch_size >= 1, ">= 1"),
+                  ("learning_rate", fin(out.learning_rate) and out.learning_rate > 0,
+                   "finite and > 0"),
+                  ("weight_decay", fin(out.weight_decay) and out.weight_decay >= 0,
+                   "finite and >= 0"),
+                  ("grad_clip", fin(out.grad_clip) and out.grad_clip >= 0, "finite and >= 0"),
+                  ("patience", out.patience >= 0, ">= 0"),
+                  ("min_delta", fin(out.min_delta) and out.min_delta >= 0, "finite and >= 0"),
+                  ("plateau_patience", out.plateau_patience >= 0, ">= 0"),
+                  ("plateau_factor", 0 < out.plateau_factor < 1, "in (0, 1)"),
+                  ("min_lr_scale", 0 < out.min_lr_scale <= 1, "in (0, 1]"),
+                  ("eval_every", out.eval_every >= 1, ">= 1"),
+                  ("checkpoint_every", out.checkpoint_every >= 1, ">= 1"),
+                  ("max_seconds", fin(out.max_seconds) and out.max_seconds >= 0,
+                   "finite and >= 0 (0 = no budget)")]
+        for name, ok, allowed in checks:
             if not ok:
-                raise ValueError(f"train.{name} = {getattr(out, name)!r} is out of range")
+                raise ValueError(f"train.{name} = {getattr(out, name)!r} is out of range "
+                                 f"(allowed: {allowed})")
         return out
 
 
@@ -99,7 +128,9 @@ class TrainResult:
     params: best (lowest validation loss) params per entity, leading entity axis.
     last_params: params after the final epoch.
     best_val: (n_entities,) best validation loss; stopped_epoch: (n_entities,) epoch at which each
-    entity stopped (-1 = never); epochs_run: epochs completed; history: per-evaluation records.
+    entity stopped (-1 = never); epochs_run: epochs completed; history: per-evaluation records;
+    seconds: wall time of the call [s]; fitted_on: `stage_digest` of the stage's inputs;
+    compile_seconds: time of this call spent in first (compiling) calls [s].
     """
 
     params: Any
@@ -109,6 +140,8 @@ class TrainResult:
     epochs_run: int
     history: list
     seconds: float
+    fitted_on: str = ""
+    compile_seconds: float = 0.0
 
 
 def make_optimizer(cfg: LoopConfig) -> optax.GradientTransformation:
@@ -156,6 +189,20 @@ class Trainer:
         self.tx = make_optimizer(cfg)
         self._step = jax.jit(self._step_impl, donate_argnums=(0, 1))
         self._eval = jax.jit(self._eval_impl)
+        # Seconds spent in the first call of each compiled function per input shape (= its
+        # compilation), which training budgets do not count.
+        self.compile_seconds = 0.0
+        self._compiled = set()
+
+    def _timed(self, key, fn, *args):
+        """fn(*args); the first call per `key` is timed to completion as compilation."""
+        if key in self._compiled:
+            return fn(*args)
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        self.compile_seconds += time.perf_counter() - t0
+        self._compiled.add(key)
+        return out
 
     def init(self, data: EntityData):
         """Initial loop state for the entities of `data`."""
@@ -220,18 +267,21 @@ class Trainer:
         step = jnp.asarray(state["step"])
         loss_sum = jnp.zeros(data.n_entities, jnp.float32)
         n_sum = jnp.zeros(data.n_entities, jnp.int32)
+        key = ("step", idx.shape[1:]) + tuple((k, v.shape) for k, v in device_arrays.items())
         for s in range(idx.shape[0]):
-            params, opt_state, step, loss_sum, n_sum = self._step(
-                params, opt_state, lr_scale, active, step, loss_sum, n_sum, device_arrays,
-                rows, ids, jnp.asarray(idx[s]), jnp.asarray(w[s]))
+            params, opt_state, step, loss_sum, n_sum = self._timed(
+                key, self._step, params, opt_state, lr_scale, active, step, loss_sum, n_sum,
+                device_arrays, rows, ids, jnp.asarray(idx[s]), jnp.asarray(w[s]))
         state = dict(state, params=params, opt_state=opt_state, step=np.asarray(step))
         loss = np.asarray(loss_sum) / np.maximum(np.asarray(n_sum), 1)
         return state, loss
 
     def evaluate(self, params, data: EntityData, device_arrays):
         """(n_entities,) deterministic validation loss and metrics dict of (n_entities,)."""
-        loss, metrics = self._eval(params, device_arrays, jnp.asarray(data.entity_row),
-                                   jnp.asarray(data.entity_counts()))
+        key = ("eval",) + tuple((k, v.shape) for k, v in device_arrays.items())
+        loss, metrics = self._timed(key, self._eval, params, device_arrays,
+                                    jnp.asarray(data.entity_row),
+                                    jnp.asarray(data.entity_counts()))
         return np.asarray(loss), {k: np.asarray(v) for k, v in metrics.items()}
 
 
@@ -258,6 +308,33 @@ def _update_stopping(state, val, cfg: LoopConfig, epoch: int):
     return state
 
 
+# LoopConfig fields that only bound how long a stage trains (or how often it is saved), so a
+# re-run with a larger budget continues the stage instead of re-fitting it.
+BUDGET_FIELDS = ("epochs", "max_seconds", "checkpoint_every")
+# A file of this name in a stage's checkpoint folder makes the next run resume those
+# checkpoints whatever they were fitted on (a deliberate warm start; removed when used).
+WARM_START = "WARM_START"
+# Checkpoint-metadata keys that describe a run rather than what a stage is fitted on.
+VOLATILE_META = ("history", "package_version", "train_summary", "stages", "fitted_on")
+
+
+def stage_digest(task: Task, cfg: LoopConfig, train_data: EntityData, val_data: EntityData,
+                 init_params, meta: Optional[dict] = None) -> str:
+    """SHA-256 (hex) of what one training stage is fitted on (see module docstring).
+
+    `meta` is the caller's checkpoint metadata without its 'history'; `init_params` the
+    entities' initial parameters (`Trainer.init`), which carry any upstream stage's parameters
+    the task starts from or freezes.
+    """
+    loop_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in BUDGET_FIELDS}
+    meta = {k: v for k, v in (meta or {}).items() if k not in VOLATILE_META}
+    parts = [task.name, workdir_lib.digest_json(loop_cfg), workdir_lib.digest_json(meta),
+             tree_digest(train_data.arrays), tree_digest(val_data.arrays),
+             tree_digest([train_data.entity_ids, train_data.entity_row, val_data.entity_row]),
+             tree_digest(init_params)]
+    return workdir_lib.digest_json(parts)
+
+
 def train(task: Task, train_data: EntityData, val_data: EntityData, cfg: LoopConfig,
           workdir: Optional[str] = None, meta: Optional[dict] = None, progress: bool = True,
           label: str = "train", trainer: Optional[Trainer] = None,
@@ -267,8 +344,10 @@ def train(task: Task, train_data: EntityData, val_data: EntityData, cfg: LoopCon
     Args:
       task: the Task. train_data / val_data: EntityData with the same entities (entity_ids).
       cfg: LoopConfig. workdir: if given, checkpoints go to `workdir/checkpoints/<label>` and an
-        existing checkpoint there is resumed; metrics go to `workdir/metrics/<label>.jsonl` and
-        TensorBoard event files (when tensorboardX is installed).
+        existing checkpoint there is resumed when it was fitted on the same inputs
+        (`stage_digest`; otherwise it is discarded and the stage re-fitted); metrics go to
+        `workdir/metrics/<label>.jsonl` and TensorBoard event files (when tensorboardX is
+        installed); the stage's result is recorded in the workdir's stages.json.
       meta: JSON-serialisable dict stored in every checkpoint (config, normalisation, grid...).
       progress: show a progress bar. label: name of this run inside the workdir.
       stop_after_epochs: end the call after this many epochs of *this call* (simulates an
@@ -280,17 +359,36 @@ def train(task: Task, train_data: EntityData, val_data: EntityData, cfg: LoopCon
         raise ValueError("train and validation data must list the same entities")
     t_start = time.perf_counter()
     trainer = trainer or Trainer(task, cfg)
+    compile0 = trainer.compile_seconds
     state = trainer.init(train_data)
+    fitted_on = stage_digest(task, cfg, train_data, val_data, state["params"], meta)
     history: list = []
     ckpt = None
+    saved = None          # (step, state digest) of the checkpoint holding the current state
     if workdir is not None:
         ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir, label))
+        warm = ckpt.directory / WARM_START
+        if warm.exists():
+            # A deliberate warm start (bin/ablation copies a checkpoint trained with other
+            # settings): resume it once as if fitted on this stage's inputs.
+            logging.warning("%s: warm start from the checkpoints in %s", label, ckpt.directory)
+            warm.unlink()
+        elif ckpt.steps():
+            old = ckpt.restore_meta() or {}
+            if old.get("fitted_on") != fitted_on:
+                logging.warning("%s: checkpoints in %s were fitted on other inputs (an upstream "
+                                "stage, the data or the settings changed); re-fitting the stage",
+                                label, ckpt.directory)
+                ckpt.clear()
         restored = ckpt.restore(state)
         if restored is not None:
             step, state, saved_meta = restored
             history = list(saved_meta.get("history", []))
+            saved = (int(step), saved_meta.get("state_sha256"))
             logging.info("%s: resumed from epoch %d", label, int(state["epoch"]))
-    writer = MetricWriter(Path(workdir) / "metrics" if workdir else None, label)
+    meta = dict(meta or {}, fitted_on=fitted_on)
+    writer = MetricWriter(Path(workdir) / workdir_lib.METRICS_DIR if workdir else None, label,
+                          first_step=int(state["epoch"]))
     dev_train = {k: jnp.asarray(v) for k, v in train_data.arrays.items()}
     dev_val = {k: jnp.asarray(v) for k, v in val_data.arrays.items()}
     first = int(state["epoch"])
@@ -300,6 +398,7 @@ def train(task: Task, train_data: EntityData, val_data: EntityData, cfg: LoopCon
         bar = tqdm(total=cfg.epochs, initial=first, desc=label, unit="epoch", leave=False)
     epochs_this_call = 0
     epoch = first
+    t_loop, compile_loop = time.perf_counter(), trainer.compile_seconds
     for epoch in range(first, cfg.epochs):
         if np.all(state["stopped"]):
             break
@@ -336,20 +435,28 @@ def train(task: Task, train_data: EntityData, val_data: EntityData, cfg: LoopCon
         if bar is not None:
             bar.update(1)
         if ckpt is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
-            ckpt.save(epoch + 1, state, dict(meta or {}, history=history))
-        if cfg.max_seconds and time.perf_counter() - t_start > cfg.max_seconds:
-            logging.warning("%s: wall-clock budget of %.0f s reached at epoch %d", label,
+            saved = (epoch + 1, ckpt.save(epoch + 1, state, dict(meta, history=history)))
+        trained = (time.perf_counter() - t_loop) - (trainer.compile_seconds - compile_loop)
+        if cfg.max_seconds and trained > cfg.max_seconds:
+            logging.warning("%s: training-time budget of %.0f s reached at epoch %d", label,
                             cfg.max_seconds, epoch)
             break
     if bar is not None:
         bar.close()
     done_all = int(state["epoch"]) >= cfg.epochs or np.all(state["stopped"])
     if ckpt is not None and (done_all or cfg.max_seconds) and int(state["epoch"]) not in ckpt.steps():
-        ckpt.save(int(state["epoch"]), state,
-                  dict(meta or {}, history=history))
+        saved = (int(state["epoch"]), ckpt.save(int(state["epoch"]), state,
+                                                dict(meta, history=history)))
     writer.close()
+    if ckpt is not None:
+        if saved is not None and saved[0] == int(state["epoch"]):
+            workdir_lib.record_stage(workdir, label, {
+                "fitted_on": fitted_on, "step": saved[0], "state_sha256": saved[1],
+                "epochs_run": int(state["epoch"]), "finished": bool(done_all)})
+        ckpt.close()
     return TrainResult(params=state["best_params"], last_params=state["params"],
                        best_val=np.asarray(state["best_val"]),
                        stopped_epoch=np.asarray(state["stopped_epoch"]),
                        epochs_run=int(state["epoch"]), history=history,
-                       seconds=time.perf_counter() - t_start)
+                       seconds=time.perf_counter() - t_start, fitted_on=fitted_on,
+                       compile_seconds=trainer.compile_seconds - compile0)

@@ -1,4 +1,9 @@
-"""Scalar metrics: JSON lines always, TensorBoard event files when tensorboardX is installed."""
+"""Scalar metrics: JSON lines always, TensorBoard event files when tensorboardX is installed.
+
+A resumed stage continues its log: records at or after the step it resumes from (written by the
+interrupted run after its last checkpoint) are dropped first, so no step appears twice; the
+workdir lock (`train.workdir.lock`) keeps two runs from appending to one file.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +19,29 @@ class MetricWriter:
     With directory=None nothing is written.
     """
 
-    def __init__(self, directory: Optional[Path], label: str):
+    def __init__(self, directory: Optional[Path], label: str, first_step: int = 0):
+        """first_step: the step training resumes from; earlier records are kept, later ones
+        (and a half-written last line) removed. 0 starts the log afresh."""
         self._fh = None
         self._tb = None
         if directory is None:
             return
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self._fh = open(directory / f"{label}.jsonl", "a", encoding="utf-8")
+        path = directory / f"{label}.jsonl"
+        keep = []
+        if path.exists() and first_step > 0:
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict) and isinstance(rec.get("step"), int) and \
+                        rec["step"] < first_step:
+                    keep.append(line + "\n")
+        from opacity_jax.train import workdir as workdir_lib
+        workdir_lib.write_text(path, "".join(keep))
+        self._fh = open(path, "a", encoding="utf-8")
         try:
             from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(str(directory / "tensorboard" / label))
