@@ -36,7 +36,7 @@ import numpy as np
 from opacity_jax import __version__
 from opacity_jax.data.dataset import COMPONENTS, Dataset
 from opacity_jax.data.parsing import (DENSITY_UNITS, KAPPA_UNITS, first_bad_opacity,
-                                      normalize_unit, repr_number, require_file)
+                                      normalize_unit, open_hdf5, repr_number, require_file)
 from opacity_jax.errors import DataFormatError
 from opacity_jax.train.workdir import atomic_write, json_default
 
@@ -211,12 +211,7 @@ def load_dataset(path, elements: Optional[Sequence[int]] = None) -> Dataset:
       ValueError: a requested element is not in the file.
     """
     path = require_file(path)
-    try:
-        f = h5py.File(path, "r", rdcc_nbytes=_READ_CACHE_BYTES)
-    except OSError as exc:
-        raise DataFormatError(f"not a readable HDF5 file ({exc})", path=path,
-                              field="format") from None
-    with f:
+    with open_hdf5(path, rdcc_nbytes=_READ_CACHE_BYTES) as f:
         _check_header(f, path)
         for name in _REQUIRED_DATASETS:
             if not isinstance(f.get(name), h5py.Dataset):
