@@ -65,3 +65,49 @@ def test_tables_hdf5_and_text(tree_pipe, tmp_path):
 def test_log_axis():
     np.testing.assert_allclose(export.log_axis("0.1:10:3"), [0.1, 1.0, 10.0])
     np.testing.assert_allclose(export.log_axis("0.3, 1,2"), [0.3, 1.0, 2.0])
+
+
+class _TwoMembers:
+    """A stand-in ensemble of two members with known spectra on 4 bins."""
+    elements = np.array([60])
+    energy_edges_ev = np.array([1.0, 2.0, 3.0, 5.0, 9.0])
+    members = 2
+
+    def element_position(self, e):
+        return 0
+
+    def spectrum_members(self, e, t, r):
+        n = np.size(t)
+        a = np.tile([1.0, 2.0, 4.0, 8.0], (n, 1))
+        return np.stack([a, 3.0 * a])
+
+
+def test_group_table_means_and_ensemble_spread():
+    g = export.group_table(_TwoMembers(), [1.0, 3.0, 9.0], [0.3], [1e-12])
+    # group 1 = bins 1-2 (widths 1, 1), group 2 = bins 3-4 (widths 2, 4); members x1 and x3
+    m1 = np.array([(1 + 2) / 2, (4 * 2 + 8 * 4) / 6])
+    np.testing.assert_allclose(g["group_kappa"][0, 0, 0], 2.0 * m1)
+    np.testing.assert_allclose(g["group_kappa_std"][0, 0, 0], m1)
+    with pytest.raises(ValueError, match="outside the model's energy bins"):
+        export.group_table(_TwoMembers(), [0.5, 3.0], [0.3], [1e-12])
+    err = export.group_errors(g["group_kappa"], 2.0 * m1[None, None, None], g["group_kappa_std"])
+    assert err["rel"]["max"] < 1e-15 and err["coverage_1sigma"] == 1.0
+
+
+def test_group_truth_is_the_coarse_generator(tiny_workdir):
+    from opacity_jax.data import generator, grid
+    SMALL = generator.GeneratorConfig(seed=2, line_cap=1500, level_cap=200)
+    groups = grid.energy_edges_ev(40)
+    truth = export.generator_group_truth([92], groups, [0.2], [1e-10], n_native=400,
+                                         config=SMALL)
+    direct = generator.OpacityGenerator(SMALL).spectra(92, [0.2], [1e-10], groups)["kappa"]
+    np.testing.assert_allclose(truth[0, 0, 0], direct[0], rtol=1e-9)
+
+    s = Surrogate.load(tiny_workdir)
+    gt = export.group_table(s, s.energy_edges_ev[[0, 10, 20]], [0.1, 0.3], [1e-12], ["U"])
+    k = s.spectrum("U", [0.1, 0.3], [1e-12, 1e-12]).astype(np.float64)
+    w = np.diff(s.energy_edges_ev)
+    want = np.stack([(k[:, :10] * w[:10]).sum(1) / w[:10].sum(),
+                     (k[:, 10:20] * w[10:20]).sum(1) / w[10:20].sum()], -1)
+    np.testing.assert_allclose(gt["group_kappa"][0, :, 0], want, rtol=1e-6)
+    assert gt["group_kappa_std"] is None

@@ -280,4 +280,26 @@ def test_fortran_client_full_size_one_element(fortran_exe, tmp_path):
         res, out = run_fortran(fortran_exe, tmp_path, mode, "Nd", 27, 14900, nns, groups,
                                [0.3], [1e-12])
         assert res.returncode == 0, res.stderr
-        _close(np.moveaxis(out["cap"], 0, -1), ref)
+        # single-precision accumulation over ~1900 points per group: measured max 2.1e-5
+        # relative at this size (the reduced grids above stay within 1e-5)
+        _close(np.moveaxis(out["cap"], 0, -1), ref, rtol=3e-5)
+
+
+def test_from_surrogate_points_take_the_model_bins(tiny_workdir, tmp_path):
+    from opacity_jax.serve.surrogate import Surrogate
+    s = Surrogate.load(tiny_workdir)
+    ratio = np.geomspace(0.2, 200.0, 400)
+    tab = supernu.from_surrogate(s, ["U"], [0.1, 0.3], [1e-12, 1e-8], ratio)
+    edges = s.energy_edges_ev
+    for it, t in enumerate([0.1, 0.3]):
+        k = s.spectrum("U", [t, t], [1e-12, 1e-8])              # (2, nE) bin averages
+        e = t * ratio
+        assert np.array_equal(tab.energy_ev[0, it, 0], e)
+        for j in range(0, 400, 7):
+            inside = edges[0] <= e[j] < edges[-1]
+            want = k[:, np.flatnonzero(edges <= e[j])[-1]] if inside else np.zeros(2)
+            for c in (0, 1, 2):
+                np.testing.assert_array_equal(tab.columns[0, it, :, j, c], want)
+    assert np.all(tab.columns[..., 3:] == 0)
+    supernu.write_hdf5_layout(tab, tmp_path / supernu.HDF5_NAME)
+    _same(supernu.read_hdf5_layout(tmp_path / supernu.HDF5_NAME), tab)

@@ -634,8 +634,12 @@ def load_source(path, elements: Optional[Sequence] = None, energy_edges_ev=None)
 # writing from the generator and from surrogates
 def _axes(temperatures_ev, densities_gcc, energy_ratio):
     t = _grid.temperatures_ev() if temperatures_ev is None else np.asarray(temperatures_ev, float)
-    r = (np.asarray([density_for_exponent(n) for n in DENSITY_EXPONENTS[::-1]])
-         if densities_gcc is None else np.asarray(densities_gcc, float))
+    exact = np.asarray([density_for_exponent(n) for n in DENSITY_EXPONENTS[::-1]])
+    r = exact if densities_gcc is None else np.asarray(densities_gcc, float).copy()
+    for k, v in enumerate(r):   # 10^-NN up to rounding (e.g. from geomspace) -> exactly 10^-NN
+        near = np.flatnonzero(np.abs(exact / v - 1.0) < 1e-9)
+        if near.size:
+            r[k] = exact[near[0]]
     w = default_energy_ratio() if energy_ratio is None else np.asarray(energy_ratio, float)
     if w.ndim != 1 or w.size < 2 or np.any(w <= 0) or np.any(np.diff(w) <= 0):
         raise ValueError("energy_ratio must be a positive, strictly ascending 1-D array")
