@@ -111,3 +111,20 @@ def test_group_truth_is_the_coarse_generator(tiny_workdir):
                      (k[:, 10:20] * w[10:20]).sum(1) / w[10:20].sum()], -1)
     np.testing.assert_allclose(gt["group_kappa"][0, :, 0], want, rtol=1e-6)
     assert gt["group_kappa_std"] is None
+
+
+def test_portable_cae_weights_numpy_forward_matches_jax(tiny_workdir, tmp_path):
+    from opacity_jax import portable
+    s = Surrogate.load(tiny_workdir, regressor="mlp")
+    export.write_portable(s, tmp_path / "p")
+    arch, w = portable.load(tmp_path / "p")
+    assert arch["model"] == "cae" and all(v.dtype != object for v in w.values())
+    t = np.geomspace(0.05, 0.5, 9)
+    r = np.geomspace(1e-18, 1e-6, 9)
+    for el in ("Nd", "U"):
+        k = s.spectrum(el, t, r)
+        ref = portable.forward(arch, w, el, t, r)
+        floor = 1e-6 * k.max()
+        np.testing.assert_array_less(np.abs(ref - k), 1e-5 * k + floor)
+    with pytest.raises(ValueError, match="single latent MLP"):
+        export.portable_arrays(Surrogate.load(tiny_workdir, regressor="xgboost"))

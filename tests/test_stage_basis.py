@@ -189,3 +189,30 @@ def test_surrogate_serving(trained):
         data[len(data) // 2] ^= 1
         tables.write_bytes(bytes(data))
     assert meta["stage_basis"]["prior"].startswith("Saha with tabulated")
+
+
+def test_portable_weights_numpy_forward_matches_jax(trained, tmp_path):
+    """Plain arrays + JSON, read back and evaluated with numpy only, against the served model."""
+    import subprocess
+    import sys
+
+    from opacity_jax.serve import export
+    s = Surrogate.load(trained)
+    paths = export.write_portable(s, tmp_path / "p")
+    assert sorted(p.name for p in paths) == ["architecture.json", "weights.npz"]
+    rng = np.random.default_rng(1)
+    t = 10 ** rng.uniform(np.log10(s.domain["temperature_ev"][0]),
+                          np.log10(s.domain["temperature_ev"][1]), 25)
+    r = 10 ** rng.uniform(-20, -4, 25)
+    k = s.spectrum("Eu", t, r)
+    # the reference runs in a fresh interpreter that must not import jax or flax
+    code = ("import sys, numpy as np; from opacity_jax import portable; "
+            f"a, w = portable.load({str(tmp_path / 'p')!r}); "
+            f"np.save({str(tmp_path / 'ref.npy')!r}, portable.forward(a, w, 'Eu', "
+            f"np.array({t.tolist()}), np.array({r.tolist()}))); "
+            "assert 'jax' not in sys.modules and 'flax' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    ref = np.load(tmp_path / "ref.npy")
+    floor = 1e-10 * k.max()
+    # the served model evaluates in float32 (its own rounding ~1e-5 of ln-space terms)
+    np.testing.assert_array_less(np.abs(ref - k), 3e-5 * k + floor)

@@ -334,6 +334,100 @@ def log_axis(spec: str) -> np.ndarray:
     return np.asarray([float(v) for v in s.split(",") if v.strip()], np.float64)
 
 
+# --------------------------------------------------------------------------------------------
+# portable weights
+def portable_arrays(model) -> tuple:
+    """(architecture dict, {name: numpy array}) of a loaded surrogate for `opacity_jax.portable`
+    (layout and forward pass in that module's docstring).
+
+    Supports the CAE pipeline with its latent MLP (one network; load a CAE workdir with
+    regressor='mlp') and the stage-basis model; ValueError for anything else (XGBoost trees,
+    ensembles, FC-NN), naming what is supported.
+    """
+    from opacity_jax import portable
+    from opacity_jax.physics import constants as C
+    from opacity_jax.physics import quadrature
+
+    kind = model.meta.get("model")
+    arch = {"format": portable.FORMAT, "format_version": portable.FORMAT_VERSION,
+            "model": kind, "elements": [int(z) for z in model.elements],
+            "element_symbols": [_symbol(z) for z in model.elements],
+            "energy_edges_ev": np.asarray(model.energy_edges_ev, np.float64).tolist(),
+            "domain": model.domain, "package_version": opacity_jax.__version__,
+            "units": {"temperature": "eV", "density": "g/cm^3", "energy": "eV",
+                      "kappa": "cm^2/g"}}
+    arrays = {}
+    f32 = lambda a: np.asarray(a, np.float32)
+    if kind == "cae":
+        if model.regressor != "mlp" or model.members != 1:
+            raise ValueError("portable CAE weights need the single latent MLP (load with "
+                             f"regressor='mlp', ensemble=False); got {model.regressor!r}, "
+                             f"{model.members} member(s)")
+        mlp = model._params["mlp"]["params"]
+        layers = sorted(mlp, key=lambda k: int(k.split("_")[1]))
+        for i, name in enumerate(layers):
+            arrays[f"mlp/{i}/kernel"] = f32(mlp[name]["kernel"][0])
+            arrays[f"mlp/{i}/bias"] = f32(mlp[name]["bias"][0])
+        cae = model._params["cae"]["params"]
+        arrays["from_latent/kernel"] = f32(cae["from_latent"]["kernel"])
+        arrays["from_latent/bias"] = f32(cae["from_latent"]["bias"])
+        n_dec = len([k for k in cae if k.startswith("dec_")])
+        for i in range(n_dec):
+            arrays[f"dec/{i}/kernel"] = f32(cae[f"dec_{i}"]["kernel"])
+            arrays[f"dec/{i}/bias"] = f32(cae[f"dec_{i}"]["bias"])
+        for name, v in (("x_mean", model._x_mean), ("x_std", model._x_std),
+                        ("z_mean", model._z_mean), ("z_std", model._z_std),
+                        ("scale", model._scale)):
+            arrays[name] = f32(v)
+        c = model.meta["cae"]
+        strides = tuple(c.get("strides", ())) or (2,) * len(c["channels"])
+        arch.update(shared=["x_mean", "x_std"],
+                    latent_mlp={"layers": len(layers), "activation": "relu"},
+                    decoder={"length": int(c["n_bins"]) // int(np.prod(strides)),
+                             "channels": int(c["channels"][-1]), "kernel": int(c["kernel"]),
+                             "strides": [int(v) for v in strides[::-1]]},
+                    scaling={"name": model.scaling.name, "eps": float(model.scaling.eps)})
+    elif kind == "stage_basis":
+        for k, v in model.params.items():
+            arrays[k] = f32(v)
+        for k in ("q_lo", "atomic_weight", "ionization_energies_ev", "knot_mask", "stage_mask",
+                  "boundary_mask"):
+            arrays[k] = f32(getattr(model.consts, k))
+        nodes, weights = quadrature.gauss_legendre(6)
+        arrays["quadrature/nodes"] = np.asarray(nodes, np.float64)
+        arrays["quadrature/weights"] = np.asarray(weights, np.float64)
+        spec = model.spec
+        arch.update(shared=["quadrature/nodes", "quadrature/weights"],
+                    stage_basis={"n_stages": spec.n_stages, "correction": bool(spec.correction),
+                                 "knots_log10_t": list(spec.knots_log10_t)},
+                    constants={"saha_const_cm3_ev32": C.SAHA_CONST_CM3_EV32,
+                               "atomic_mass_unit_g": C.ATOMIC_MASS_UNIT_G,
+                               "kramers_ff_cgs": C.KRAMERS_FF_CGS,
+                               "k_boltzmann_ev_k": C.K_BOLTZMANN_EV_K,
+                               "h_planck_ev_s": C.H_PLANCK_EV_S, "thomson_cm2": C.THOMSON_CM2})
+    else:
+        raise ValueError(f"portable weights exist for 'cae' (latent MLP) and 'stage_basis' "
+                         f"models, not {kind!r}")
+    arch["arrays"] = [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)}
+                      for k, v in arrays.items()]
+    return arch, arrays
+
+
+def write_portable(model, directory) -> list:
+    """Write `portable_arrays(model)` as ``architecture.json`` + ``weights.npz`` (no pickle) in
+    `directory`; returns the two paths."""
+    import io
+
+    from opacity_jax import portable
+
+    arch, arrays = portable_arrays(model)
+    d = Path(directory)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    _atomic_bytes(d / portable.WEIGHTS_FILE, buf.getvalue())
+    return [workdir_lib.write_json(d / portable.ARCH_FILE, arch), d / portable.WEIGHTS_FILE]
+
+
 FORMATS = ("hdf5", "text")
 
 
