@@ -436,7 +436,7 @@ def export_workdir(workdir, *, regressor: Optional[str] = None, artifact: str = 
                    formats: Sequence[str] = FORMATS, elements: Sequence = (),
                    temperature_ev: str = "", density_gcc: str = "", groups_ev: str = "",
                    compare_generator: bool = False, supernu_dir: str = "",
-                   energy_ratio: str = "") -> list:
+                   energy_ratio: str = "", portable_dir: str = "") -> list:
     """What bin/export does, for any model family.
 
     * `artifact`: the CAE device pipeline as a jax.export artifact;
@@ -447,7 +447,8 @@ def export_workdir(workdir, *, regressor: Optional[str] = None, artifact: str = 
       `output` + '_groups.json' (formats may then be empty);
     * `supernu_dir`: SuperNu's two layouts (`<dir>/Table/op_*.table`, `<dir>/opacities.h5`) on
       T x `energy_ratio` point energies (a `log_axis` spec; default
-      `supernu.default_energy_ratio()`), per element at partial density.
+      `supernu.default_energy_ratio()`), per element at partial density;
+    * `portable_dir`: plain-array weights + JSON architecture (`write_portable`).
 
     `elements`: symbols or Z (empty: all served). Returns the paths written. ValueError when
     there is nothing to do, a format is unknown or an axis is missing (checked before any work).
@@ -455,8 +456,9 @@ def export_workdir(workdir, *, regressor: Optional[str] = None, artifact: str = 
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"unknown format {bad[0]!r}; allowed: {', '.join(FORMATS)}")
-    if not (artifact or output or supernu_dir):
-        raise ValueError("nothing to do: give --output, --supernu_dir and/or --artifact")
+    if not (artifact or output or supernu_dir or portable_dir):
+        raise ValueError("nothing to do: give --output, --supernu_dir, --portable_dir and/or "
+                         "--artifact")
     if (output or supernu_dir) and not (temperature_ev and density_gcc):
         raise ValueError("tables need --temperature_ev and --density axes")
     if compare_generator and not (output and groups_ev):
@@ -466,6 +468,8 @@ def export_workdir(workdir, *, regressor: Optional[str] = None, artifact: str = 
     written = []
     if artifact:
         written.append(write_artifact(model.device_pipeline(), artifact, list(platforms) or None))
+    if portable_dir:
+        written += write_portable(model, portable_dir)
     els = [int(e) if str(e).isdigit() else e for e in elements] or None
     t = log_axis(temperature_ev) if temperature_ev else None
     r = log_axis(density_gcc) if density_gcc else None
