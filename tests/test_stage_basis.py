@@ -216,3 +216,25 @@ def test_portable_weights_numpy_forward_matches_jax(trained, tmp_path):
     floor = 1e-10 * k.max()
     # the served model evaluates in float32 (its own rounding ~1e-5 of ln-space terms)
     np.testing.assert_array_less(np.abs(ref - k), 3e-5 * k + floor)
+
+
+def test_outside_the_training_hull_raises_in_every_entry_point(trained, tmp_path):
+    import shutil
+
+    from opacity_jax.serve.envelope import Envelope
+    wd = tmp_path / "run"
+    shutil.copytree(trained, wd)
+    meta = json.loads((wd / "model.json").read_text())
+    shape = meta["split"]["shape"]
+    corner = int(np.ravel_multi_index((0, shape[1] - 1, shape[2] - 1), shape))
+    for part in ("train", "val"):
+        meta["split"][part] = [i for i in meta["split"][part] if i != corner]
+    (wd / "model.json").write_text(json.dumps(meta))
+    t1, r1 = meta["temperature_ev"][-1], meta["density_gcc"][-1]
+    assert not Envelope.from_meta(meta).contains(63, [t1], [r1])[0]
+    s = Surrogate.load(wd)
+    for call in (s.spectrum, s.log_spectrum, s.planck_mean, s.rosseland_mean, s.derivatives):
+        with pytest.raises(DomainError, match="validity envelope"):
+            call("Eu", t1, r1)
+    k = StageBasisSurrogate.load(wd, outside="nan").spectrum("Eu", [t1, t1], [r1, 1e-12])
+    assert np.isnan(k[0]).all() and np.isfinite(k[1]).all()

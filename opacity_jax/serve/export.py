@@ -408,6 +408,8 @@ def portable_arrays(model) -> tuple:
     else:
         raise ValueError(f"portable weights exist for 'cae' (latent MLP) and 'stage_basis' "
                          f"models, not {kind!r}")
+    env = getattr(model, "envelope", None)
+    arch["envelope"] = env.to_dict() if env is not None else None
     arch["arrays"] = [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)}
                       for k, v in arrays.items()]
     return arch, arrays
@@ -436,7 +438,8 @@ def export_workdir(workdir, *, regressor: Optional[str] = None, artifact: str = 
                    formats: Sequence[str] = FORMATS, elements: Sequence = (),
                    temperature_ev: str = "", density_gcc: str = "", groups_ev: str = "",
                    compare_generator: bool = False, supernu_dir: str = "",
-                   energy_ratio: str = "", portable_dir: str = "") -> list:
+                   energy_ratio: str = "", portable_dir: str = "",
+                   outside: str = "raise") -> list:
     """What bin/export does, for any model family.
 
     * `artifact`: the CAE device pipeline as a jax.export artifact;
@@ -448,7 +451,12 @@ def export_workdir(workdir, *, regressor: Optional[str] = None, artifact: str = 
     * `supernu_dir`: SuperNu's two layouts (`<dir>/Table/op_*.table`, `<dir>/opacities.h5`) on
       T x `energy_ratio` point energies (a `log_axis` spec; default
       `supernu.default_energy_ratio()`), per element at partial density;
-    * `portable_dir`: plain-array weights + JSON architecture (`write_portable`).
+    * `portable_dir`: plain-array weights + JSON architecture (`write_portable`; the
+      validity envelope is its 'envelope' entry).
+
+    `outside`: what table points outside the validity envelope get (`envelope.POLICIES`:
+    'raise' by default, 'clamp' as SuperNu clamps, 'nan', 'warn'); the envelope is written
+    next to every table (`output` + '_envelope.json', `<supernu_dir>/envelope.json`).
 
     `elements`: symbols or Z (empty: all served). Returns the paths written. ValueError when
     there is nothing to do, a format is unknown or an axis is missing (checked before any work).
@@ -464,12 +472,20 @@ def export_workdir(workdir, *, regressor: Optional[str] = None, artifact: str = 
     if compare_generator and not (output and groups_ev):
         raise ValueError("--compare_generator needs --groups_ev and --output")
     from opacity_jax.serve.surrogate import Surrogate
-    model = Surrogate.load(workdir, regressor=regressor)
+    from opacity_jax.serve import envelope as envelope_lib
+    envelope_lib.check_policy(outside)
+    model = Surrogate.load(workdir, regressor=regressor, outside=outside)
     written = []
+
+    def write_envelope(path):
+        if model.envelope is not None:
+            written.append(workdir_lib.write_json(path, dict(model.envelope.to_dict(),
+                                                            policy=outside)))
+
     if artifact:
         written.append(write_artifact(model.device_pipeline(), artifact, list(platforms) or None))
     if portable_dir:
-        written += write_portable(model, portable_dir)
+        written += write_portable(model, portable_dir)       # envelope in architecture.json
     els = [int(e) if str(e).isdigit() else e for e in elements] or None
     t = log_axis(temperature_ev) if temperature_ev else None
     r = log_axis(density_gcc) if density_gcc else None
@@ -491,10 +507,12 @@ def export_workdir(workdir, *, regressor: Optional[str] = None, artifact: str = 
         for fmt in formats:
             written.append(write_hdf5(table, output + ".h5") if fmt == "hdf5"
                            else write_text(table, output + ".txt"))
+        write_envelope(Path(output + "_envelope.json"))
     if supernu_dir:
         from opacity_jax.data import supernu
         tab = supernu.from_surrogate(model, els, t, r,
                                      log_axis(energy_ratio) if energy_ratio else None)
         written += supernu.write_text_layout(tab, Path(supernu_dir) / supernu.TEXT_DIR)
         written.append(supernu.write_hdf5_layout(tab, Path(supernu_dir) / supernu.HDF5_NAME))
+        write_envelope(Path(supernu_dir) / "envelope.json")
     return written

@@ -15,7 +15,10 @@ computed from its own spectrum, so the spread is carried through the nonlinear m
     kp, kp_std = s.planck_mean("Nd", 0.3, 1e-13, return_std=True)
 
 Queries outside the training domain raise `DomainError` (or warn with `on_domain_error="warn"`);
-nothing is silently extrapolated. Unknown elements raise ValueError naming the allowed ones.
+nothing is silently extrapolated. Inside the domain, queries outside the model's validity envelope
+(`s.envelope`: per element the convex hull of its training nodes in log T, log rho;
+`opacity_jax.serve.envelope`) follow `outside=`: 'raise' (default), 'clamp' (onto the hull),
+'nan' or 'warn'. Unknown elements raise ValueError naming the allowed ones.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from opacity_jax.models.cae import CAE
 from opacity_jax.models.mlp import FCNN, MLP
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
+from opacity_jax.serve import envelope as envelope_lib
 from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.workdir import MODEL_FILE, restore_params
 
@@ -66,9 +70,11 @@ class Surrogate:
     """
 
     def __init__(self, meta: dict, params: dict, boosters=None, regressor: str = "mlp",
-                 on_domain_error: str = "raise"):
+                 on_domain_error: str = "raise", outside: str = "raise"):
         if on_domain_error not in ("raise", "warn"):
             raise ValueError("on_domain_error must be 'raise' or 'warn'")
+        self.outside = envelope_lib.check_policy(outside)
+        self.envelope = envelope_lib.Envelope.from_meta(meta)
         self.meta = meta
         net = params.get("fcnn", params.get("mlp"))
         self.members = int(jax.tree_util.tree_leaves(net)[0].shape[0]) if net is not None else 1
@@ -106,13 +112,14 @@ class Surrogate:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def load(cls, workdir, regressor: Optional[str] = None, on_domain_error: str = "raise",
-             ensemble: Optional[bool] = None) -> "Surrogate":
+             ensemble: Optional[bool] = None, outside: str = "raise") -> "Surrogate":
         """Load from a training workdir.
 
         Args:
           regressor: 'mlp' (smooth, default when trained), 'xgboost' (piecewise constant) or
             None for the best available (CAE runs only).
           on_domain_error: 'raise' (DomainError) or 'warn' for queries outside the domain.
+          outside: policy for queries outside the validity envelope (`envelope.POLICIES`).
           ensemble: CAE runs: True serves the latent-MLP ensemble of bin/train_ensemble
             (ValueError if there is none); None/False the single (fine-tuned) latent MLP.
             FC-NN runs: None/True serve all K trained members, False the first one only.
@@ -121,7 +128,8 @@ class Surrogate:
         meta = workdir_lib.read_model_meta(workdir)
         if meta.get("model") == "stage_basis":
             from opacity_jax.serve.stage_basis import StageBasisSurrogate
-            return StageBasisSurrogate.load(workdir, on_domain_error=on_domain_error)
+            return StageBasisSurrogate.load(workdir, on_domain_error=on_domain_error,
+                                            outside=outside)
         params, boosters = {}, None
         n_z = len(meta.get("elements", ()))
         if meta["model"] == "cae":
@@ -161,7 +169,7 @@ class Surrogate:
             params["fcnn"] = mp
         else:
             raise ValueError(f"unknown model {meta['model']!r} in {workdir / MODEL_FILE}")
-        out = cls(meta, params, boosters, regressor, on_domain_error)
+        out = cls(meta, params, boosters, regressor, on_domain_error, outside)
         out.workdir = workdir
         return out
 
@@ -172,6 +180,13 @@ class Surrogate:
 
     def _check(self, t, r):
         return check_domain(self.domain, t, r, self.on_domain_error)
+
+    def check_query(self, element, temperature_ev, density_gcc):
+        """Validate a query: (pos, t, rho, nan_mask) with (N,) float64 T [eV] and rho
+        [g/cm^3] to evaluate at (moved onto the envelope for outside='clamp') and the (N,)
+        points whose outputs are NaN (outside='nan'). DomainError outside the domain, and
+        outside the envelope for outside='raise'."""
+        return envelope_lib.query_check(self, element, temperature_ev, density_gcc)
 
     # -- networks -----------------------------------------------------------------------------
     def _features(self, t, r):
@@ -212,8 +227,11 @@ class Surrogate:
         """(K, N, nE) float32 opacity spectra [cm^2/g] of every ensemble member (K = 1 for a
         single network) at N points (temperature_ev [eV], density_gcc [g/cm^3]; scalars
         broadcast)."""
-        pos = self.element_position(element)
-        t, r = self._check(temperature_ev, density_gcc)
+        return self._members(element, temperature_ev, density_gcc)[0]
+
+    def _members(self, element, temperature_ev, density_gcc):
+        """(spectra (K, N, nE), T (N,) [eV] they were evaluated at)."""
+        pos, t, r, nan = self.check_query(element, temperature_ev, density_gcc)
         if self.regressor == "xgboost":
             from opacity_jax.models import latent as latent_lib
             z = int(self.elements[pos])
@@ -226,7 +244,11 @@ class Surrogate:
             y = self._jit_decode(pos, jnp.asarray(zs))[None]
         else:
             y = self._jit_scaled(pos, jnp.asarray(t, jnp.float32), jnp.asarray(r, jnp.float32))
-        return np.asarray(self._to_kappa(y, pos))
+        k = np.asarray(self._to_kappa(y, pos))
+        if nan.any():
+            k = k.copy()
+            k[:, nan] = np.nan
+        return k, t
 
     def spectrum(self, element, temperature_ev, density_gcc, return_std: bool = False):
         """Opacity spectra kappa [cm^2/g] on the model's energy bins.
@@ -243,8 +265,7 @@ class Surrogate:
         return (mean, k.std(0)) if return_std else mean
 
     def _means(self, fn, element, temperature_ev, density_gcc, return_std):
-        k = self.spectrum_members(element, temperature_ev, density_gcc)
-        t, _ = np.broadcast_arrays(np.atleast_1d(temperature_ev), np.atleast_1d(density_gcc))
+        k, t = self._members(element, temperature_ev, density_gcc)
         if k.shape[0] == 1:
             m = np.asarray(fn(jnp.asarray(k[0]), self.energy_edges_ev, jnp.asarray(t)))[None]
         else:
@@ -340,8 +361,7 @@ class Surrogate:
         if self.regressor == "xgboost":
             raise ValueError("derivatives are undefined for the XGBoost latent regressor "
                              "(piecewise constant in T and rho); load with regressor='mlp'")
-        pos = self.element_position(element)
-        t, r = self._check(temperature_ev, density_gcc)
+        pos, t, r, nan = self.check_query(element, temperature_ev, density_gcc)
 
         def one(tt, rr):
             # Derivative of the ensemble mean (the member mean for K > 1).
@@ -350,4 +370,5 @@ class Surrogate:
 
         jac = jax.jit(jax.vmap(jax.jacfwd(one, argnums=(0, 1))))
         dt, dr = jac(jnp.asarray(t, jnp.float32), jnp.asarray(r, jnp.float32))
-        return np.asarray(dt), np.asarray(dr)
+        return (envelope_lib.nan_rows(np.asarray(dt), nan),
+                envelope_lib.nan_rows(np.asarray(dr), nan))
