@@ -128,3 +128,39 @@ def test_portable_cae_weights_numpy_forward_matches_jax(tiny_workdir, tmp_path):
         np.testing.assert_array_less(np.abs(ref - k), 1e-5 * k + floor)
     with pytest.raises(ValueError, match="single latent MLP"):
         export.portable_arrays(Surrogate.load(tiny_workdir, regressor="xgboost"))
+
+
+def test_build_md_table_readers_compile_and_read(tmp_path):
+    """The Fortran and C++ readers printed in BUILD.md, compiled and run on a written table."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "BUILD.md").read_text()
+    fortran = re.search(r"```fortran\n(.*?)```", text, re.S).group(1)
+    cpp = re.search(r"```cpp\n(.*?)```", text, re.S).group(1)
+    tab = {"elements": np.array([60, 92]), "temperature_ev": np.array([0.1, 0.3, 1.0]),
+           "density_gcc": np.array([1e-13, 1e-12]), "energy_edges_ev": np.geomspace(0.1, 10, 6),
+           "planck": np.full((2, 3, 2), 2.0), "rosseland": np.full((2, 3, 2), 1.0),
+           "kappa": np.arange(60, dtype=np.float64).reshape(2, 3, 2, 5) + 0.5}
+    export.write_text(tab, tmp_path / "lte.txt")
+    tools = {"gfortran": shutil.which("gfortran"), "g++": shutil.which("g++")}
+    if not all(tools.values()):
+        if os.environ.get("CI"):
+            pytest.fail(f"compilers missing in CI: {tools}")
+        pytest.skip(f"compilers missing: {tools}")
+    # The Fortran program as printed; it stops with an error on a short or malformed table.
+    (tmp_path / "r.f90").write_text(fortran)
+    subprocess.run([tools["gfortran"], "r.f90", "-o", "rf"], cwd=tmp_path, check=True)
+    subprocess.run(["./rf"], cwd=tmp_path, check=True)
+    # The C++ fragment inside a main that prints one value back.
+    includes = "".join(ln + "\n" for ln in cpp.splitlines() if ln.startswith("#include"))
+    body = "".join(ln + "\n" for ln in cpp.splitlines() if not ln.startswith("#include"))
+    (tmp_path / "r.cpp").write_text(includes + "#include <cstdio>\nint main() {\n" + body
+                                    + 'std::printf("%.3f %d\\n", kappa[size_t(11) * ne + 4], '
+                                      'z[1]);\nreturn in.fail() ? 1 : 0;\n}\n')
+    subprocess.run([tools["g++"], "r.cpp", "-o", "rc"], cwd=tmp_path, check=True)
+    out = subprocess.run(["./rc"], cwd=tmp_path, check=True, capture_output=True, text=True)
+    assert out.stdout.split() == ["59.500", "92"]       # last row (U, T3, rho2), last bin

@@ -221,25 +221,31 @@ def generator_group_truth(elements, group_edges_ev, temperatures_ev, densities_g
 
 def group_errors(pred, truth, std=None) -> dict:
     """Summary of group opacities against the truth: |rel| = |pred/truth - 1| and
-    |log10(pred/truth)| (median, 95th percentile, max) overall and per element position; with
+    |log10(pred/truth)| (median, 95th percentile, max) overall and per element position, over
+    the finite predictions (NaN ones, outside the validity envelope, are counted apart); with
     `std`, the fraction of groups whose truth lies within 1 and 2 standard deviations."""
     p = np.asarray(pred, np.float64)
     t = np.asarray(truth, np.float64)
     tiny = 1e-300
+    ok = np.isfinite(p)           # NaN: points outside the validity envelope (outside='nan')
     rel = np.abs(p / np.maximum(t, tiny) - 1.0)
     dex = np.abs(np.log10(np.maximum(p, tiny) / np.maximum(t, tiny)))
 
-    def stats(a):
+    def stats(a, m):
+        a = a[m]
+        if a.size == 0:
+            return None
         return {"median": float(np.median(a)), "p95": float(np.percentile(a, 95)),
                 "max": float(a.max())}
 
-    out = {"n_values": int(p.size), "rel": stats(rel), "dex": stats(dex),
-           "per_element": [{"rel": stats(rel[i]), "dex": stats(dex[i])}
+    out = {"n_values": int(ok.sum()), "n_outside_envelope": int((~ok).sum()),
+           "rel": stats(rel, ok), "dex": stats(dex, ok),
+           "per_element": [{"rel": stats(rel[i], ok[i]), "dex": stats(dex[i], ok[i])}
                            for i in range(p.shape[0])]}
     if std is not None:
         z = np.abs(p - t) / np.maximum(np.asarray(std, np.float64), tiny)
-        out["coverage_1sigma"] = float(np.mean(z <= 1.0))
-        out["coverage_2sigma"] = float(np.mean(z <= 2.0))
+        out["coverage_1sigma"] = float(np.mean(z[ok] <= 1.0))
+        out["coverage_2sigma"] = float(np.mean(z[ok] <= 2.0))
     return out
 
 
