@@ -303,3 +303,24 @@ def test_from_surrogate_points_take_the_model_bins(tiny_workdir, tmp_path):
     assert np.all(tab.columns[..., 3:] == 0)
     supernu.write_hdf5_layout(tab, tmp_path / supernu.HDF5_NAME)
     _same(supernu.read_hdf5_layout(tmp_path / supernu.HDF5_NAME), tab)
+
+
+def test_bin_export_supernu_dir_read_by_the_fortran_client(tiny_workdir, fortran_exe,
+                                                           tmp_path):
+    """What BUILD.md's "Use in SuperNu" runs: bin/export --supernu_dir, then the client."""
+    from opacity_jax.serve import export
+    out = tmp_path / "supernu"
+    export.export_workdir(tiny_workdir, temperature_ev="0.1,0.3", density_gcc="1e-12,1e-8",
+                          supernu_dir=str(out), energy_ratio="0.5:60:200", outside="clamp",
+                          portable_dir=str(tmp_path / "portable"))
+    txt = supernu.read_text_layout(out)
+    h5 = supernu.read_hdf5_layout(out / supernu.HDF5_NAME)
+    assert np.array_equal(txt.columns, h5.columns) and txt.elements.tolist() == [60, 92]
+    assert (out / "envelope.json").exists() and (tmp_path / "portable" / "weights.npz").exists()
+    groups = np.geomspace(0.2, 9.0, 5)
+    for mode in ("text", "hdf5"):
+        res, got = run_fortran(fortran_exe, out, mode, "U", 2, 200, [12, 8], groups, [0.2],
+                               [1e-10])
+        assert res.returncode == 0, res.stderr
+        ref = supernu.group_means(h5.energy_ev[1], h5.absorption()[1], groups)[..., ::-1]
+        _close(np.moveaxis(got["cap"], 0, -1), ref)

@@ -128,11 +128,13 @@ class SupernuTable:
         self.density_gcc = np.asarray(self.density_gcc, np.float64)
         shape = (self.elements.size, self.temperature_ev.size, self.density_gcc.size)
         if tuple(self.energy_ev.shape[:3]) != shape or self.energy_ev.ndim != 4:
-            raise ValueError(f"energy_ev has shape {self.energy_ev.shape}, expected {shape} + (nP,)")
+            raise ValueError(f"energy_ev has shape {self.energy_ev.shape}, expected {shape} "
+                             "+ (nP,)")
         want = tuple(self.energy_ev.shape) + (N_COLUMNS - 1,)
         if tuple(self.columns.shape) != want:
             raise ValueError(f"columns has shape {self.columns.shape}, expected {want}")
-        for name, ax in (("temperature_ev", self.temperature_ev), ("density_gcc", self.density_gcc)):
+        for name, ax in (("temperature_ev", self.temperature_ev),
+                         ("density_gcc", self.density_gcc)):
             if np.any(~np.isfinite(ax)) or np.any(ax <= 0) or np.any(np.diff(ax) <= 0):
                 raise ValueError(f"{name} must be positive and strictly increasing")
 
@@ -325,8 +327,9 @@ def read_text_layout(directory, elements: Optional[Sequence] = None,
     for z in zs:
         for nn in nns:
             if (z, nn) not in found:
-                raise FileNotFoundError(f"missing file {d / text_file_name(z, density_for_exponent(nn))}"
-                                        f" (each element needs every density present)")
+                name = text_file_name(z, density_for_exponent(nn))
+                raise FileNotFoundError(f"missing file {d / name} (each element needs every "
+                                        "density present)")
     temps, data = None, []
     for z in zs:
         per_rho = []

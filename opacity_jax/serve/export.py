@@ -15,6 +15,9 @@
 2. Tables. kappa(E) and the band-limited Planck/Rosseland means on a user (T, rho) grid, as HDF5
    or plain text, for Fortran/C++ radiative-transfer codes (layouts below and in BUILD.md).
 
+   With group edges (`group_table`) the HDF5 file also holds group opacities: the exact mean
+   over each group of the model's bins, and the ensemble spread (`/<Symbol>/group_kappa[_std]`).
+
    HDF5 (`write_hdf5`), C order (Fortran sees the reversed shapes):
      /temperature_ev (nT)  /density_gcc (nR)  /energy_edges_ev (nE+1)  /energy_ev (nE)
      /elements (nZ) atomic numbers
@@ -30,6 +33,14 @@
      E_edges(1..nE+1) [eV]
      then nZ*nT*nR lines, Z outermost, then T, then rho:
      Z T rho kappa_P kappa_R kappa(1..nE)           [cm^2/g]
+
+3. SuperNu's own layouts (`opacity_jax.data.supernu`, via `export_workdir(supernu_dir=...)`).
+
+4. Portable weights (`write_portable`): plain arrays + JSON architecture for
+   `opacity_jax.portable`, a numpy-only reference forward pass.
+
+Every table point outside a model's validity envelope follows the `outside` policy
+(`opacity_jax.serve.envelope`).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@
 !   rq(1:nq)            cell (partial) densities [g/cm^3]
 !
 ! result.out, one value per line (es26.16e3, so that a 3-digit exponent keeps its E):
-! temp(1:ntemp) [eV]; rho(1:nrho) [g/cm^3]; cap(1:ng, 1:ntemp, 1:nrho) group absorption [cm^2/g] in Fortran order (groups by ascending
-! wavelength); sig(1:ntemp, 1:nrho) grey scattering [cm^2/g]; capq(1:ng, 1:nq) lookups.
+! temp(1:ntemp) [eV]; rho(1:nrho) [g/cm^3]; cap(1:ng, 1:ntemp, 1:nrho) group absorption
+! [cm^2/g] in Fortran order (groups by ascending wavelength); sig(1:ntemp, 1:nrho) grey scattering [cm^2/g]; capq(1:ng, 1:nq) lookups.
 !
 ! Text: every file 'Table/op_<sym>_1Em<NN>gcc.table' (lower-case symbol, one letter for a
 ! one-letter symbol) holds ntemp blocks of: a header read as (word, number, T), one skipped
