@@ -168,15 +168,19 @@ class Envelope:
 
 def query_check(model, element, temperature_ev, density_gcc):
     """The query validation every surrogate shares: element position, the bounding-box domain
-    (model.on_domain_error), then the validity envelope (model.envelope, model.outside).
+    (model.on_domain_error), then the validity envelope (model.envelope, model.outside; the
+    default 'raise' becomes 'warn' for a model loaded with on_domain_error='warn').
 
     Returns (pos, t (N,) [eV], rho (N,) [g/cm^3], nan_mask (N,) bool)."""
     pos = model.element_position(element)
     t, r = check_domain(model.domain, temperature_ev, density_gcc, model.on_domain_error)
     if model.envelope is None:
         return pos, t, r, np.zeros(t.shape, bool)
-    t, r, out = model.envelope.apply(int(model.elements[pos]), t, r, model.outside)
-    return pos, t, r, out & (model.outside == "nan")
+    policy = model.outside
+    if policy == "raise" and model.on_domain_error == "warn":
+        policy = "warn"       # a caller who opted into out-of-domain warnings gets them here too
+    t, r, out = model.envelope.apply(int(model.elements[pos]), t, r, policy)
+    return pos, t, r, out & (policy == "nan")
 
 
 def nan_rows(a: np.ndarray, nan: np.ndarray) -> np.ndarray:
