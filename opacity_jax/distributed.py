@@ -39,6 +39,7 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from opacity_jax.serve.envelope import nan_rows
 from opacity_jax.train import loop
 
 # Set by bin/train --sharded: experiment.run_cae then trains the CAE with ShardedTrainer.
@@ -275,10 +276,11 @@ class ShardedInference:
 
     def __call__(self, element, temperature_ev, density_gcc) -> dict:
         """Validated query, as `DevicePipeline.__call__`."""
-        pos = self.pipe.element_position(element)
         v = self.pipe._validate
         if v is not None:
-            t, r = v._check(temperature_ev, density_gcc)
+            pos, t, r, nan = v.check_query(element, temperature_ev, density_gcc)
         else:
+            pos = self.pipe.element_position(element)
             t, r = np.broadcast_arrays(np.atleast_1d(temperature_ev), np.atleast_1d(density_gcc))
-        return self.apply(pos, t, r)
+            nan = np.zeros(t.shape, bool)
+        return {k: nan_rows(v_, nan) for k, v_ in self.apply(pos, t, r).items()}

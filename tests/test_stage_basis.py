@@ -265,3 +265,52 @@ def test_benchmark_times_the_served_function(trained):
     rows = benchmark.bench_stage_basis(c)
     assert [(row["model"], row["batch"]) for row in rows] == [("stage_basis", 4)]
     assert rows[0]["spectra_per_s"] > 0 and rows[0]["n_bins"] == s.spec.n_energy
+
+
+def test_portable_weights_numpy_forward_matches_jax(trained, tmp_path):
+    """Plain arrays + JSON, read back and evaluated with numpy only, against the served model."""
+    import subprocess
+    import sys
+
+    from opacity_jax.serve import export
+    s = Surrogate.load(trained)
+    paths = export.write_portable(s, tmp_path / "p")
+    assert sorted(p.name for p in paths) == ["architecture.json", "weights.npz"]
+    rng = np.random.default_rng(1)
+    t = 10 ** rng.uniform(np.log10(s.domain["temperature_ev"][0]),
+                          np.log10(s.domain["temperature_ev"][1]), 25)
+    r = 10 ** rng.uniform(-20, -4, 25)
+    k = s.spectrum("Eu", t, r)
+    # the reference runs in a fresh interpreter that must not import jax or flax
+    code = ("import sys, numpy as np; from opacity_jax import portable; "
+            f"a, w = portable.load({str(tmp_path / 'p')!r}); "
+            f"np.save({str(tmp_path / 'ref.npy')!r}, portable.forward(a, w, 'Eu', "
+            f"np.array({t.tolist()}), np.array({r.tolist()}))); "
+            "assert 'jax' not in sys.modules and 'flax' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    ref = np.load(tmp_path / "ref.npy")
+    floor = 1e-10 * k.max()
+    # the served model evaluates in float32 (its own rounding ~1e-5 of ln-space terms)
+    np.testing.assert_array_less(np.abs(ref - k), 3e-5 * k + floor)
+
+
+def test_outside_the_training_hull_raises_in_every_entry_point(trained, tmp_path):
+    import shutil
+
+    from opacity_jax.serve.envelope import Envelope
+    wd = tmp_path / "run"
+    shutil.copytree(trained, wd)
+    meta = json.loads((wd / "model.json").read_text())
+    shape = meta["split"]["shape"]
+    corner = int(np.ravel_multi_index((0, shape[1] - 1, shape[2] - 1), shape))
+    for part in ("train", "val"):
+        meta["split"][part] = [i for i in meta["split"][part] if i != corner]
+    (wd / "model.json").write_text(json.dumps(meta))
+    t1, r1 = meta["temperature_ev"][-1], meta["density_gcc"][-1]
+    assert not Envelope.from_meta(meta).contains(63, [t1], [r1])[0]
+    s = Surrogate.load(wd)
+    for call in (s.spectrum, s.log_spectrum, s.planck_mean, s.rosseland_mean, s.derivatives):
+        with pytest.raises(DomainError, match="validity envelope"):
+            call("Eu", t1, r1)
+    k = StageBasisSurrogate.load(wd, outside="nan").spectrum("Eu", [t1, t1], [r1, 1e-12])
+    assert np.isnan(k[0]).all() and np.isfinite(k[1]).all()

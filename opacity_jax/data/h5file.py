@@ -36,7 +36,7 @@ import numpy as np
 from opacity_jax import __version__
 from opacity_jax.data.dataset import COMPONENTS, Dataset
 from opacity_jax.data.parsing import (DENSITY_UNITS, KAPPA_UNITS, first_bad_opacity,
-                                      normalize_unit, repr_number, require_file)
+                                      normalize_unit, open_hdf5, repr_number, require_file)
 from opacity_jax.errors import DataFormatError
 from opacity_jax.train.workdir import atomic_write, json_default
 
@@ -210,12 +210,7 @@ def load_dataset(path, elements: Optional[Sequence[int]] = None) -> Dataset:
         of the first bad value).
       ValueError: a requested element is not in the file.
     """
-    path = require_file(path)
-    try:
-        f = h5py.File(path, "r", rdcc_nbytes=_READ_CACHE_BYTES)
-    except OSError as exc:
-        raise DataFormatError(f"not a readable HDF5 file ({exc})", path=path,
-                              field="format") from None
+    f = open_hdf5(path, rdcc_nbytes=_READ_CACHE_BYTES)
     try:
         with f:
             _check_header(f, path)

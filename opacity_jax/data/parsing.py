@@ -20,7 +20,7 @@ from opacity_jax.physics import constants as _const
 __all__ = [
     "KAPPA_UNITS", "DENSITY_UNITS", "TEMPERATURE_UNITS", "normalize_unit", "require_file",
     "first_bad_opacity", "repr_number", "read_text_lines", "split_row", "parse_rows",
-    "check_nonnegative", "header_pairs",
+    "check_nonnegative", "header_pairs", "open_hdf5",
 ]
 
 
@@ -60,6 +60,19 @@ def require_file(path) -> Path:
     if not path.is_file():
         raise DataFormatError("is not a regular file", path=path)
     return path
+
+
+def open_hdf5(path, **kwargs):
+    """An existing file opened read-only with h5py (kwargs to h5py.File); DataFormatError
+    naming it (field 'format') when it is not readable HDF5."""
+    import h5py
+
+    path = require_file(path)
+    try:
+        return h5py.File(path, "r", **kwargs)
+    except OSError as exc:
+        raise DataFormatError(f"not a readable HDF5 file ({exc})", path=path,
+                              field="format") from None
 
 
 def first_bad_opacity(arr: np.ndarray, allow_nan: bool = False):

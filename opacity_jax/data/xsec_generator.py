@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from opacity_jax import __version__
-from opacity_jax.data.parsing import require_file
+from opacity_jax.data.parsing import open_hdf5, require_file
 from opacity_jax.errors import DataFormatError
 from opacity_jax.physics import molecular as _mol
 from opacity_jax.train.workdir import atomic_write
@@ -250,13 +250,7 @@ def load_xsec_table(path) -> pd.DataFrame:
         df = df[list(XSEC_COLUMNS)]
         line_of = lambda i: int(i) + 2  # noqa: E731 - header is line 1
     else:
-        import h5py
-        try:
-            f = h5py.File(path, "r")
-        except OSError as exc:
-            raise DataFormatError(f"not a readable HDF5 file ({exc})", path=path,
-                                  field="format") from None
-        with f:
+        with open_hdf5(path) as f:
             fmt = f.attrs.get("format")
             fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
             if fmt != _HDF5_FORMAT:

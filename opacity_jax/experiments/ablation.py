@@ -126,7 +126,7 @@ def _forward_violation(workdir: Path, config) -> float:
     train = experiment.node_mask(meta, "train")
     opts = physics_hooks.options_from_config(config.loss)
     masks = physics_hooks.column_pair_masks(ds, train, opts)            # (nZ, nR, nT-1)
-    s = Surrogate.load(workdir)
+    s = Surrogate.load(workdir, outside="ignore")   # every node, held-out ones included
     tt, rr = np.meshgrid(ds.temperature_ev, ds.density_gcc, indexing="ij")
     preds = []
     for z in ds.elements:

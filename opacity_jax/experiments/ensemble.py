@@ -494,20 +494,23 @@ class EnsembleSurrogate:
         self.members = base.members
 
     @classmethod
-    def load(cls, workdir, on_domain_error: str = "raise") -> "EnsembleSurrogate":
-        """Load an ensemble workdir (CAE + bin/train_ensemble, or an FC-NN with K >= 2)."""
+    def load(cls, workdir, on_domain_error: str = "raise",
+             outside: str = "raise") -> "EnsembleSurrogate":
+        """Load an ensemble workdir (CAE + bin/train_ensemble, or an FC-NN with K >= 2);
+        `outside`: the validity-envelope policy (`opacity_jax.serve.envelope.POLICIES`)."""
         from opacity_jax.serve.surrogate import Surrogate
         from opacity_jax.train import experiment
         workdir = Path(workdir)
         meta = workdir_lib.read_model_meta(workdir)
         if meta.get("model") == "fcnn":
-            base = Surrogate.load(workdir, on_domain_error=on_domain_error, ensemble=True)
+            base = Surrogate.load(workdir, on_domain_error=on_domain_error, ensemble=True,
+                                  outside=outside)
             if base.members < 2:
                 raise ValueError(f"{workdir} holds no ensemble: an FC-NN with 1 member (train "
                                  f"with --config.fcnn.ensemble=K, K >= 2)")
         else:
             base = Surrogate.load(workdir, regressor="mlp", on_domain_error=on_domain_error,
-                                  ensemble=True)
+                                  ensemble=True, outside=outside)
         return cls(base)
 
     def spectrum_members(self, element, temperature_ev, density_gcc) -> np.ndarray:
@@ -546,7 +549,7 @@ def calibrate_workdir(workdir, out_dir=None, eps: float = 1e-10) -> dict:
     """
     from opacity_jax.train import experiment
     workdir = Path(workdir)
-    s = EnsembleSurrogate.load(workdir, on_domain_error="warn")
+    s = EnsembleSurrogate.load(workdir, on_domain_error="warn", outside="ignore")
     meta = s.base.meta
     ds = experiment.load_data(workdir_lib.read_config(workdir).data)
     cal_idx = (meta.get("ensemble") or {}).get("calibration_nodes")

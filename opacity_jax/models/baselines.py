@@ -130,11 +130,51 @@ def bilinear_log(kappa: np.ndarray, known: np.ndarray, query: np.ndarray,
     return np.asarray(out)
 
 
+def bilinear_points(values: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray,
+                    query_x: np.ndarray, query_y: np.ndarray, *, log_values: bool = True,
+                    outside: str = "raise") -> np.ndarray:
+    """Table lookup at arbitrary points: bilinear interpolation on a complete (nX, nY) table in
+    the coordinates the caller passes (e.g. log10 T and log10 rho, or T and log rho as SuperNu's
+    `tabular_opacity` does), of log(values) or of the values themselves.
+
+    Args:
+      values: (nX, nY, ...) table (trailing axes, e.g. energy bins or groups, carried along);
+      x_axis: (nX,), y_axis: (nY,) ascending coordinates of the table nodes;
+      query_x, query_y: (N,) query coordinates (same transform as the axes);
+      log_values: interpolate log(values) (floored at 1e-300) and exponentiate, else linear;
+      outside: 'raise' (ValueError for a query outside the axes) or 'clamp' (the query is moved
+        to the nearest table edge first, which is what SuperNu does: no extrapolation).
+    Returns:
+      (N, ...) float64 interpolated values.
+    """
+    if outside not in ("raise", "clamp"):
+        raise ValueError(f"outside must be 'raise' or 'clamp', got {outside!r}")
+    qx = np.asarray(query_x, np.float64)
+    qy = np.asarray(query_y, np.float64)
+    lx = np.asarray(x_axis, np.float64)
+    ly = np.asarray(y_axis, np.float64)
+    if outside == "clamp":
+        qx, qy = np.clip(qx, lx[0], lx[-1]), np.clip(qy, ly[0], ly[-1])
+    elif np.any(qx < lx[0]) or np.any(qx > lx[-1]) or np.any(qy < ly[0]) or np.any(qy > ly[-1]):
+        raise ValueError("bilinear_points: query outside the table's axes")
+    v = np.asarray(values, np.float64)
+    if log_values:
+        v = np.log(np.maximum(v, _FLOOR))
+    i = np.clip(np.searchsorted(lx, qx, side="right") - 1, 0, lx.size - 2)
+    j = np.clip(np.searchsorted(ly, qy, side="right") - 1, 0, ly.size - 2)
+    extra = (slice(None),) + (None,) * (v.ndim - 2)
+    u = ((qx - lx[i]) / (lx[i + 1] - lx[i]))[extra]
+    w = ((qy - ly[j]) / (ly[j + 1] - ly[j]))[extra]
+    val = ((1 - u) * (1 - w) * v[i, j] + u * (1 - w) * v[i + 1, j]
+           + (1 - u) * w * v[i, j + 1] + u * w * v[i + 1, j + 1])
+    return np.exp(val) if log_values else val
+
+
 def bilinear_log_points(kappa: np.ndarray, log_t: np.ndarray, log_r: np.ndarray,
                         query_log_t: np.ndarray, query_log_r: np.ndarray) -> np.ndarray:
     """Table lookup at arbitrary points: bilinear interpolation of log kappa in (log10 T,
     log10 rho) inside the cell that holds each query (a complete table, as a radiative-transfer
-    code holds it).
+    code holds it); `bilinear_points` with log values and no clamping.
 
     Args:
       kappa: (nT, nR, nE) [cm^2/g]; log_t: (nT,), log_r: (nR,) ascending axes;
@@ -142,17 +182,7 @@ def bilinear_log_points(kappa: np.ndarray, log_t: np.ndarray, log_r: np.ndarray,
     Returns:
       (N, nE) [cm^2/g]. Raises ValueError for a query outside the table.
     """
-    qt = np.asarray(query_log_t, np.float64)
-    qr = np.asarray(query_log_r, np.float64)
-    lt = np.asarray(log_t, np.float64)
-    lr = np.asarray(log_r, np.float64)
-    if np.any(qt < lt[0]) or np.any(qt > lt[-1]) or np.any(qr < lr[0]) or np.any(qr > lr[-1]):
-        raise ValueError("bilinear_log_points: query outside the table's (T, rho) range")
-    lk = np.log(np.maximum(np.asarray(kappa, np.float64), _FLOOR))
-    i = np.clip(np.searchsorted(lt, qt, side="right") - 1, 0, lt.size - 2)
-    j = np.clip(np.searchsorted(lr, qr, side="right") - 1, 0, lr.size - 2)
-    u = ((qt - lt[i]) / (lt[i + 1] - lt[i]))[:, None]
-    v = ((qr - lr[j]) / (lr[j + 1] - lr[j]))[:, None]
-    val = ((1 - u) * (1 - v) * lk[i, j] + u * (1 - v) * lk[i + 1, j]
-           + (1 - u) * v * lk[i, j + 1] + u * v * lk[i + 1, j + 1])
-    return np.exp(val)
+    try:
+        return bilinear_points(kappa, log_t, log_r, query_log_t, query_log_r)
+    except ValueError:
+        raise ValueError("bilinear_log_points: query outside the table's (T, rho) range") from None

@@ -15,6 +15,9 @@
 2. Tables. kappa(E) and the band-limited Planck/Rosseland means on a user (T, rho) grid, as HDF5
    or plain text, for Fortran/C++ radiative-transfer codes (layouts below and in BUILD.md).
 
+   With group edges (`group_table`) the HDF5 file also holds group opacities: the exact mean
+   over each group of the model's bins, and the ensemble spread (`/<Symbol>/group_kappa[_std]`).
+
    HDF5 (`write_hdf5`), C order (Fortran sees the reversed shapes):
      /temperature_ev (nT)  /density_gcc (nR)  /energy_edges_ev (nE+1)  /energy_ev (nE)
      /elements (nZ) atomic numbers
@@ -30,6 +33,14 @@
      E_edges(1..nE+1) [eV]
      then nZ*nT*nR lines, Z outermost, then T, then rho:
      Z T rho kappa_P kappa_R kappa(1..nE)           [cm^2/g]
+
+3. SuperNu's own layouts (`opacity_jax.data.supernu`, via `export_workdir(supernu_dir=...)`).
+
+4. Portable weights (`write_portable`): plain arrays + JSON architecture for
+   `opacity_jax.portable`, a numpy-only reference forward pass.
+
+Every table point outside a model's validity envelope follows the `outside` policy
+(`opacity_jax.serve.envelope`).
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ import numpy as np
 
 import opacity_jax
 from opacity_jax.data import grid as _grid
+from opacity_jax.data import transforms
 from opacity_jax.physics import elements as _el
 from opacity_jax.train import workdir as workdir_lib
 
@@ -120,7 +132,8 @@ def opacity_table(pipe, temperatures_ev, densities_gcc, elements=None) -> dict:
     """Predictions on the outer-product grid T x rho for several elements.
 
     Args:
-      pipe: `pipeline.DevicePipeline` (queries validated against its surrogate's domain).
+      pipe: `pipeline.DevicePipeline` (queries validated against its surrogate's domain) or a
+        loaded surrogate (`Surrogate.load(workdir)`, any family).
       temperatures_ev: (nT,) [eV]; densities_gcc: (nR,) [g/cm^3]; elements: symbols / Z
         (None = every element the model serves).
     Returns:
@@ -134,7 +147,7 @@ def opacity_table(pipe, temperatures_ev, densities_gcc, elements=None) -> dict:
         raise ValueError("temperatures_ev and densities_gcc must be 1-D axes")
     elements = list(pipe.elements) if elements is None else list(elements)
     tt, rr = np.meshgrid(t, r, indexing="ij")
-    outs = [pipe(e, tt.ravel(), rr.ravel()) for e in elements]
+    outs = [_predict(pipe, e, tt.ravel(), rr.ravel()) for e in elements]
     zs = [int(pipe.elements[pipe.element_position(e)]) for e in elements]
     shape = (len(elements), t.size, r.size)
     return {"elements": np.asarray(zs, np.int32), "temperature_ev": t, "density_gcc": r,
@@ -142,6 +155,109 @@ def opacity_table(pipe, temperatures_ev, densities_gcc, elements=None) -> dict:
             "kappa": np.stack([o["kappa"] for o in outs]).reshape(shape + (-1,)),
             "planck": np.stack([o["planck"] for o in outs]).reshape(shape),
             "rosseland": np.stack([o["rosseland"] for o in outs]).reshape(shape)}
+
+
+def _predict(model, element, t, r) -> dict:
+    """{'kappa' (N, nE), 'planck' (N,), 'rosseland' (N,)} [cm^2/g] from a device pipeline or a
+    surrogate."""
+    if hasattr(model, "apply"):
+        return model(element, t, r)
+    return {"kappa": model.spectrum(element, t, r), "planck": model.planck_mean(element, t, r),
+            "rosseland": model.rosseland_mean(element, t, r)}
+
+
+# --------------------------------------------------------------------------------------------
+# group opacities
+def group_table(model, group_edges_ev, temperatures_ev, densities_gcc, elements=None) -> dict:
+    """Group opacities of a surrogate on the outer-product grid T x rho: each group's value is
+    the exact mean over the group of the model's bin averages (`transforms.rebin`), the
+    quantity a multigroup radiative-transfer code consumes.
+
+    Args:
+      model: a loaded surrogate (`Surrogate.load`), any family; ensembles give a spread.
+      group_edges_ev: (nG + 1,) ascending group edges [eV], inside the model's energy bins
+        (ValueError otherwise: the model says nothing outside its band).
+      temperatures_ev: (nT,) [eV]; densities_gcc: (nR,) [g/cm^3]; elements: symbols / Z.
+    Returns:
+      {'elements', 'temperature_ev', 'density_gcc', 'group_edges_ev',
+       'group_kappa': (nZ, nT, nR, nG) member-mean group means [cm^2/g],
+       'group_kappa_std': same shape, the members' standard deviation of their own group means
+       (None for a single network), 'members': K}.
+    """
+    t = np.atleast_1d(np.asarray(temperatures_ev, np.float64))
+    r = np.atleast_1d(np.asarray(densities_gcc, np.float64))
+    g = np.asarray(group_edges_ev, np.float64)
+    edges = np.asarray(model.energy_edges_ev, np.float64)
+    if g.ndim != 1 or g.size < 2 or np.any(np.diff(g) <= 0):
+        raise ValueError("group_edges_ev must be a strictly ascending 1-D array of >= 2 edges")
+    if g[0] < edges[0] * (1 - 1e-9) or g[-1] > edges[-1] * (1 + 1e-9):
+        raise ValueError(f"groups [{g[0]:.4g}, {g[-1]:.4g}] eV reach outside the model's energy "
+                         f"bins [{edges[0]:.4g}, {edges[-1]:.4g}] eV")
+    elements = list(model.elements) if elements is None else list(elements)
+    tt, rr = np.meshgrid(t, r, indexing="ij")
+    k = int(getattr(model, "members", 1))
+    means, stds = [], []
+    for e in elements:
+        if k > 1:
+            mem = transforms.rebin(np.asarray(model.spectrum_members(e, tt.ravel(), rr.ravel()),
+                                              np.float64), edges, g)
+            means.append(mem.mean(0))
+            stds.append(mem.std(0))
+        else:
+            means.append(transforms.rebin(np.asarray(model.spectrum(e, tt.ravel(), rr.ravel()),
+                                                     np.float64), edges, g))
+    shape = (len(elements), t.size, r.size, g.size - 1)
+    zs = [int(model.elements[model.element_position(e)]) for e in elements]
+    return {"elements": np.asarray(zs, np.int32), "temperature_ev": t, "density_gcc": r,
+            "group_edges_ev": g, "group_kappa": np.stack(means).reshape(shape),
+            "group_kappa_std": np.stack(stds).reshape(shape) if k > 1 else None, "members": k}
+
+
+def generator_group_truth(elements, group_edges_ev, temperatures_ev, densities_gcc,
+                          n_native: int = _grid.NATIVE_POINTS, config=None) -> np.ndarray:
+    """(nZ, nT, nR, nG) group means [cm^2/g] of the embedded generator's native-resolution
+    spectra (n_native log bins over 0.1-10 eV, single element at its density), coarsened onto
+    the groups as `group_table` coarsens a model: the truth a model's group opacities are
+    compared with."""
+    from opacity_jax.data import generator as gen_lib
+
+    gen = gen_lib.OpacityGenerator(config or gen_lib.GeneratorConfig())
+    fine = _grid.energy_edges_ev(int(n_native))
+    out = []
+    for e in elements:
+        k = gen.grid_spectra(e, temperatures_ev, densities_gcc, fine)["kappa"]
+        out.append(transforms.rebin(k, fine, np.asarray(group_edges_ev, np.float64)))
+    return np.stack(out)
+
+
+def group_errors(pred, truth, std=None) -> dict:
+    """Summary of group opacities against the truth: |rel| = |pred/truth - 1| and
+    |log10(pred/truth)| (median, 95th percentile, max) overall and per element position, over
+    the finite predictions (NaN ones, outside the validity envelope, are counted apart); with
+    `std`, the fraction of groups whose truth lies within 1 and 2 standard deviations."""
+    p = np.asarray(pred, np.float64)
+    t = np.asarray(truth, np.float64)
+    tiny = 1e-300
+    ok = np.isfinite(p)           # NaN: points outside the validity envelope (outside='nan')
+    rel = np.abs(p / np.maximum(t, tiny) - 1.0)
+    dex = np.abs(np.log10(np.maximum(p, tiny) / np.maximum(t, tiny)))
+
+    def stats(a, m):
+        a = a[m]
+        if a.size == 0:
+            return None
+        return {"median": float(np.median(a)), "p95": float(np.percentile(a, 95)),
+                "max": float(a.max())}
+
+    out = {"n_values": int(ok.sum()), "n_outside_envelope": int((~ok).sum()),
+           "rel": stats(rel, ok), "dex": stats(dex, ok),
+           "per_element": [{"rel": stats(rel[i], ok[i]), "dex": stats(dex[i], ok[i])}
+                           for i in range(p.shape[0])]}
+    if std is not None:
+        z = np.abs(p - t) / np.maximum(np.asarray(std, np.float64), tiny)
+        out["coverage_1sigma"] = float(np.mean(z[ok] <= 1.0))
+        out["coverage_2sigma"] = float(np.mean(z[ok] <= 2.0))
+    return out
 
 
 def _symbol(z) -> str:
@@ -163,18 +279,27 @@ def write_hdf5(table: dict, path, attrs: Optional[dict] = None) -> Path:
                                 "(opacity_jax.physics.planck)")
             for k, v in (attrs or {}).items():
                 f.attrs[k] = v
-            e = table["energy_edges_ev"]
-            for name, arr, unit in (("temperature_ev", table["temperature_ev"], "eV"),
-                                    ("density_gcc", table["density_gcc"], "g/cm^3"),
-                                    ("energy_edges_ev", e, "eV"),
-                                    ("energy_ev", _grid.bin_centers_ev(e), "eV (bin centre)"),
-                                    ("elements", table["elements"], "atomic number")):
+            axes = [("temperature_ev", table["temperature_ev"], "eV"),
+                    ("density_gcc", table["density_gcc"], "g/cm^3"),
+                    ("elements", table["elements"], "atomic number")]
+            e = table.get("energy_edges_ev")
+            if e is not None:
+                axes += [("energy_edges_ev", e, "eV"),
+                         ("energy_ev", _grid.bin_centers_ev(e), "eV (bin centre)")]
+            for name, arr, unit in axes:
                 f.create_dataset(name, data=arr).attrs["units"] = unit
+            if table.get("group_edges_ev") is not None:
+                f.create_dataset("group_edges_ev", data=table["group_edges_ev"]).attrs[
+                    "units"] = "eV"
             for i, z in enumerate(table["elements"]):
                 g = f.create_group(_symbol(z))
                 g.attrs["Z"] = int(z)
                 for name, key in (("kappa", "kappa"), ("planck_mean", "planck"),
-                                  ("rosseland_mean", "rosseland")):
+                                  ("rosseland_mean", "rosseland"),
+                                  ("group_kappa", "group_kappa"),
+                                  ("group_kappa_std", "group_kappa_std")):
+                    if table.get(key) is None:
+                        continue
                     d = g.create_dataset(name, data=np.asarray(table[key][i], np.float32))
                     d.attrs["units"] = "cm^2/g"
 
@@ -226,33 +351,185 @@ def log_axis(spec: str) -> np.ndarray:
     return np.asarray([float(v) for v in s.split(",") if v.strip()], np.float64)
 
 
+# --------------------------------------------------------------------------------------------
+# portable weights
+def portable_arrays(model) -> tuple:
+    """(architecture dict, {name: numpy array}) of a loaded surrogate for `opacity_jax.portable`
+    (layout and forward pass in that module's docstring).
+
+    Supports the CAE pipeline with its latent MLP (one network; load a CAE workdir with
+    regressor='mlp') and the stage-basis model; ValueError for anything else (XGBoost trees,
+    ensembles, FC-NN), naming what is supported.
+    """
+    from opacity_jax import portable
+    from opacity_jax.physics import constants as C
+    from opacity_jax.physics import quadrature
+
+    kind = model.meta.get("model")
+    arch = {"format": portable.FORMAT, "format_version": portable.FORMAT_VERSION,
+            "model": kind, "elements": [int(z) for z in model.elements],
+            "element_symbols": [_symbol(z) for z in model.elements],
+            "energy_edges_ev": np.asarray(model.energy_edges_ev, np.float64).tolist(),
+            "domain": model.domain, "package_version": opacity_jax.__version__,
+            "units": {"temperature": "eV", "density": "g/cm^3", "energy": "eV",
+                      "kappa": "cm^2/g"}}
+    arrays = {}
+    f32 = lambda a: np.asarray(a, np.float32)
+    if kind == "cae":
+        if model.regressor != "mlp" or model.members != 1:
+            raise ValueError("portable CAE weights need the single latent MLP (load with "
+                             f"regressor='mlp', ensemble=False); got {model.regressor!r}, "
+                             f"{model.members} member(s)")
+        mlp = model._params["mlp"]["params"]
+        layers = sorted(mlp, key=lambda k: int(k.split("_")[1]))
+        for i, name in enumerate(layers):
+            arrays[f"mlp/{i}/kernel"] = f32(mlp[name]["kernel"][0])
+            arrays[f"mlp/{i}/bias"] = f32(mlp[name]["bias"][0])
+        cae = model._params["cae"]["params"]
+        arrays["from_latent/kernel"] = f32(cae["from_latent"]["kernel"])
+        arrays["from_latent/bias"] = f32(cae["from_latent"]["bias"])
+        n_dec = len([k for k in cae if k.startswith("dec_")])
+        for i in range(n_dec):
+            arrays[f"dec/{i}/kernel"] = f32(cae[f"dec_{i}"]["kernel"])
+            arrays[f"dec/{i}/bias"] = f32(cae[f"dec_{i}"]["bias"])
+        for name, v in (("x_mean", model._x_mean), ("x_std", model._x_std),
+                        ("z_mean", model._z_mean), ("z_std", model._z_std),
+                        ("scale", model._scale)):
+            arrays[name] = f32(v)
+        c = model.meta["cae"]
+        strides = tuple(c.get("strides", ())) or (2,) * len(c["channels"])
+        arch.update(shared=["x_mean", "x_std"],
+                    latent_mlp={"layers": len(layers), "activation": "relu"},
+                    decoder={"length": int(c["n_bins"]) // int(np.prod(strides)),
+                             "channels": int(c["channels"][-1]), "kernel": int(c["kernel"]),
+                             "strides": [int(v) for v in strides[::-1]]},
+                    scaling={"name": model.scaling.name, "eps": float(model.scaling.eps)})
+    elif kind == "stage_basis":
+        for k, v in model.params.items():
+            arrays[k] = f32(v)
+        for k in ("q_lo", "atomic_weight", "ionization_energies_ev", "knot_mask", "stage_mask",
+                  "boundary_mask"):
+            arrays[k] = f32(getattr(model.consts, k))
+        nodes, weights = quadrature.gauss_legendre(6)
+        arrays["quadrature/nodes"] = np.asarray(nodes, np.float64)
+        arrays["quadrature/weights"] = np.asarray(weights, np.float64)
+        spec = model.spec
+        arch.update(shared=["quadrature/nodes", "quadrature/weights"],
+                    stage_basis={"n_stages": spec.n_stages, "correction": bool(spec.correction),
+                                 "knots_log10_t": list(spec.knots_log10_t)},
+                    constants={"saha_const_cm3_ev32": C.SAHA_CONST_CM3_EV32,
+                               "atomic_mass_unit_g": C.ATOMIC_MASS_UNIT_G,
+                               "kramers_ff_cgs": C.KRAMERS_FF_CGS,
+                               "k_boltzmann_ev_k": C.K_BOLTZMANN_EV_K,
+                               "h_planck_ev_s": C.H_PLANCK_EV_S, "thomson_cm2": C.THOMSON_CM2})
+    else:
+        raise ValueError(f"portable weights exist for 'cae' (latent MLP) and 'stage_basis' "
+                         f"models, not {kind!r}")
+    env = getattr(model, "envelope", None)
+    arch["envelope"] = env.to_dict() if env is not None else None
+    arch["arrays"] = [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)}
+                      for k, v in arrays.items()]
+    return arch, arrays
+
+
+def write_portable(model, directory) -> list:
+    """Write `portable_arrays(model)` as ``architecture.json`` + ``weights.npz`` (no pickle) in
+    `directory`; returns the two paths."""
+    import io
+
+    from opacity_jax import portable
+
+    arch, arrays = portable_arrays(model)
+    d = Path(directory)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    _atomic_bytes(d / portable.WEIGHTS_FILE, buf.getvalue())
+    return [workdir_lib.write_json(d / portable.ARCH_FILE, arch), d / portable.WEIGHTS_FILE]
+
+
 FORMATS = ("hdf5", "text")
 
 
 def export_workdir(workdir, *, regressor: Optional[str] = None, artifact: str = "",
                    platforms: Sequence[str] = (), output: str = "",
                    formats: Sequence[str] = FORMATS, elements: Sequence = (),
-                   temperature_ev: str = "", density_gcc: str = "") -> list:
-    """What bin/export does: the workdir's device pipeline as a jax.export artifact and/or
-    opacity tables (`output` + '.h5' / '.txt') on the `log_axis` specs of T [eV] and rho
-    [g/cm^3]; `elements` symbols or Z (empty: all served). Returns the paths written.
+                   temperature_ev: str = "", density_gcc: str = "", groups_ev: str = "",
+                   compare_generator: bool = False, supernu_dir: str = "",
+                   energy_ratio: str = "", portable_dir: str = "",
+                   outside: str = "raise") -> list:
+    """What bin/export does, for any model family.
 
-    ValueError when there is nothing to do or a format is unknown (checked before any work).
+    * `artifact`: the CAE device pipeline as a jax.export artifact;
+    * `output` + `formats`: opacity tables (`output` + '.h5' / '.txt') on the `log_axis` specs
+      of T [eV] and rho [g/cm^3]; with `groups_ev` (a `log_axis` spec of group edges [eV]) the
+      HDF5 file also holds the group opacities (and the ensemble spread), and with
+      `compare_generator` their errors against the generator's native-resolution truth go to
+      `output` + '_groups.json' (formats may then be empty);
+    * `supernu_dir`: SuperNu's two layouts (`<dir>/Table/op_*.table`, `<dir>/opacities.h5`) on
+      T x `energy_ratio` point energies (a `log_axis` spec; default
+      `supernu.default_energy_ratio()`), per element at partial density;
+    * `portable_dir`: plain-array weights + JSON architecture (`write_portable`; the
+      validity envelope is its 'envelope' entry).
+
+    `outside`: what table points outside the validity envelope get (`envelope.POLICIES`:
+    'raise' by default, 'clamp' as SuperNu clamps, 'nan', 'warn'); the envelope is written
+    next to every table (`output` + '_envelope.json', `<supernu_dir>/envelope.json`).
+
+    `elements`: symbols or Z (empty: all served). Returns the paths written. ValueError when
+    there is nothing to do, a format is unknown or an axis is missing (checked before any work).
     """
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"unknown format {bad[0]!r}; allowed: {', '.join(FORMATS)}")
-    if not (artifact or output):
-        raise ValueError("nothing to do: give --output and/or --artifact")
+    if not (artifact or output or supernu_dir or portable_dir):
+        raise ValueError("nothing to do: give --output, --supernu_dir, --portable_dir and/or "
+                         "--artifact")
+    if (output or supernu_dir) and not (temperature_ev and density_gcc):
+        raise ValueError("tables need --temperature_ev and --density axes")
+    if compare_generator and not (output and groups_ev):
+        raise ValueError("--compare_generator needs --groups_ev and --output")
     from opacity_jax.serve.surrogate import Surrogate
-    pipe = Surrogate.load(workdir, regressor=regressor).device_pipeline()
+    from opacity_jax.serve import envelope as envelope_lib
+    envelope_lib.check_policy(outside)
+    model = Surrogate.load(workdir, regressor=regressor, outside=outside)
     written = []
+
+    def write_envelope(path):
+        if model.envelope is not None:
+            written.append(workdir_lib.write_json(path, dict(model.envelope.to_dict(),
+                                                            policy=outside)))
+
     if artifact:
-        written.append(write_artifact(pipe, artifact, list(platforms) or None))
+        written.append(write_artifact(model.device_pipeline(), artifact, list(platforms) or None))
+    if portable_dir:
+        written += write_portable(model, portable_dir)       # envelope in architecture.json
+    els = [int(e) if str(e).isdigit() else e for e in elements] or None
+    t = log_axis(temperature_ev) if temperature_ev else None
+    r = log_axis(density_gcc) if density_gcc else None
     if output:
-        els = [int(e) if str(e).isdigit() else e for e in elements] or None
-        table = opacity_table(pipe, log_axis(temperature_ev), log_axis(density_gcc), els)
+        table = opacity_table(model, t, r, els) if formats else {}
+        if groups_ev:
+            grp = group_table(model, log_axis(groups_ev), t, r, els)
+            table.update(grp if formats else {})
+            if compare_generator:
+                truth = generator_group_truth(grp["elements"], grp["group_edges_ev"], t, r)
+                rep = {"workdir": str(workdir), "model": model.meta.get("model"),
+                       "temperature_ev": t.tolist(), "density_gcc": r.tolist(),
+                       "group_edges_ev": grp["group_edges_ev"].tolist(),
+                       "elements": [_symbol(z) for z in grp["elements"]],
+                       "truth": "generator at 15000 native bins, coarsened the same way",
+                       "errors": group_errors(grp["group_kappa"], truth,
+                                              grp["group_kappa_std"])}
+                written.append(workdir_lib.write_json(Path(output + "_groups.json"), rep))
         for fmt in formats:
             written.append(write_hdf5(table, output + ".h5") if fmt == "hdf5"
                            else write_text(table, output + ".txt"))
+        write_envelope(Path(output + "_envelope.json"))
+    if supernu_dir:
+        from opacity_jax.data import supernu
+        tab = supernu.from_surrogate(model, els, t, r,
+                                     log_axis(energy_ratio) if energy_ratio else None)
+        written += supernu.write_text_layout(tab, Path(supernu_dir) / supernu.TEXT_DIR)
+        written.append(supernu.write_hdf5_layout(tab, Path(supernu_dir) / supernu.HDF5_NAME))
+        write_envelope(Path(supernu_dir) / "envelope.json")
     return written

@@ -34,6 +34,7 @@ from opacity_jax.models.cae import CAE
 from opacity_jax.models.mlp import MLP
 from opacity_jax.physics import planck
 from opacity_jax.models import trees as trees_lib
+from opacity_jax.serve.envelope import nan_rows
 
 # Standardized-feature tolerance for ties at tree thresholds (see trees.lookup): float32 on the
 # device moves a grid-node feature by a few 1e-7, grid nodes are >= 0.05 apart in these units.
@@ -216,14 +217,16 @@ class DevicePipeline:
     def __call__(self, element, temperature_ev, density_gcc) -> dict:
         """Validated query: element symbol or Z; T (N,) [eV], rho (N,) [g/cm^3] (scalars
         broadcast) -> {'kappa': (N, nE), 'planck': (N,), 'rosseland': (N,)} numpy float32."""
-        pos = self.element_position(element)
         if self._validate is not None:
-            t, r = self._validate._check(temperature_ev, density_gcc)
+            # the surrogate's domain and validity-envelope policy (outside=)
+            pos, t, r, nan = self._validate.check_query(element, temperature_ev, density_gcc)
         else:
+            pos = self.element_position(element)
             t, r = np.broadcast_arrays(np.atleast_1d(temperature_ev), np.atleast_1d(density_gcc))
+            nan = np.zeros(t.shape, bool)
         out = self._jit(self.params, jnp.int32(pos), jnp.asarray(t, jnp.float32),
                         jnp.asarray(r, jnp.float32))
-        return {k: np.asarray(v) for k, v in out.items()}
+        return {k: nan_rows(np.asarray(v), nan) for k, v in out.items()}
 
     @functools.cached_property
     def n_bins(self) -> int:

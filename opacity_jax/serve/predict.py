@@ -10,13 +10,15 @@ from opacity_jax.train.workdir import write_text as write_text_atomic  # noqa: F
 
 
 def prediction_table(workdir, element, temperatures_ev, densities_gcc, regressor=None,
-                     on_domain_error: str = "raise", ensemble=None) -> str:
+                     on_domain_error: str = "raise", ensemble=None,
+                     outside: str = "raise") -> str:
     """Text table: one block per (T, rho) with a `#` header (element, T [eV], rho [g/cm^3],
     Planck and Rosseland means [cm^2/g]) and rows `energy [eV]  kappa [cm^2/g]`.
 
     For an ensemble (an FC-NN trained with K members, or a CAE workdir with a latent ensemble
     and ensemble=True) the values are member means and each gets its member standard deviation
     (`kappa_std`, `planck_mean_std`, `rosseland_mean_std`, same units) next to it.
+    `outside`: the validity-envelope policy (`opacity_jax.serve.envelope.POLICIES`).
     """
     t = np.asarray(temperatures_ev, np.float64)
     r = np.asarray(densities_gcc, np.float64)
@@ -24,7 +26,7 @@ def prediction_table(workdir, element, temperatures_ev, densities_gcc, regressor
         raise ValueError(f"need one density per temperature, got {t.size} temperatures and "
                          f"{r.size} densities")
     s = Surrogate.load(workdir, regressor=regressor, on_domain_error=on_domain_error,
-                       ensemble=ensemble)
+                       ensemble=ensemble, outside=outside)
     ens = s.members > 1
     kappa, ksd = s.spectrum(element, t, r, return_std=True)
     kp, kp_sd = s.planck_mean(element, t, r, return_std=True)

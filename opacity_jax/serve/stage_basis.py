@@ -7,7 +7,8 @@
 
 The model is evaluated in log space (ln kappa never underflows, so no bin is ever an exact zero
 unless exp(ln kappa) underflows float64); spectra are returned in float64. Large queries run in
-chunks of `chunk` points (bounded memory). Queries outside the training domain raise DomainError.
+chunks of `chunk` points (bounded memory). Queries outside the training domain raise DomainError;
+outside the validity envelope they follow `outside=` (`opacity_jax.serve.envelope`).
 Nothing here imports the trainer.
 """
 
@@ -28,7 +29,9 @@ from opacity_jax.errors import CheckpointError, check_domain
 from opacity_jax.models import stage_basis as sb
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
+from opacity_jax.serve import envelope as envelope_lib
 from opacity_jax.serve.chunks import DEFAULT_CHUNK, check_chunk, map_chunks
+from opacity_jax.serve.envelope import nan_rows, query_check
 from opacity_jax.train import workdir as workdir_lib
 
 MODEL_NAME = "stage_basis"
@@ -102,9 +105,11 @@ class StageBasisSurrogate:
     members = 1
 
     def __init__(self, meta: dict, params: dict, chunk: int = DEFAULT_CHUNK,
-                 on_domain_error: str = "raise"):
+                 on_domain_error: str = "raise", outside: str = "raise"):
         if on_domain_error not in ("raise", "warn"):
             raise ValueError("on_domain_error must be 'raise' or 'warn'")
+        self.outside = envelope_lib.check_policy(outside)
+        self.envelope = envelope_lib.Envelope.from_meta(meta)
         self.meta = meta
         self.spec, self.consts = spec_from_meta(meta)
         self.params = params
@@ -116,8 +121,10 @@ class StageBasisSurrogate:
         self.domain = meta["domain"]
 
     @classmethod
-    def load(cls, workdir, on_domain_error: str = "raise", chunk: int = DEFAULT_CHUNK):
-        """Load from a training workdir (model.json + the digest-checked tables)."""
+    def load(cls, workdir, on_domain_error: str = "raise", chunk: int = DEFAULT_CHUNK,
+             outside: str = "raise"):
+        """Load from a training workdir (model.json + the digest-checked tables); `outside`:
+        the policy outside the validity envelope (`envelope.POLICIES`)."""
         workdir = Path(workdir)
         meta = workdir_lib.read_model_meta(workdir)
         if meta.get("model") != MODEL_NAME:
@@ -129,7 +136,7 @@ class StageBasisSurrogate:
             if v.shape[:1] != (n_z,):
                 raise ValueError(f"{workdir / TABLES_FILE}: array {k!r} has leading axis "
                                  f"{v.shape[:1]}, model.json lists {n_z} elements")
-        return cls(meta, params, chunk=chunk, on_domain_error=on_domain_error)
+        return cls(meta, params, chunk=chunk, on_domain_error=on_domain_error, outside=outside)
 
     def element_position(self, element) -> int:
         """Position on the model's element axis of a symbol or atomic number."""
@@ -139,12 +146,17 @@ class StageBasisSurrogate:
         """Broadcast (N,) float64 T [eV], rho [g/cm^3]; DomainError (or a warning) outside."""
         return check_domain(self.domain, temperature_ev, density_gcc, self.on_domain_error)
 
+    def check_query(self, element, temperature_ev, density_gcc):
+        """(pos, t, rho, nan_mask): the query validated as `Surrogate.check_query` does."""
+        return query_check(self, element, temperature_ev, density_gcc)
+
     def log_spectrum(self, element, temperature_ev, density_gcc) -> np.ndarray:
-        """(N, nE) ln kappa [ln cm^2/g] (finite everywhere)."""
-        pos = self.element_position(element)
-        t, r = self.check_domain(temperature_ev, density_gcc)
-        return predict_log_kappa(self.spec, self.consts, self.params, pos, np.log10(t),
-                                 np.log10(r), self.chunk)
+        """(N, nE) ln kappa [ln cm^2/g] (finite everywhere inside the envelope; NaN rows
+        outside it with outside='nan')."""
+        pos, t, r, nan = self.check_query(element, temperature_ev, density_gcc)
+        lk = predict_log_kappa(self.spec, self.consts, self.params, pos, np.log10(t),
+                               np.log10(r), self.chunk)
+        return nan_rows(lk, nan)
 
     def spectrum(self, element, temperature_ev, density_gcc, return_std: bool = False):
         """(N, nE) kappa [cm^2/g] float64 on the model's bins (return_std: zeros, one member)."""
@@ -152,8 +164,7 @@ class StageBasisSurrogate:
         return (k, np.zeros_like(k)) if return_std else k
 
     def _mean(self, fn, element, temperature_ev, density_gcc, return_std):
-        pos = self.element_position(element)
-        t, r = self.check_domain(temperature_ev, density_gcc)
+        pos, t, r, nan = self.check_query(element, temperature_ev, density_gcc)
 
         def one(tc, rc):    # one chunk's spectra at a time
             k = np.exp(predict_log_kappa(self.spec, self.consts, self.params, pos, np.log10(tc),
@@ -161,7 +172,7 @@ class StageBasisSurrogate:
             with _compat.enable_x64():
                 return np.asarray(fn(jnp.asarray(k), self.energy_edges_ev, jnp.asarray(tc)))
 
-        m = map_chunks(one, [t, r], self.chunk)
+        m = nan_rows(map_chunks(one, [t, r], self.chunk), nan)
         return (m, np.zeros_like(m)) if return_std else m
 
     def planck_mean(self, element, temperature_ev, density_gcc, return_std: bool = False):
@@ -189,8 +200,7 @@ class StageBasisSurrogate:
     def derivatives(self, element, temperature_ev, density_gcc):
         """(dkappa/dT [cm^2/g/eV], dkappa/drho [cm^5/g^2]), each (N, nE), by autodiff through
         the Saha solve (implicit derivative) and the T interpolation."""
-        pos = self.element_position(element)
-        t, r = self.check_domain(temperature_ev, density_gcc)
+        pos, t, r, nan = self.check_query(element, temperature_ev, density_gcc)
         p = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[pos], self.params)
         c = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[pos], self.consts)
 
@@ -200,4 +210,4 @@ class StageBasisSurrogate:
         jac = jax.jit(jax.vmap(jax.jacfwd(one, argnums=(0, 1))))
         dt, dr = map_chunks(lambda a, b: jac(jnp.asarray(a, jnp.float32),
                                              jnp.asarray(b, jnp.float32)), [t, r], self.chunk)
-        return dt.astype(np.float64), dr.astype(np.float64)
+        return (nan_rows(dt.astype(np.float64), nan), nan_rows(dr.astype(np.float64), nan))

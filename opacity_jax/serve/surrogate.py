@@ -15,7 +15,10 @@ computed from its own spectrum, so the spread is carried through the nonlinear m
     kp, kp_std = s.planck_mean("Nd", 0.3, 1e-13, return_std=True)
 
 Queries outside the training domain raise `DomainError` (or warn with `on_domain_error="warn"`);
-nothing is silently extrapolated. Unknown elements raise ValueError naming the allowed ones.
+nothing is silently extrapolated. Inside the domain, queries outside the model's validity envelope
+(`s.envelope`: per element the convex hull of its training nodes in log T, log rho;
+`opacity_jax.serve.envelope`) follow `outside=`: 'raise' (default), 'clamp' (onto the hull),
+'nan' or 'warn'. Unknown elements raise ValueError naming the allowed ones.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from opacity_jax.models.cae import CAE
 from opacity_jax.models.mlp import FCNN, MLP
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
+from opacity_jax.serve import envelope as envelope_lib
 from opacity_jax.serve.chunks import DEFAULT_CHUNK, check_chunk, map_chunks
 from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.workdir import MODEL_FILE
@@ -74,10 +78,13 @@ class Surrogate:
     """
 
     def __init__(self, meta: dict, params: dict, boosters=None, regressor: str = "mlp",
-                 on_domain_error: str = "raise", chunk: int = DEFAULT_CHUNK):
+                 on_domain_error: str = "raise", chunk: int = DEFAULT_CHUNK,
+                 outside: str = "raise"):
         if on_domain_error not in ("raise", "warn"):
             raise ValueError("on_domain_error must be 'raise' or 'warn'")
         self.chunk = check_chunk(chunk)
+        self.outside = envelope_lib.check_policy(outside)
+        self.envelope = envelope_lib.Envelope.from_meta(meta)
         self.meta = meta
         net = params.get("fcnn", params.get("mlp"))
         self.members = int(jax.tree_util.tree_leaves(net)[0].shape[0]) if net is not None else 1
@@ -115,13 +122,15 @@ class Surrogate:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def load(cls, workdir, regressor: Optional[str] = None, on_domain_error: str = "raise",
-             ensemble: Optional[bool] = None, chunk: int = DEFAULT_CHUNK) -> "Surrogate":
+             ensemble: Optional[bool] = None, chunk: int = DEFAULT_CHUNK,
+             outside: str = "raise") -> "Surrogate":
         """Load from a training workdir.
 
         Args:
           regressor: 'mlp' (smooth, default when trained), 'xgboost' (piecewise constant) or
             None for the best available (CAE runs only).
           on_domain_error: 'raise' (DomainError) or 'warn' for queries outside the domain.
+          outside: policy for queries outside the validity envelope (`envelope.POLICIES`).
           ensemble: CAE runs: True serves the latent-MLP ensemble of bin/train_ensemble
             (ValueError if there is none); None/False the single (fine-tuned) latent MLP.
             FC-NN runs: None/True serve all K trained members, False the first one only.
@@ -133,7 +142,7 @@ class Surrogate:
         if meta.get("model") == "stage_basis":
             from opacity_jax.serve.stage_basis import StageBasisSurrogate
             return StageBasisSurrogate.load(workdir, on_domain_error=on_domain_error,
-                                            chunk=chunk)
+                                            chunk=chunk, outside=outside)
         mf = workdir_lib.model_path(workdir)
         if meta["model"] not in REQUIRED:
             raise ValueError(f"{mf}: model {meta['model']!r} is not a spectrum surrogate "
@@ -186,7 +195,7 @@ class Surrogate:
             params["fcnn"] = mp
         else:
             raise ValueError(f"unknown model {meta['model']!r} in {workdir / MODEL_FILE}")
-        out = cls(meta, params, boosters, regressor, on_domain_error, chunk)
+        out = cls(meta, params, boosters, regressor, on_domain_error, chunk, outside)
         out.workdir = workdir
         return out
 
@@ -197,6 +206,13 @@ class Surrogate:
 
     def _check(self, t, r):
         return check_domain(self.domain, t, r, self.on_domain_error)
+
+    def check_query(self, element, temperature_ev, density_gcc):
+        """Validate a query: (pos, t, rho, nan_mask) with (N,) float64 T [eV] and rho
+        [g/cm^3] to evaluate at (moved onto the envelope for outside='clamp') and the (N,)
+        points whose outputs are NaN (outside='nan'). DomainError outside the domain, and
+        outside the envelope for outside='raise'."""
+        return envelope_lib.query_check(self, element, temperature_ev, density_gcc)
 
     # -- networks -----------------------------------------------------------------------------
     def _features(self, t, r):
@@ -253,10 +269,13 @@ class Surrogate:
         """(K, N, nE) float32 opacity spectra [cm^2/g] of every ensemble member (K = 1 for a
         single network) at N points (temperature_ev [eV], density_gcc [g/cm^3]; scalars
         broadcast), evaluated in chunks of `chunk` points."""
-        pos = self.element_position(element)
-        t, r = self._check(temperature_ev, density_gcc)
-        return map_chunks(lambda tc, rc: self._members_chunk(pos, tc, rc), [t, r], self.chunk,
-                          out_axis=1)
+        pos, t, r, nan = self.check_query(element, temperature_ev, density_gcc)
+        k = map_chunks(lambda tc, rc: self._members_chunk(pos, tc, rc), [t, r], self.chunk,
+                       out_axis=1)
+        if nan.any():
+            k = k.copy()
+            k[:, nan] = np.nan
+        return k
 
     def _member_means(self, fn, pos, t, r) -> np.ndarray:
         """(K, N) fn(kappa) [cm^2/g] of every member at checked points, chunk by chunk (the
@@ -288,9 +307,11 @@ class Surrogate:
         return (mean, k.std(0)) if return_std else mean
 
     def _means(self, fn, element, temperature_ev, density_gcc, return_std):
-        pos = self.element_position(element)
-        t, r = self._check(temperature_ev, density_gcc)
+        pos, t, r, nan = self.check_query(element, temperature_ev, density_gcc)
         m = self._member_means(fn, pos, t, r)
+        if nan.any():
+            m = np.array(m, dtype=np.float64)
+            m[:, nan] = np.nan
         mean = m[0] if m.shape[0] == 1 else m.mean(0)
         return (mean, m.std(0)) if return_std else mean
 
@@ -348,8 +369,8 @@ class Surrogate:
                           .astype(np.float64) + eps)
         else:
             fn = planck.planck_mean if quantity == "planck" else planck.rosseland_mean
-            t, r = self._check(temperature_ev, density_gcc)
-            m = self._member_means(fn, self.element_position(element), t, r)
+            pos, t, r, _ = self.check_query(element, temperature_ev, density_gcc)
+            m = self._member_means(fn, pos, t, r)
             lx = np.log10(np.maximum(m, 1e-300))
         half = q * (lx.std(0) + beta)
         mid = lx.mean(0)
@@ -373,8 +394,7 @@ class Surrogate:
         if self.regressor == "xgboost":
             raise ValueError("derivatives are undefined for the XGBoost latent regressor "
                              "(piecewise constant in T and rho); load with regressor='mlp'")
-        pos = self.element_position(element)
-        t, r = self._check(temperature_ev, density_gcc)
+        pos, t, r, nan = self.check_query(element, temperature_ev, density_gcc)
 
         def one(tt, rr):
             # Derivative of the ensemble mean (the member mean for K > 1).
@@ -382,5 +402,7 @@ class Surrogate:
             return jnp.mean(self._to_kappa(y, pos), axis=0)
 
         jac = jax.jit(jax.vmap(jax.jacfwd(one, argnums=(0, 1))))
-        return map_chunks(lambda tc, rc: jac(jnp.asarray(tc, jnp.float32),
-                                             jnp.asarray(rc, jnp.float32)), [t, r], self.chunk)
+        dt, dr = map_chunks(lambda tc, rc: jac(jnp.asarray(tc, jnp.float32),
+                                               jnp.asarray(rc, jnp.float32)), [t, r], self.chunk)
+        return (envelope_lib.nan_rows(np.asarray(dt), nan),
+                envelope_lib.nan_rows(np.asarray(dr), nan))

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from opacity_jax.data import embedded, grid, h5file, splits, transforms
+from opacity_jax.data import embedded, grid, h5file, splits, supernu, transforms
 from opacity_jax.data.dataset import Dataset
 from opacity_jax.data.transforms import SpectrumScaling
 from opacity_jax.experiments import registry
@@ -41,7 +41,11 @@ def load_data(data_cfg) -> Dataset:
     """
     elements = _parse_elements(data_cfg.get("elements", ""))
     n_energy = int(data_cfg.n_energy)
-    if data_cfg.path:
+    if data_cfg.path and supernu.is_supernu_source(data_cfg.path):
+        # SuperNu's layouts (NIST-LANL tables as SuperNu reads them): a folder of
+        # op_<sym>_1Em<NN>gcc.table files or opacities.h5, point values averaged onto bins.
+        ds = supernu.load_source(data_cfg.path, elements=elements)
+    elif data_cfg.path:
         ds = h5file.load_dataset(data_cfg.path, elements=elements)
     else:
         path = embedded.ensure_embedded_dataset(n_energy=n_energy,
