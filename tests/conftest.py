@@ -20,9 +20,15 @@ def pytest_configure(config):
     # A persistent compilation cache for the session: tests that train the same tiny model
     # several times (resume tests) compile it once. Cached executables are the same code, so
     # results are unchanged.
-    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="opacity_jax_xla_"))
+    config._xla_cache_dir = tempfile.mkdtemp(prefix="opacity_jax_xla_")
+    jax.config.update("jax_compilation_cache_dir", config._xla_cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    import shutil
+    shutil.rmtree(getattr(config, "_xla_cache_dir", ""), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

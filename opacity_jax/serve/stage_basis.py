@@ -36,6 +36,9 @@ from opacity_jax.train import workdir as workdir_lib
 
 MODEL_NAME = "stage_basis"
 TABLES_FILE = "stage_basis_tables.npz"
+REQUIRED_KEYS = ["elements", "energy_edges_ev", "domain"] + [   # model.json, checked on load
+    f"stage_basis.{k}" for k in ("n_stages", "n_energy", "knots_log10_t", "correction",
+                                 "windows", "knot_mask", "tables_sha256")]
 
 
 def spec_from_meta(meta: dict):
@@ -130,6 +133,7 @@ class StageBasisSurrogate:
         if meta.get("model") != MODEL_NAME:
             raise ValueError(f"{workdir_lib.model_path(workdir)}: model {meta.get('model')!r} is "
                              f"not {MODEL_NAME!r}")
+        workdir_lib.require_keys(meta, workdir_lib.model_path(workdir), REQUIRED_KEYS)
         params = load_tables(workdir / TABLES_FILE, meta["stage_basis"]["tables_sha256"])
         n_z = len(meta["elements"])
         for k, v in params.items():
