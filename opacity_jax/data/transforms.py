@@ -304,8 +304,9 @@ def relative_floor(kappa, floor_decades: float):
     """Per-spectrum floor max(10^-D * max_E kappa, KAPPA_TINY) [cm^2/g], (..., nE) -> (..., 1).
 
     Deeper than D decades below its own peak a spectrum carries no information a model is asked
-    to resolve; D = 40 keeps the band-limited Planck means of the coldest nodes (whose Wien-tail
-    bins lie up to ~40 decades below the line peaks) exact to < 1e-12 in the median node.
+    to resolve. The coldest nodes' Planck weight sits in Wien-tail bins tens of decades below
+    their line peaks, so D must be deep enough for those bins; what D = 20 ... 45 does to the
+    Planck means of the 6-element table is in reports/physics_features/floor_study.txt.
     """
     xp = _xp(kappa)
     peak = xp.max(kappa, axis=-1, keepdims=True)
