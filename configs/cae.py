@@ -31,8 +31,11 @@ def get_config(arg=None):
     c.data.split = "heldout_nodes"        # or "random" (the thesis's 90/10)
     c.data.test_fraction = 0.1
     c.data.val_fraction = 0.1
-    c.data.scaling = "cbrt"               # or "log"
-    c.data.log_eps = 1e-10
+    c.data.scaling = "cbrt"               # thesis; or "log" (floored, never returns 0)
+    c.data.log_eps = 1e-10                # legacy additive offset (unused by "log" with a floor)
+    # "log": each spectrum is floored this many decades below its own maximum
+    # (opacity_jax.data.transforms.SpectrumScaling).
+    c.data.log_floor_decades = 40.0
 
     c.cae = ml_collections.ConfigDict()
     c.cae.latent_dim = 16
@@ -60,6 +63,11 @@ def get_config(arg=None):
     c.latent = ml_collections.ConfigDict()
     c.latent.regressor = "both"           # "xgboost", "mlp" or "both"
     c.latent.mlp_hidden = (64, 64)
+    # Physics inputs for both latent regressors (opacity_jax.models.physics_features): prior Saha
+    # log10 fractions of the element's `physics_features_stages` dominant stages, Zbar and
+    # log10 n_e, computed from (T, rho) at training and at query time.
+    c.latent.physics_features = False
+    c.latent.physics_features_stages = 4
     c.latent.mlp_train = config_files.train_section(
         epochs={"default": 1500, "cpu": 3000, "paper": 5000}[preset], batch_size=64,
         patience=200, plateau_patience=80, checkpoint_every=500,

@@ -28,6 +28,9 @@ def get_config(arg=None):
     c.fcnn = ml_collections.ConfigDict()
     c.fcnn.hidden = (256,) * 4 if preset == "default" else (512,) * 4
     c.fcnn.dropout = 0.0
+    # Physics inputs next to (log10 E, log10 T, log10 rho): see configs/cae.py, latent section.
+    c.fcnn.physics_features = False
+    c.fcnn.physics_features_stages = 4
     # Deep ensemble: K members per element (own init and shuffles) trained in the same vmap'd
     # step; the Surrogate then serves mean +- std. Costs ~K x the compute of one member.
     c.fcnn.ensemble = 1

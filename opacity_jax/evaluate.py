@@ -320,17 +320,11 @@ def _reconstruct(workdir, meta, ds, e_idx, t_idx, r_idx):
     out = np.zeros((e_idx.size, ds.kappa.shape[-1]))
     for e in np.unique(e_idx):
         sel = e_idx == e
-        y = _scaled(scaling, ds.kappa[e, t_idx[sel], r_idx[sel]], e)
+        y = scaling.forward_for(np.asarray(ds.kappa[e, t_idx[sel], r_idx[sel]], np.float64), e)
         p = jax.tree_util.tree_map(lambda a: a[e], params)
         rec = np.asarray(model.apply(p, jnp.asarray(y, jnp.float32)), np.float64)
         out[sel] = scaling.inverse_for(rec, e)
     return out
-
-
-def _scaled(scaling, kappa, e):
-    from opacity_jax.data import transforms
-    s = transforms.get_scaling(scaling.name, scaling.eps)
-    return s.forward(np.asarray(kappa, np.float64)) / scaling.scale[e]
 
 
 def _figures(out_dir, preds, true, per_spec, elem, t, rho, edges, elements, metrics):

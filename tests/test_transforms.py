@@ -48,6 +48,42 @@ def test_get_scaling_rejects_unknown():
         tr.Scaling("log", eps=-1.0)
 
 
+def test_floored_log_spectrum_scaling_resolves_its_decades_and_never_returns_zero():
+    # Two elements; spectra spanning 60 decades, with exact zeros (float32 underflow in tables).
+    k = np.array([[[1e3, 1e-10, 1e-36, 0.0], [5.0, 4.0, 3.0, 2.0]],
+                  [[1e-20, 1e-25, 1e-60, 1e-80], [1.0, 0.0, 0.0, 0.0]]])   # (nZ=2, n=2, nE=4)
+    sc = tr.SpectrumScaling("log", 1e-10, np.array([2.0, 3.0]), np.array([-5.0, 1.0]),
+                            floor_decades=30.0)
+    # Hand values of the floor: 30 decades below each spectrum's own maximum, >= 1e-37.
+    floors = np.array([[1e-27, 5e-30], [1e-37, 1e-30]])
+    np.testing.assert_allclose(tr.relative_floor(k, 30.0)[..., 0], floors, rtol=1e-12)
+    y = sc.forward(k)
+    want = (np.log(np.maximum(k, floors[..., None])) - np.array([-5.0, 1.0])[:, None, None]) \
+        / np.array([2.0, 3.0])[:, None, None]
+    np.testing.assert_allclose(y, want, rtol=1e-12)
+    for e in range(2):
+        np.testing.assert_allclose(sc.forward_for(k[e], e), y[e], rtol=1e-12)
+        np.testing.assert_allclose(sc.inverse_for(y[e], e),
+                                   np.maximum(k[e], floors[e][:, None]) + tr.KAPPA_TINY,
+                                   rtol=1e-9)
+    # Far below anything trained on, float32 predictions stay positive (and jit-able).
+    low = jax.jit(lambda v: tr.inverse_spectrum_scaling(v, "log", 1e-10, 30.0, 2.0, -5.0))(
+        jnp.asarray([-1e4, -60.0], jnp.float32))
+    assert np.all(np.asarray(low) > 0)
+    d = jax.grad(lambda v: tr.inverse_spectrum_scaling(v, "log", 0.0, 30.0, 2.0, -5.0))(
+        jnp.float32(-3.0))
+    np.testing.assert_allclose(d, 2.0 * np.exp(-11.0), rtol=1e-5)      # no clipping: smooth
+    again = tr.SpectrumScaling.from_dict(json.loads(json.dumps(sc.to_dict())))
+    np.testing.assert_allclose(again.forward(k), y)
+    # Legacy dicts (no floor): ln(kappa + eps), inverse clipped at 0, shift 0.
+    old = tr.SpectrumScaling.from_dict({"name": "log", "eps": 1e-3, "scale": [1.0, 1.0]})
+    assert old.floor_decades == 0.0
+    np.testing.assert_allclose(old.forward(np.zeros((2, 1, 1))), np.log(1e-3))
+    assert old.inverse_for(np.array([-50.0]), 0)[0] == 0.0
+    with pytest.raises(ValueError, match="floor_decades"):
+        tr.SpectrumScaling("log", 0.0, np.ones(1), floor_decades=-1.0)
+
+
 # ------------------------------------------------------------------------------- rebinning
 
 def test_rebin_conserves_integral_random_edges():

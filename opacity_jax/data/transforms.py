@@ -293,31 +293,109 @@ class Standardizer:
         return cls(mean=mean, std=std, axis=axis, std_floor=float(d.get("std_floor", 1e-8)))
 
 
+# Floor of every opacity a 'log' SpectrumScaling returns [cm^2/g]: inside float32's normal range
+# (>= 1.18e-38), so predictions in float32 are never exactly zero and their logs stay finite.
+KAPPA_TINY = 1e-37
+# Default depth of the per-spectrum floor of 'log' targets [decades below the spectrum's maximum].
+DEFAULT_FLOOR_DECADES = 40.0
+
+
+def relative_floor(kappa, floor_decades: float):
+    """Per-spectrum floor max(10^-D * max_E kappa, KAPPA_TINY) [cm^2/g], (..., nE) -> (..., 1).
+
+    Deeper than D decades below its own peak a spectrum carries no information a model is asked
+    to resolve. The coldest nodes' Planck weight sits in Wien-tail bins tens of decades below
+    their line peaks, so D must be deep enough for those bins; what D = 20 ... 45 does to the
+    Planck means of the 6-element table is in reports/physics_features/floor_study.txt.
+    """
+    xp = _xp(kappa)
+    peak = xp.max(kappa, axis=-1, keepdims=True)
+    return xp.maximum(peak * 10.0 ** (-float(floor_decades)), KAPPA_TINY)
+
+
+def inverse_spectrum_scaling(y, name: str, eps: float, floor_decades: float, scale, shift):
+    """The inverse of `SpectrumScaling.forward` for spectra of one element (numpy or jax).
+
+    Args:
+      y: (..., nE) scaled spectra; name: 'cbrt' or 'log'; eps: legacy additive offset
+        [cm^2/g] (used only when floor_decades == 0); floor_decades: D of the per-spectrum floor;
+      scale, shift: the element's scalars (or arrays broadcasting against y).
+    Returns:
+      (..., nE) kappa [cm^2/g]. 'cbrt' clips negatives to 0 (the thesis's scaling); 'log' with a
+      floor returns exp(y) + KAPPA_TINY, strictly positive and smooth (no clipping, so
+      derivatives pass); legacy 'log' (floor_decades == 0, workdirs written before the floor)
+      returns max(exp(y) - eps, 0).
+    """
+    xp = _xp(y)
+    u = y * scale + shift
+    if name == "cbrt":
+        return xp.maximum(u, 0.0) ** 3
+    if floor_decades > 0:
+        return xp.exp(u) + KAPPA_TINY
+    return xp.maximum(xp.exp(u) - eps, 0.0)
+
+
 @dataclasses.dataclass
 class SpectrumScaling:
-    """y = forward(kappa) / scale_e per element; inverse clips at 0 (opacities are >= 0)."""
+    """Per-element target scaling of opacity spectra, y = (g(kappa) - shift_e) / scale_e.
+
+    * 'cbrt': g = kappa^(1/3), shift 0, scale the RMS of the element's training targets (thesis).
+      The inverse clips negative predictions to 0.
+    * 'log' (floor_decades = D > 0): g = ln max(kappa, floor) with the per-spectrum floor
+      `relative_floor` (D decades below the spectrum's own maximum, never below KAPPA_TINY), so
+      D decades of every spectrum are resolved whatever its level; shift and scale are the mean
+      and standard deviation of the element's training targets. The inverse exp(.) + KAPPA_TINY
+      never returns 0, so Rosseland means (harmonic) and logs of predictions stay finite.
+    * legacy 'log' (floor_decades = 0): g = ln(kappa + eps), inverse clipped at 0.
+
+    Attributes: name; eps [cm^2/g]; scale (nZ,); shift (nZ,) (zeros for 'cbrt');
+    floor_decades: D (0 = legacy).
+    """
 
     name: str
     eps: float
     scale: np.ndarray   # (nZ,)
+    shift: Optional[np.ndarray] = None
+    floor_decades: float = 0.0
+
+    def __post_init__(self):
+        self.scale = np.asarray(self.scale, np.float64)
+        self.shift = (np.zeros_like(self.scale) if self.shift is None
+                      else np.asarray(self.shift, np.float64))
+        get_scaling(self.name, self.eps)        # validates the name
+        if not float(self.floor_decades) >= 0.0:
+            raise ValueError(f"floor_decades must be >= 0, got {self.floor_decades}")
+
+    def transform(self, kappa):
+        """g(kappa) before the per-element shift/scale: (..., nE) [cm^2/g] -> (..., nE)."""
+        if self.name == "log" and self.floor_decades > 0:
+            xp = _xp(kappa)
+            k = _as_float(kappa)
+            return xp.log(xp.maximum(k, relative_floor(k, self.floor_decades)))
+        return get_scaling(self.name, self.eps).forward(kappa)
 
     def forward(self, kappa):
-        """(nZ, ...) opacities [cm^2/g] -> scaled values (element axis first)."""
-        s = get_scaling(self.name, self.eps)
-        sc = self.scale.reshape((-1,) + (1,) * (np.ndim(kappa) - 1))
-        return s.forward(kappa) / sc
+        """(nZ, ..., nE) opacities [cm^2/g] -> scaled values (element axis first)."""
+        shape = (-1,) + (1,) * (np.ndim(kappa) - 1)
+        return (self.transform(kappa) - self.shift.reshape(shape)) / self.scale.reshape(shape)
+
+    def forward_for(self, kappa, element_pos):
+        """Scaled spectra (..., nE) of one element (position on the element axis)."""
+        return (self.transform(kappa) - self.shift[element_pos]) / self.scale[element_pos]
 
     def inverse_for(self, y, element_pos):
-        """Inverse for spectra of one element (position on the element axis)."""
-        s = get_scaling(self.name, self.eps)
-        y = y * self.scale[element_pos]
-        if self.name == "cbrt":
-            y = np.maximum(y, 0.0)
-        return np.maximum(s.inverse(y), 0.0)
+        """Inverse for spectra (..., nE) of one element (`inverse_spectrum_scaling`)."""
+        return inverse_spectrum_scaling(y, self.name, self.eps, self.floor_decades,
+                                        self.scale[element_pos], self.shift[element_pos])
 
     def to_dict(self):
-        return {"name": self.name, "eps": self.eps, "scale": self.scale.tolist()}
+        """JSON-serialisable form."""
+        return {"name": self.name, "eps": self.eps, "scale": self.scale.tolist(),
+                "shift": self.shift.tolist(), "floor_decades": float(self.floor_decades)}
 
     @classmethod
     def from_dict(cls, d):
-        return cls(d["name"], float(d["eps"]), np.asarray(d["scale"], np.float64))
+        """Inverse of `to_dict` (dicts without shift / floor_decades are legacy: 0)."""
+        return cls(d["name"], float(d["eps"]), np.asarray(d["scale"], np.float64),
+                   None if d.get("shift") is None else np.asarray(d["shift"], np.float64),
+                   float(d.get("floor_decades", 0.0)))

@@ -415,6 +415,9 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
     if meta.get("model") != "cae":
         raise ValueError(f"{mf}: model is {meta.get('model')!r}; latent ensembles need a 'cae' "
                          "run")
+    if meta["latent"].get("physics_features"):
+        raise ValueError(f"{mf} was trained with latent.physics_features; latent-MLP "
+                         f"ensembles take (log10 T, log10 rho) inputs only")
     cfg = workdir_lib.read_config(workdir)
     ds = experiment.load_data(cfg.data)
     if ds.elements.tolist() != meta["elements"]:

@@ -25,6 +25,7 @@ from opacity_jax import distributed
 from opacity_jax.data import transforms
 from opacity_jax.losses import data as data_losses
 from opacity_jax.models import latent as latent_lib
+from opacity_jax.models import physics_features as pf_lib
 from opacity_jax.models.cae import CAE, activation_dtype
 from opacity_jax.models.mlp import FCNN, MLP
 from opacity_jax.train import checkpoint, experiment, loop, physics_hooks
@@ -122,13 +123,51 @@ def base_meta(config, ds, scaling, train, val, test) -> dict:
     }
 
 
+def fit_scaling(config, ds, train):
+    """The run's target scaling (`experiment.fit_scaling`): config.data.scaling ('cbrt' | 'log');
+    'log' floors each spectrum config.data.log_floor_decades below its maximum."""
+    name = config.data.scaling
+    floor = float(config.data.get("log_floor_decades", transforms.DEFAULT_FLOOR_DECADES))
+    if name == "log" and not floor > 0:
+        raise ValueError(f"data.log_floor_decades must be > 0 for data.scaling='log', got {floor}")
+    return experiment.fit_scaling(ds, train, name, float(config.data.log_eps),
+                                  floor if name == "log" else 0.0)
+
+
+def physics_features_switch(config, section: str) -> int:
+    """Window length of the physics input features config.<section>.physics_features asks for
+    (0 = off); `section` is 'latent' or 'fcnn'. Validated before any work."""
+    sec = config[section]
+    if not bool(sec.get("physics_features", False)):
+        return 0
+    n = int(sec.get("physics_features_stages", pf_lib.DEFAULT_N_STAGES))
+    if not 1 <= n <= 21:
+        raise ValueError(f"{section}.physics_features_stages must be in 1..21, got {n}")
+    weights = {k: float(v) for k, v in dict(config.loss.get("physics", {})).items()}
+    if any(w > 0 for w in weights.values()):
+        raise ValueError(f"{section}.physics_features=True cannot be combined with physics "
+                         f"losses (loss.physics = {weights}): their hooks feed (T, rho) only")
+    return n
+
+
+def fit_physics_features(ds, train, n_stages: int):
+    """`PhysicsFeatures` fitted on the training nodes and its (nZ, nT, nR, F) standardized
+    grid features (float64), or (None, None) for n_stages = 0."""
+    if not n_stages:
+        return None, None
+    pfeat = pf_lib.PhysicsFeatures.fit(ds.elements, ds.temperature_ev, ds.density_gcc, train,
+                                       n_stages)
+    return pfeat, pfeat.grid(ds.temperature_ev, ds.density_gcc)
+
+
 def run_cae(config, workdir: Path, progress: bool = True) -> dict:
     """CAE + latent regressors (see module docstring). Returns a small summary dict."""
     t0 = time.perf_counter()
     seed = int(config.seed)
+    n_pf = physics_features_switch(config, "latent")
     ds = experiment.load_data(config.data)
     train, val, test = experiment.make_split_masks(ds, config.data, seed)
-    scaling = experiment.fit_scaling(ds, train, config.data.scaling, float(config.data.log_eps))
+    scaling = fit_scaling(config, ds, train)
     y = scaling.forward(ds.kappa.astype(np.float64)).astype(np.float32)       # (nZ,nT,nR,nE)
     n_z, n_t, n_r, n_e = y.shape
     model = CAE.from_meta(dict(config.cae, n_bins=n_e),
@@ -153,9 +192,17 @@ def run_cae(config, workdir: Path, progress: bool = True) -> dict:
     z_mean = np.stack([z_all[e][train[e]].mean(0) for e in range(n_z)])
     z_std = np.stack([z_all[e][train[e]].std(0) for e in range(n_z)]) + 1e-6
     zs = (z_all - z_mean[:, None, None]) / z_std[:, None, None]
-    xs = x_std.transform(feats).astype(np.float32)
+    # Regressor inputs per element (nZ, nT, nR, 2 [+ F]): standardized (log10 T, log10 rho),
+    # then the element's standardized physics features when latent.physics_features is on.
+    pfeat, pf_grid = fit_physics_features(ds, train, n_pf)
+    xs = np.broadcast_to(x_std.transform(feats), (n_z,) + feats.shape)
+    if pfeat is not None:
+        xs = np.concatenate([xs, pf_grid], -1)
+    xs = xs.astype(np.float32)
     meta["latent"] = {"x_standardizer": x_std.to_dict(), "z_mean": z_mean.tolist(),
                       "z_std": z_std.tolist(), "regressors": []}
+    if pfeat is not None:
+        meta["latent"]["physics_features"] = pfeat.to_dict()
     regs = config.latent.regressor
     regs = ["xgboost", "mlp"] if regs == "both" else [regs]
     for r in regs:
@@ -169,9 +216,9 @@ def run_cae(config, workdir: Path, progress: bool = True) -> dict:
             x_standardizer=x_std, ds=ds, train_mask=train, scaling=scaling)
         row = (lambda e, m: {"row": np.full(int(m[e].sum()), e, np.int32)}) if hook else (
             lambda e, m: {})
-        tr_l = pack_ragged([{"x": xs[train[e]], "y": zs[e][train[e]].astype(np.float32),
+        tr_l = pack_ragged([{"x": xs[e][train[e]], "y": zs[e][train[e]].astype(np.float32),
                              **row(e, train)} for e in range(n_z)])
-        va_l = pack_ragged([{"x": xs[val[e]], "y": zs[e][val[e]].astype(np.float32),
+        va_l = pack_ragged([{"x": xs[e][val[e]], "y": zs[e][val[e]].astype(np.float32),
                              **row(e, val)} for e in range(n_z)])
         meta["latent"]["mlp_hidden"] = list(mlp.hidden)
         if hook:
@@ -187,10 +234,10 @@ def run_cae(config, workdir: Path, progress: bool = True) -> dict:
             # Second stage: the same MLP, warm-started, trained through the frozen decoder on
             # the spectrum-space loss (the latent MSE weighs all 16 dims alike, the decoder
             # does not).
-            tr_f = pack_ragged([{"x": xs[train[e]], "y": y[e][train[e]],
+            tr_f = pack_ragged([{"x": xs[e][train[e]], "y": y[e][train[e]],
                                  "row": np.full(int(train[e].sum()), e, np.int32)}
                                 for e in range(n_z)])
-            va_f = pack_ragged([{"x": xs[val[e]], "y": y[e][val[e]],
+            va_f = pack_ragged([{"x": xs[e][val[e]], "y": y[e][val[e]],
                                  "row": np.full(int(val[e].sum()), e, np.int32)}
                                 for e in range(n_z)])
             task_f = experiment.latent_finetune_task(mlp, model, mlp_params, res.params,
@@ -214,10 +261,12 @@ def run_cae(config, workdir: Path, progress: bool = True) -> dict:
             it = tqdm(it, desc="xgboost", unit="element", leave=False)
         for e in it:
             z = int(ds.elements[e])
-            b, bi = latent_lib.fit_xgb(xs[train[e]], zs[e][train[e]], xs[val[e]], zs[e][val[e]],
-                                       xgb_cfg, seed)
+            b, bi = latent_lib.fit_xgb(xs[e][train[e]], zs[e][train[e]], xs[e][val[e]],
+                                       zs[e][val[e]], xgb_cfg, seed)
             boosters[z], best[z] = b, bi
-            importance[z] = latent_lib.feature_importance(b)
+            importance[z] = latent_lib.feature_importance(
+                b, latent_lib.FEATURE_NAMES + (
+                    tuple(pf_lib.feature_names(n_pf)) if pfeat is not None else ()))
         latent_lib.save_boosters(workdir / "xgb", boosters, best)
         meta["latent"]["xgb_sha256"] = workdir_lib.file_digest(workdir / "xgb")  # load checks
         # What the boosters were fitted on (they are re-fitted on every run, never re-used).
@@ -241,9 +290,10 @@ def run_fcnn(config, workdir: Path, progress: bool = True) -> dict:
         raise ValueError(f"fcnn.ensemble must be >= 1, got {members}")
     t0 = time.perf_counter()
     seed = int(config.seed)
+    n_pf = physics_features_switch(config, "fcnn")
     ds = experiment.load_data(config.data)
     train, val, test = experiment.make_split_masks(ds, config.data, seed)
-    scaling = experiment.fit_scaling(ds, train, config.data.scaling, float(config.data.log_eps))
+    scaling = fit_scaling(config, ds, train)
     y = scaling.forward(ds.kappa.astype(np.float64)).astype(np.float32)
     n_z, n_t, n_r, n_e = y.shape
     feats = experiment.conditions(ds)
@@ -251,7 +301,15 @@ def run_fcnn(config, workdir: Path, progress: bool = True) -> dict:
     pts = np.concatenate([np.broadcast_to(log_e[None, None, :, None], (n_t, n_r, n_e, 1)),
                           np.broadcast_to(feats[:, :, None, :], (n_t, n_r, n_e, 2))], -1)
     x_std = transforms.Standardizer().fit(pts.reshape(-1, 3), axis=0)
-    xs = x_std.transform(pts).astype(np.float32)
+    # Inputs per element (nZ, nT, nR, nE, 3 [+ F]): standardized (log10 E, log10 T, log10 rho),
+    # then the element's standardized physics features of (T, rho) when fcnn.physics_features.
+    pfeat, pf_grid = fit_physics_features(ds, train, n_pf)
+    xs = np.broadcast_to(x_std.transform(pts), (n_z,) + pts.shape)
+    if pfeat is not None:
+        xs = np.concatenate([xs, np.broadcast_to(pf_grid[:, :, :, None], (n_z, n_t, n_r, n_e,
+                                                                            n_pf + 2))], -1)
+    xs = xs.astype(np.float32)
+    n_in = xs.shape[-1]
     pw = np.asarray(data_losses.gradient_weights(y, float(config.loss.alpha)), np.float32) \
         if config.loss.name == "wmse" else np.ones_like(y)
 
@@ -263,12 +321,15 @@ def run_fcnn(config, workdir: Path, progress: bool = True) -> dict:
     def rows(mask):
         extra = lambda e: ({"row": np.full(int(mask[e].sum()) * n_e, e, np.int32)} if hook
                            else {})
-        return pack_ragged([{"x": xs[mask[e]].reshape(-1, 3), "y": y[e][mask[e]].reshape(-1),
+        return pack_ragged([{"x": xs[e][mask[e]].reshape(-1, n_in),
+                             "y": y[e][mask[e]].reshape(-1),
                              "pw": pw[e][mask[e]].reshape(-1), **extra(e)} for e in range(n_z)])
 
     meta = base_meta(config, ds, scaling, train, val, test)
     meta["fcnn"] = {"hidden": list(model.hidden), "dropout": model.dropout,
                     "x_standardizer": x_std.to_dict(), "members": members}
+    if pfeat is not None:
+        meta["fcnn"]["physics_features"] = pfeat.to_dict()
     if hook:
         meta["loss"] = {"physics": {k: float(v) for k, v in dict(config.loss.physics).items()}}
     tr_rows, va_rows = rows(train), rows(val)

@@ -1,6 +1,8 @@
 """Latent regressors (T, rho) -> CAE latent code: the MLP lives in fcnn.MLP; this is XGBoost.
 
-Per element, one booster maps standardized (log10 T, log10 rho) to the standardized 16-d latent
+Per element, one booster maps standardized (log10 T, log10 rho) (and, with
+latent.physics_features, the element's physics features: `models.physics_features`) to the
+standardized 16-d latent
 (500 trees, learning rate 0.05, leaf-wise growth with 31 leaves, early stopping after 100 rounds
 without validation improvement; the multi-output strategy is configurable). Trees are piecewise
 constant between their split thresholds: no interpolation between grid nodes and zero dkappa/dT,
@@ -17,6 +19,8 @@ import numpy as np
 
 from opacity_jax.train import workdir as workdir_lib
 
+# Inputs of every booster, in order; `physics_features.feature_names` follow when enabled.
+FEATURE_NAMES = ("log_t", "log_rho")
 XGB_DEFAULTS = dict(n_estimators=500, learning_rate=0.05, max_leaves=31,
                     early_stopping_rounds=100, multi_strategy="one_output_per_tree", nthread=1)
 
@@ -30,7 +34,7 @@ def _params(cfg: dict, seed: int) -> dict:
 
 def fit_xgb(x_train: np.ndarray, z_train: np.ndarray, x_val: np.ndarray, z_val: np.ndarray,
             cfg: Optional[dict] = None, seed: int = 0):
-    """Fit one booster (n, 2) -> (n, latent). Returns (booster, best_iteration)."""
+    """Fit one booster (n, F) -> (n, latent). Returns (booster, best_iteration)."""
     import xgboost as xgb
 
     c = dict(XGB_DEFAULTS, **(cfg or {}))
@@ -46,7 +50,7 @@ def fit_xgb(x_train: np.ndarray, z_train: np.ndarray, x_val: np.ndarray, z_val: 
 
 
 def predict_xgb(booster, x: np.ndarray, best_iteration: int) -> np.ndarray:
-    """(n, 2) -> (n, latent) with the early-stopped number of rounds."""
+    """(n, F) -> (n, latent) with the early-stopped number of rounds."""
     import xgboost as xgb
 
     out = booster.predict(xgb.DMatrix(np.asarray(x, np.float32)),
@@ -54,10 +58,11 @@ def predict_xgb(booster, x: np.ndarray, best_iteration: int) -> np.ndarray:
     return np.asarray(out, np.float32).reshape(len(x), -1)
 
 
-def feature_importance(booster) -> dict:
-    """Total gain of each input ('log_t', 'log_rho'); 0 for an unused feature."""
+def feature_importance(booster, names=None) -> dict:
+    """Total gain of each input {name: gain}, 0 for an unused feature; names default to
+    FEATURE_NAMES ('log_t', 'log_rho'), the physics features follow them when used."""
     score = booster.get_score(importance_type="total_gain")
-    return {"log_t": float(score.get("f0", 0.0)), "log_rho": float(score.get("f1", 0.0))}
+    return {n: float(score.get(f"f{i}", 0.0)) for i, n in enumerate(names or FEATURE_NAMES)}
 
 
 def save_boosters(directory, boosters: dict, best_iterations: dict) -> None:

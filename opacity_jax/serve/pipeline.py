@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from opacity_jax.data import grid as _grid
+from opacity_jax.data import transforms
 from opacity_jax.models.cae import CAE
 from opacity_jax.models.mlp import MLP
 from opacity_jax.physics import planck
@@ -60,7 +61,7 @@ class DevicePipeline:
     def __init__(self, *, cae: CAE, params: dict, regressor: str, energy_edges_ev,
                  scaling_name: str, scaling_eps: float, elements, mlp: Optional[MLP] = None,
                  dtype=jnp.float32, node_tol: float = NODE_TOL,
-                 validate: Optional[Callable] = None):
+                 validate: Optional[Callable] = None, scaling_floor_decades: float = 0.0):
         if regressor not in ("mlp", "xgboost"):
             raise ValueError(f"device pipeline regressor must be 'mlp' or 'xgboost', "
                              f"got {regressor!r}")
@@ -70,6 +71,7 @@ class DevicePipeline:
         self.dtype = jnp.dtype(dtype)
         self.node_tol = float(node_tol)
         self.scaling_name, self.scaling_eps = scaling_name, float(scaling_eps)
+        self.scaling_floor_decades = float(scaling_floor_decades)
         self.energy_edges_ev = np.asarray(energy_edges_ev, np.float64)
         self.elements = np.asarray(elements, np.int32)
         self._validate = validate
@@ -88,6 +90,10 @@ class DevicePipeline:
         """The pipeline of a loaded `Surrogate` (CAE model, its current latent regressor)."""
         if s.meta["model"] != "cae":
             raise ValueError(f"the device pipeline needs a CAE surrogate, got {s.meta['model']!r}")
+        if s.physics_features is not None:
+            raise ValueError("the device pipeline takes (log10 T, log10 rho) inputs; this "
+                             "surrogate was trained with latent.physics_features (serve it with "
+                             "Surrogate.spectrum)")
         if s.regressor == "xgboost":
             boosters, best = s._boosters
             latent = trees_lib.stack_tables([
@@ -100,11 +106,13 @@ class DevicePipeline:
                                  f"ensemble=False)")
             latent = jax.tree_util.tree_map(lambda a: a[0], s._params["mlp"])
         params = {"cae": s._params["cae"], "latent": latent, "x_mean": s._x_mean,
-                  "x_std": s._x_std, "z_mean": s._z_mean, "z_std": s._z_std, "scale": s._scale}
+                  "x_std": s._x_std, "z_mean": s._z_mean, "z_std": s._z_std, "scale": s._scale,
+                  "shift": s._shift}
         return cls(cae=s._cae, mlp=getattr(s, "_mlp", None), params=params,
                    regressor=s.regressor, energy_edges_ev=s.energy_edges_ev,
                    scaling_name=s.scaling.name, scaling_eps=s.scaling.eps, elements=s.elements,
-                   dtype=dtype, node_tol=node_tol, validate=s)
+                   dtype=dtype, node_tol=node_tol, validate=s,
+                   scaling_floor_decades=s.scaling.floor_decades)
 
     @classmethod
     def random(cls, n_elements: int = 28, n_bins: int = 200, latent_dim: int = 16,
@@ -141,7 +149,8 @@ class DevicePipeline:
                   "x_std": jnp.asarray([1.0, 3.0], jnp.float32),
                   "z_mean": jnp.zeros((n_elements, latent_dim), jnp.float32),
                   "z_std": jnp.ones((n_elements, latent_dim), jnp.float32),
-                  "scale": jnp.ones((n_elements,), jnp.float32)}
+                  "scale": jnp.ones((n_elements,), jnp.float32),
+                  "shift": jnp.zeros((n_elements,), jnp.float32)}
         return cls(cae=cae, mlp=mlp, params=params, regressor=regressor,
                    energy_edges_ev=_grid.energy_edges_ev(n_bins), scaling_name="cbrt",
                    scaling_eps=1e-10, elements=np.arange(57, 57 + n_elements), dtype=dtype)
@@ -151,7 +160,8 @@ class DevicePipeline:
         return DevicePipeline(cae=self.cae, params=self._source_params, regressor=self.regressor,
                               energy_edges_ev=self.energy_edges_ev, scaling_name=self.scaling_name,
                               scaling_eps=self.scaling_eps, elements=self.elements, mlp=self.mlp,
-                              dtype=dtype, node_tol=self.node_tol, validate=self._validate)
+                              dtype=dtype, node_tol=self.node_tol, validate=self._validate,
+                              scaling_floor_decades=self.scaling_floor_decades)
 
     # -- pure stages (jit/vmap/export-able) ---------------------------------------------------
     @staticmethod
@@ -176,11 +186,11 @@ class DevicePipeline:
         return y.astype(jnp.float32)
 
     def to_kappa(self, params, element, y):
-        """(N, nE) scaled spectra -> kappa [cm^2/g] (>= 0), the inverse of the training scaling."""
-        y = y * params["scale"][element]
-        if self.scaling_name == "cbrt":
-            return jnp.maximum(y, 0.0) ** 3
-        return jnp.maximum(jnp.exp(y) - self.scaling_eps, 0.0)
+        """(N, nE) scaled spectra -> kappa [cm^2/g], the inverse of the training scaling
+        (`transforms.inverse_spectrum_scaling`: > 0 for floored 'log' targets)."""
+        return transforms.inverse_spectrum_scaling(
+            y, self.scaling_name, self.scaling_eps, self.scaling_floor_decades,
+            params["scale"][element], params["shift"][element])
 
     def apply(self, params, element, t, r):
         """The fused pipeline (pure; no validation).

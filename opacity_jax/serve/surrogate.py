@@ -38,6 +38,7 @@ from opacity_jax.data.transforms import SpectrumScaling
 from opacity_jax.errors import CheckpointError, check_domain
 from opacity_jax.models.cae import CAE
 from opacity_jax.models.mlp import FCNN, MLP
+from opacity_jax.models.physics_features import PhysicsFeatures
 from opacity_jax.physics import elements as _el
 from opacity_jax.physics import planck
 from opacity_jax.serve import envelope as envelope_lib
@@ -71,7 +72,9 @@ class Surrogate:
       elements: (nZ,) atomic numbers served; energy_edges_ev: (nE + 1,) [eV];
       energy_ev: (nE,) bin centres; domain: dict of [min, max] for temperature_ev, density_gcc;
       regressor: 'mlp', 'xgboost' or 'fcnn' (the path used by `spectrum`);
-      members: K, the number of ensemble members (1 for a single network).
+      members: K, the number of ensemble members (1 for a single network);
+      physics_features: the `models.physics_features.PhysicsFeatures` the regressor was trained
+        with (latent.physics_features / fcnn.physics_features), computed at query time, or None.
 
     params: {'cae': (nZ, ...) leaves} and {'mlp' or 'fcnn': (K, nZ, ...) leaves} (member axis
     first, element axis second).
@@ -97,7 +100,9 @@ class Surrogate:
         self.regressor = regressor
         self._params = params
         self._boosters = boosters
+        self.physics_features = None
         self._scale = jnp.asarray(self.scaling.scale, jnp.float32)
+        self._shift = jnp.asarray(self.scaling.shift, jnp.float32)
         if meta["model"] == "cae":
             c = meta["cae"]
             self._cae = CAE.from_meta(c)
@@ -108,6 +113,8 @@ class Surrogate:
             self._x_std = jnp.asarray(xs.std, jnp.float32)
             self._z_mean = jnp.asarray(lat["z_mean"], jnp.float32)
             self._z_std = jnp.asarray(lat["z_std"], jnp.float32)
+            self.physics_features = (PhysicsFeatures.from_dict(lat["physics_features"])
+                           if lat.get("physics_features") else None)
             if regressor == "mlp":
                 self._mlp = MLP(hidden=tuple(lat["mlp_hidden"]), n_out=c["latent_dim"])
         elif meta["model"] == "fcnn":
@@ -116,6 +123,8 @@ class Surrogate:
             xs = transforms.Standardizer.from_dict(f["x_standardizer"])
             self._x_mean = jnp.asarray(xs.mean, jnp.float32)
             self._x_std = jnp.asarray(xs.std, jnp.float32)
+            self.physics_features = (PhysicsFeatures.from_dict(f["physics_features"])
+                           if f.get("physics_features") else None)
         self._jit_scaled = jax.jit(self._scaled_impl)
         self._jit_decode = jax.jit(self._decode_impl)
 
@@ -215,8 +224,13 @@ class Surrogate:
         return envelope_lib.query_check(self, element, temperature_ev, density_gcc)
 
     # -- networks -----------------------------------------------------------------------------
-    def _features(self, t, r):
-        return (jnp.stack([jnp.log10(t), jnp.log10(r)], -1) - self._x_mean) / self._x_std
+    def _features(self, pos, t, r):
+        """Latent-regressor inputs (N, 2 [+ F]): standardized (log10 T, log10 rho) and, when
+        trained with them, the element's physics features computed here (differentiable)."""
+        x = (jnp.stack([jnp.log10(t), jnp.log10(r)], -1) - self._x_mean) / self._x_std
+        if self.physics_features is None:
+            return x
+        return jnp.concatenate([x, self.physics_features.standardized(pos, t, r).astype(x.dtype)], -1)
 
     def _decode_impl(self, pos, z_std):
         p = jax.tree_util.tree_map(lambda a: a[pos], self._params["cae"])
@@ -239,14 +253,17 @@ class Surrogate:
                                    jnp.broadcast_to(jnp.stack([jnp.log10(t), jnp.log10(r)],
                                                               -1)[:, None, :], (n, ne, 2))], -1)
             xs = (pts - self._x_mean) / self._x_std
-            return self._fcnn.apply(p, xs.reshape(-1, 3)).reshape(n, ne)
-        return self._decode_impl(pos, self._mlp.apply(p, self._features(t, r)))
+            if self.physics_features is not None:
+                f = self.physics_features.standardized(pos, t, r).astype(xs.dtype)
+                xs = jnp.concatenate([xs, jnp.broadcast_to(f[:, None, :], (n, ne, f.shape[-1]))],
+                                     -1)
+            return self._fcnn.apply(p, xs.reshape(n * ne, -1)).reshape(n, ne)
+        return self._decode_impl(pos, self._mlp.apply(p, self._features(pos, t, r)))
 
     def _to_kappa(self, y, pos):
-        y = y * self._scale[pos]
-        if self.scaling.name == "cbrt":
-            return jnp.maximum(y, 0.0) ** 3
-        return jnp.maximum(jnp.exp(y) - self.scaling.eps, 0.0)
+        sc = self.scaling
+        return transforms.inverse_spectrum_scaling(y, sc.name, sc.eps, sc.floor_decades,
+                                                   self._scale[pos], self._shift[pos])
 
     # -- public queries -----------------------------------------------------------------------
     def _members_chunk(self, pos, t, r) -> np.ndarray:
@@ -258,6 +275,8 @@ class Surrogate:
             # exactly on the trees' split thresholds, and a float32 round-off would put them in
             # the neighbouring cell.
             feats = self._x_standardizer.transform(np.stack([np.log10(t), np.log10(r)], -1))
+            if self.physics_features is not None:
+                feats = np.concatenate([feats, self.physics_features.standardized_float64(pos, t, r)], -1)
             zs = latent_lib.predict_xgb(self._boosters[0][z], feats.astype(np.float32),
                                         self._boosters[1][z])
             y = self._jit_decode(pos, jnp.asarray(zs))[None]

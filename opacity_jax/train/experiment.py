@@ -97,14 +97,28 @@ def node_mask(meta: dict, indices) -> np.ndarray:
     return m.reshape(shape)
 
 
-def fit_scaling(ds: Dataset, train: np.ndarray, name: str, eps: float) -> SpectrumScaling:
-    """Per-element RMS of the transformed training spectra, so scaled data are O(1)."""
-    s = transforms.get_scaling(name, eps)
-    scale = []
+def fit_scaling(ds: Dataset, train: np.ndarray, name: str, eps: float,
+                floor_decades: float = 0.0) -> SpectrumScaling:
+    """Per-element target scaling fitted on the training spectra, so scaled data are O(1).
+
+    'cbrt': scale = RMS of the element's cube-root training spectra (no shift). 'log' with
+    floor_decades = D > 0: ln of the spectra floored D decades below each spectrum's maximum
+    (`transforms.relative_floor`), shifted by their mean and divided by their standard deviation;
+    D = 0 is the legacy ln(kappa + eps) with the RMS scale.
+
+    Args: ds: dataset (kappa (nZ, nT, nR, nE) [cm^2/g]); train: (nZ, nT, nR) bool;
+      name: 'cbrt' | 'log'; eps: legacy log offset [cm^2/g]; floor_decades: D (>= 0).
+    """
+    probe = SpectrumScaling(name, eps, np.ones(ds.kappa.shape[0]), floor_decades=floor_decades)
+    centred = name == "log" and floor_decades > 0
+    scale, shift = [], []
     for e in range(ds.kappa.shape[0]):
-        y = s.forward(ds.kappa[e][train[e]].astype(np.float64))
-        scale.append(np.sqrt(np.mean(y ** 2)) if y.size else 1.0)
-    return SpectrumScaling(name, eps, np.maximum(np.asarray(scale), 1e-12))
+        y = probe.transform(ds.kappa[e][train[e]].astype(np.float64))
+        mu = float(np.mean(y)) if (centred and y.size) else 0.0
+        shift.append(mu)
+        scale.append(np.sqrt(np.mean((y - mu) ** 2)) if y.size else 1.0)
+    return SpectrumScaling(name, eps, np.maximum(np.asarray(scale), 1e-12), np.asarray(shift),
+                           floor_decades)
 
 
 def conditions(ds: Dataset):

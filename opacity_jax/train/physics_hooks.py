@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from opacity_jax.data import transforms
 from opacity_jax.losses import physics as phys
 
 DEFAULT_OPTIONS = {"top_percent": 10.0, "regime": "data", "t_range_ev": (0.01, 5.0),
@@ -69,8 +70,10 @@ def cbrt_space(y_scaled, scaling, element_pos, cbrt_rms):
     """
     if scaling.name == "cbrt":
         return y_scaled      # already cbrt(kappa) / the same RMS
-    s = jnp.asarray(scaling.scale, jnp.float32)[element_pos]
-    kappa = jnp.maximum(jnp.exp(y_scaled * s) - scaling.eps, 0.0)
+    kappa = transforms.inverse_spectrum_scaling(
+        y_scaled, scaling.name, scaling.eps, scaling.floor_decades,
+        jnp.asarray(scaling.scale, jnp.float32)[element_pos],
+        jnp.asarray(scaling.shift, jnp.float32)[element_pos])
     return jnp.cbrt(kappa) / jnp.asarray(cbrt_rms, jnp.float32)[element_pos]
 
 
