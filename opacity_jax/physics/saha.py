@@ -259,18 +259,21 @@ def solve_debye_lowered(solve: Callable[[jax.Array], SahaResult], temperature_ev
         argument bound); scalar T, so log_ne is a scalar.
       temperature_ev: scalar T [eV] (the one `solve` uses).
       ionization_energies_ev: (..., n_stages - 1) unlowered I_q [eV].
-      iterations: fixed-point passes after the first, unlowered solve.
+      iterations: fixed-point passes after the first, unlowered solve (>= 1).
     Returns:
       (SahaResult of the last solve, dI (n_stages - 1,) [eV] used in it, step) where step is
       |ln n_e(last) - ln n_e(previous)|, the fixed point's last change (convergence check).
     """
     i_q = jnp.asarray(ionization_energies_ev)
     n_thr = i_q.shape[-1]
-    res = solve(i_q)
-    d_i = jnp.zeros((n_thr,), res.log_ne.dtype)
-    prev = res.log_ne
-    for _ in range(iterations):
-        prev = res.log_ne
-        d_i = debye_lowering_ev(temperature_ev, prev, n_thr)
-        res = solve(i_q - d_i)
-    return res, d_i, jnp.abs(res.log_ne - prev)
+    lowered = lambda log_ne: solve(i_q - debye_lowering_ev(temperature_ev, log_ne, n_thr)).log_ne
+
+    # One traced solve in the loop body (compile time), the last one outside for the result.
+    def body(_, carry):
+        return lowered(carry[0]), carry[0]
+
+    x = solve(i_q).log_ne
+    x, _ = jax.lax.fori_loop(0, iterations - 1, body, (x, x))
+    d_i = debye_lowering_ev(temperature_ev, x, n_thr)
+    res = solve(i_q - d_i)
+    return res, d_i, jnp.abs(res.log_ne - x)
