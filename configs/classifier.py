@@ -39,6 +39,7 @@ def get_config(arg=None):
     c.data = ml_collections.ConfigDict()
     c.data.path = ""                      # empty: the embedded generator's grid (cached)
     c.data.generator_seed = 0
+    c.data.continuum_lowering = "none"   # or "debye": Debye-lowered generator variant
     c.data.elements = ""                  # all 28 f-series elements
     c.data.n_energy = 200
     c.data.split = "random"               # or "heldout_nodes" (whole (T, rho) nodes unseen)

@@ -27,6 +27,7 @@ def get_config(arg=None):
     c.data = ml_collections.ConfigDict()
     c.data.path = ""                      # empty: the embedded generator's grid (cached)
     c.data.generator_seed = 0
+    c.data.continuum_lowering = "none"   # or "debye": Debye-lowered generator variant
     c.data.elements = "Ce,Nd,Eu,Er,U,Cm" if preset == "default" else ""
     c.data.n_energy = 200
     c.data.split = "heldout_nodes"        # or "random", "heldout_t_rows"

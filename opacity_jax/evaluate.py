@@ -416,8 +416,7 @@ def offgrid_workdir(workdir, n_points: int = 40, n_derivative: int = 10, seed: i
         raise ValueError(f"{workdir}: trained on {cfg.data.path}; off-grid truth needs the embedded "
                          "generator's data (data.path empty)")
     ds = experiment.load_data(cfg.data)
-    gen = generator.OpacityGenerator(generator.GeneratorConfig(
-        seed=int(cfg.data.get("generator_seed", 0))))
+    gen = generator.OpacityGenerator(experiment.generator_config(cfg.data))
     s = Surrogate.load(workdir, outside=HELD_OUT)
     rng = np.random.default_rng(seed)
     lt_ax, lr_ax = np.log10(ds.temperature_ev), np.log10(ds.density_gcc)

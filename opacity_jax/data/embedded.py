@@ -29,7 +29,7 @@ def _progress_bar(total: int, desc: str):
 
 def make_dataset_file(path, elements: Optional[Sequence[int]] = None, n_energy: int = 200,
                       seed: int = 0, line_cap: int = generator.GeneratorConfig.line_cap,
-                      progress: bool = True) -> Path:
+                      progress: bool = True, continuum_lowering: str = "none") -> Path:
     """Generate the embedded LTE dataset and write the canonical HDF5 file (atomically).
 
     Args:
@@ -39,11 +39,13 @@ def make_dataset_file(path, elements: Optional[Sequence[int]] = None, n_energy: 
         native resolution, ~4 GB in memory while generating).
       seed: structure seed; line_cap: lines per ion cap.
       progress: show a progress bar (one tick per element).
+      continuum_lowering: "none" or "debye" (`generator.GeneratorConfig`).
     Returns:
       the path written.
     """
     zs = list(elements) if elements else list(grid.DEFAULT_ELEMENTS)
-    cfg = generator.GeneratorConfig(seed=seed, line_cap=line_cap)
+    cfg = generator.GeneratorConfig(seed=seed, line_cap=line_cap,
+                                    continuum_lowering=continuum_lowering)
     bar = _progress_bar(len(zs), f"generating {n_energy}-bin spectra") if progress else None
 
     def tick(done, total, label):
@@ -67,15 +69,23 @@ def make_dataset_file(path, elements: Optional[Sequence[int]] = None, n_energy: 
 
 def ensure_embedded_dataset(n_energy: int = 200, seed: int = 0,
                             elements: Optional[Sequence[int]] = None,
-                            cache_dir=None, progress: bool = True) -> Path:
-    """Path of the cached embedded dataset with these settings, generating it if missing."""
+                            cache_dir=None, progress: bool = True,
+                            continuum_lowering: str = "none") -> Path:
+    """Path of the cached embedded dataset with these settings, generating it if missing.
+
+    The file name encodes the settings; a continuum-lowering variant adds `_<option>` (the
+    default "none" keeps the name of earlier versions, so their caches stay valid).
+    """
+    generator.check_continuum_lowering(continuum_lowering, "continuum_lowering")
     zs = list(elements) if elements else list(grid.DEFAULT_ELEMENTS)
     tag = "all28" if zs == list(grid.DEFAULT_ELEMENTS) else "-".join(
         _el.SYMBOLS[_el.element_index(z)] for z in zs)
-    name = f"lte_v{generator.GENERATOR_VERSION}_{tag}_E{n_energy}_seed{seed}.h5"
+    variant = "" if continuum_lowering == "none" else f"_{continuum_lowering}"
+    name = f"lte_v{generator.GENERATOR_VERSION}_{tag}_E{n_energy}_seed{seed}{variant}.h5"
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = path / name
     if not path.exists():
         logging.info("embedded dataset %s not cached; generating it", path)
-        make_dataset_file(path, zs, n_energy, seed, progress=progress)
+        make_dataset_file(path, zs, n_energy, seed, progress=progress,
+                          continuum_lowering=continuum_lowering)
     return path

@@ -8,6 +8,18 @@ What it computes (cm^2/g, bin averages on log-spaced photon-energy bins, 0.1-10 
   * Zbar and the charge-state fractions from `opacity_jax.physics.saha` (the same solver the
     physics-informed losses use), partition functions from the same model levels as the lines.
 
+Continuum lowering (`GeneratorConfig.continuum_lowering`, default "none" = no lowering, the
+datasets of every earlier version bit for bit). With "debye": the Debye-Hueckel depression
+dI_q = (q + 1) e^2 / lambda_D, lambda_D = sqrt(kT / (4 pi e^2 n_e)) (free electrons only), enters
+  * the Saha balance self-consistently (`saha.solve_debye_lowered`: fixed-point passes of the solve
+    with I_q - dI_q(n_e)), partition functions unchanged (every model level kept);
+  * the bound-free thresholds: E_th = I_q - E_l - dI_q, every edge of stage q moves down by the
+    same dI_q, and the cross-section is the Kramers one at the lowered threshold; a level with
+    E_l >= I_q - dI_q lies in the lowered continuum and is dropped from bound-free (it keeps its
+    population in the partition function and its lines).
+Bound-bound stays per temperature (shared across densities); bound-free then depends on density
+and is computed per (T, rho) point (vectorised over levels and points).
+
 These are *line-binned* opacities (each line's integrated strength spread over its bin), the
 quantity tabulated by the NIST-LANL database at its native resolution. They are not the Sobolev
 *expansion* opacities of the Japan-Lithuania (JLODK) tables, which weight lines by
@@ -43,6 +55,7 @@ from opacity_jax.physics import opacity as phys
 from opacity_jax.physics import saha
 
 GENERATOR_VERSION = "1"
+CONTINUUM_LOWERING = ("none", "debye")   # GeneratorConfig.continuum_lowering choices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,12 +67,25 @@ class GeneratorConfig:
       small values give a reduced line list for quick tests).
     min_fraction: an ion contributes lines and bound-free opacity if its charge fraction exceeds
       this anywhere on the NIST-LANL (T, rho) grid (1e-6).
+    continuum_lowering: "none" (default) or "debye" (module docstring).
     """
 
     seed: int = 0
     line_cap: int = atomic.LINE_CAP
     level_cap: int = atomic.LEVEL_CAP
     min_fraction: float = 1e-6
+    continuum_lowering: str = "none"
+
+    def __post_init__(self):
+        check_continuum_lowering(self.continuum_lowering, "GeneratorConfig.continuum_lowering")
+
+
+def check_continuum_lowering(value, field: str) -> str:
+    """`value` if it is a known continuum-lowering option, else ValueError naming `field`."""
+    if value not in CONTINUUM_LOWERING:
+        raise ValueError(f"{field} = {value!r} is not a continuum-lowering option; choose one of "
+                         f"{', '.join(CONTINUUM_LOWERING)}")
+    return value
 
 
 def _check_domain(temperature_ev, density_gcc):
@@ -96,14 +122,34 @@ def _solve_points(atomic_weight, ionization_energies_ev, level_energy_ev, level_
     return jax.vmap(solve)(t, r)
 
 
-def _saha_grid(tables, idx, temperature_ev, density_gcc):
-    """Saha on paired (T, rho) points: (N,) each -> fractions (N, nS), zbar, log_zbar, log_ne (N,)."""
+@jax.jit
+def _solve_points_debye(atomic_weight, ionization_energies_ev, level_energy_ev, level_log_g, t, r):
+    def solve(tt, rr):
+        one = lambda i_q: saha.solve_element(tt, rr, atomic_weight, i_q, level_energy_ev,
+                                             level_log_g)
+        return saha.solve_debye_lowered(one, tt, ionization_energies_ev)
+    return jax.vmap(solve)(t, r)
+
+
+def _saha_grid(tables, idx, temperature_ev, density_gcc, lowering: str = "none"):
+    """Saha on paired (T, rho) points: (N,) each -> fractions (N, nS), zbar, log_zbar, log_ne (N,),
+    and the ionization-potential depression dI (N, nS - 1) [eV] (None without lowering)."""
     with _compat.enable_x64():
-        res = _solve_points(*(jnp.asarray(tables[k][idx], jnp.float64) for k in (
-            "atomic_weights", "ionization_energies_ev", "level_energy_ev", "level_log_g")),
-            jnp.asarray(temperature_ev, jnp.float64), jnp.asarray(density_gcc, jnp.float64))
+        args = [jnp.asarray(tables[k][idx], jnp.float64) for k in (
+            "atomic_weights", "ionization_energies_ev", "level_energy_ev", "level_log_g")]
+        args += [jnp.asarray(temperature_ev, jnp.float64), jnp.asarray(density_gcc, jnp.float64)]
+        d_i = None
+        if lowering == "none":
+            res = _solve_points(*args)
+        else:
+            res, d_i, step = _solve_points_debye(*args)
+            # A fixed-point pass that still moves ln n_e is a bug, not a property of the grid.
+            if float(jnp.max(step)) > 1e-6:
+                raise RuntimeError(f"Debye-lowered Saha solve not converged: last |d ln n_e| = "
+                                   f"{float(jnp.max(step)):.3g}")
+            d_i = np.asarray(d_i)
         return (np.asarray(res.fractions), np.asarray(res.zbar), np.asarray(res.log_zbar),
-                np.asarray(res.log_ne))
+                np.asarray(res.log_ne), d_i)
 
 
 class OpacityGenerator:
@@ -129,20 +175,26 @@ class OpacityGenerator:
         """LTE ionization at paired points.
 
         Args: z (atomic number or symbol); temperature_ev, density_gcc: (N,) [eV], [g/cm^3].
-        Returns: dict 'fractions' (N, 21), 'zbar' (N,), 'log_zbar' (N,), 'log_ne' (N,) [ln cm^-3].
+        Returns: dict 'fractions' (N, 21), 'zbar' (N,), 'log_zbar' (N,), 'log_ne' (N,) [ln cm^-3],
+          'lowering_ev' (N, 20) the ionization-potential depression dI_q [eV] (zeros without
+          continuum lowering).
         """
         t = np.atleast_1d(np.asarray(temperature_ev, np.float64))
         r = np.atleast_1d(np.asarray(density_gcc, np.float64))
         _check_domain(t, r)
-        f, zb, lzb, lne = _saha_grid(self._tables, self._index(z), *np.broadcast_arrays(t, r))
-        return {"fractions": f, "zbar": zb, "log_zbar": lzb, "log_ne": lne}
+        f, zb, lzb, lne, d_i = _saha_grid(self._tables, self._index(z), *np.broadcast_arrays(t, r),
+                                          lowering=self.config.continuum_lowering)
+        if d_i is None:
+            d_i = np.zeros((f.shape[0], f.shape[1] - 1))
+        return {"fractions": f, "zbar": zb, "log_zbar": lzb, "log_ne": lne, "lowering_ev": d_i}
 
     def kept_stages(self, z) -> np.ndarray:
         """Charges whose LTE fraction exceeds config.min_fraction somewhere on the NIST-LANL grid."""
         idx = self._index(z)
         if idx not in self._kept:
             tt, rr = np.meshgrid(grid.temperatures_ev(), grid.densities_gcc(), indexing="ij")
-            f = _saha_grid(self._tables, idx, tt.ravel(), rr.ravel())[0]
+            f = _saha_grid(self._tables, idx, tt.ravel(), rr.ravel(),
+                           lowering=self.config.continuum_lowering)[0]
             kept = np.nonzero(f.max(axis=0) > self.config.min_fraction)[0]
             if kept.max() >= f.shape[1] - 1:
                 raise RuntimeError(f"Z={z}: the highest tabulated charge state is populated; "
@@ -207,9 +259,62 @@ class OpacityGenerator:
             bf /= width
         return bb, bf
 
+    def ion_bound_free(self, z, q, temperature_ev, lowering_ev, energy_edges_ev):
+        """Per-ion bound-free cross-section with lowered thresholds, bin-averaged, per point.
+
+        Thresholds E_th = I_q - E_l - dI (dI >= 0 per point); levels with E_th <= 0 are dissolved
+        and left out; the Kramers cross-section is taken at the lowered threshold. With dI = 0
+        this equals the bound-free part of `ion_spectra` (up to summation order).
+
+        Args: z, q: element and charge; temperature_ev: (N,) [eV]; lowering_ev: (N,) dI of this
+          stage [eV]; energy_edges_ev: (nE+1,) [eV].
+        Returns: (N, nE) [cm^2 per ion].
+        """
+        ion = self._ion(z, q)
+        t = np.asarray(temperature_ev, np.float64)
+        d_i = np.asarray(lowering_ev, np.float64)
+        edges = np.asarray(energy_edges_ev, np.float64)
+        n_pts, n_e = t.size, edges.size - 1
+        e_th0 = ion.ionization_energy_ev - ion.level_energy_ev
+        order = np.argsort(e_th0, kind="stable")
+        e_th0 = e_th0[order]
+        # Levels whose threshold stays above the band at every point add nothing to any bin.
+        n_keep = int(np.searchsorted(e_th0, edges[-1] + d_i.max(), side="right"))
+        e_th0, lev = e_th0[:n_keep], order[:n_keep]
+        t_unique, inv_t = np.unique(t, return_inverse=True)
+        with np.errstate(under="ignore"):
+            log_g = np.log(ion.level_g)
+            a = log_g[None, :] - ion.level_energy_ev[None, :] / t_unique[:, None]
+            a_max = a.max(axis=1, keepdims=True)
+            log_u = a_max + np.log(np.exp(a - a_max).sum(axis=1, keepdims=True))
+            pop = np.exp(a[:, lev] - log_u)[inv_t.ravel()]                      # (N, nL)
+            e_th = e_th0[None, :] - d_i[:, None]                                  # (N, nL), sorted
+            alive = e_th > 0.0
+            e_safe = np.where(alive, e_th, 1.0)
+            w = np.where(alive, pop * phys.bf_threshold_xsec_cm2(e_safe, float(q)) * e_safe**3, 0.0)
+            cum = np.concatenate([np.zeros((n_pts, 1)), np.cumsum(w, axis=1)], axis=1)
+            # Same step-function integral as `ion_spectra`: thresholds below a bin's lower edge
+            # (E_th <= a <=> E_th0 <= a + dI) plus the partial integrals of thresholds inside it.
+            below = np.searchsorted(e_th0, edges[None, :-1] + d_i[:, None], side="right")
+            s_lo = np.take_along_axis(cum, below, axis=1)                          # (N, nE)
+            tp = t[:, None]
+            bf = s_lo * phys.kramers_kernel_integral(edges[None, :-1], edges[None, 1:], tp)
+            kb = np.searchsorted(edges, e_th, side="left") - 1
+            sel = alive & (kb >= 0) & (kb < n_e) & (e_th > edges[0])
+            if np.any(sel):
+                rows = np.nonzero(sel)[0]
+                q_part = phys.kramers_kernel_integral(e_th[sel], edges[kb[sel] + 1], t[rows])
+                bf += np.bincount(rows * n_e + kb[sel], weights=w[sel] * q_part,
+                                  minlength=n_pts * n_e).reshape(n_pts, n_e)
+            bf /= np.diff(edges)[None, :]
+        return bf
+
     # -- assembly ------------------------------------------------------------------------------
-    def _assemble(self, idx, t_unique, inv_t, fractions, log_ne, edges, mass_weight=1.0):
-        """Components (N, nE) at N points whose temperatures are t_unique[inv_t]."""
+    def _assemble(self, idx, t_unique, inv_t, fractions, log_ne, edges, mass_weight=1.0,
+                  lowering_ev=None):
+        """Components (N, nE) at N points whose temperatures are t_unique[inv_t]; with
+        `lowering_ev` (N, nS - 1) [eV] the bound-free thresholds of stage q move down by
+        lowering_ev[:, q] (`ion_bound_free`)."""
         z = int(_el.ATOMIC_NUMBERS[idx])
         a = float(_el.ATOMIC_WEIGHTS[idx])
         n_per_gram = 1.0 / (a * C.ATOMIC_MASS_UNIT_G)
@@ -219,7 +324,11 @@ class OpacityGenerator:
         for q in self.kept_stages(z):
             l_bb, l_bf = self.ion_spectra(z, q, t_unique, edges)
             bb += fractions[:, q:q + 1] * l_bb[inv_t]
-            bf += fractions[:, q:q + 1] * l_bf[inv_t]
+            if lowering_ev is None:
+                bf += fractions[:, q:q + 1] * l_bf[inv_t]
+            else:
+                bf += fractions[:, q:q + 1] * self.ion_bound_free(
+                    z, q, t_unique[inv_t], lowering_ev[:, q], edges)
         bb *= n_per_gram
         bf *= n_per_gram
         charges = np.arange(fractions.shape[1], dtype=np.float64)
@@ -252,9 +361,11 @@ class OpacityGenerator:
         _check_domain(t, r)
         edges = _check_edges(energy_edges_ev)
         idx = self._index(z)
-        fractions, zbar, _, log_ne = _saha_grid(self._tables, idx, t, r)
+        fractions, zbar, _, log_ne, d_i = _saha_grid(self._tables, idx, t, r,
+                                                     lowering=self.config.continuum_lowering)
         t_unique, inv = np.unique(t, return_inverse=True)
-        comps = self._assemble(idx, t_unique, inv.ravel(), fractions, log_ne, edges)
+        comps = self._assemble(idx, t_unique, inv.ravel(), fractions, log_ne, edges,
+                               lowering_ev=d_i)
         out = dict(comps)
         out["kappa"] = comps["bb"] + comps["bf"] + comps["ff"] + comps["es"]
         out["zbar"], out["fractions"] = zbar, fractions
@@ -296,15 +407,26 @@ class OpacityGenerator:
         solve = lambda tt, rr: saha.solve_mixture(
             tt, rr, x, tab["atomic_weights"], tab["ionization_energies_ev"],
             tab["level_energy_ev"], tab["level_log_g"])
+        d_i = None
         with _compat.enable_x64():
-            res = jax.jit(jax.vmap(solve))(jnp.asarray(t), jnp.asarray(r))
+            if self.config.continuum_lowering == "none":
+                res = jax.jit(jax.vmap(solve))(jnp.asarray(t), jnp.asarray(r))
+            else:
+                def lowered(tt, rr):
+                    one = lambda i_q: saha.solve_mixture(
+                        tt, rr, x, tab["atomic_weights"], i_q, tab["level_energy_ev"],
+                        tab["level_log_g"])
+                    return saha.solve_debye_lowered(one, tt, tab["ionization_energies_ev"])[:2]
+                res, d_i = jax.jit(jax.vmap(lowered))(jnp.asarray(t), jnp.asarray(r))
+                d_i = np.asarray(d_i)
             fr, zb, lne = np.asarray(res.fractions), np.asarray(res.zbar), np.asarray(res.log_ne)
         t_unique, inv = np.unique(t, return_inverse=True)
         total = None
         for m, i in enumerate(idx):
             # Per gram of mixture: element m contributes x_m times its per-gram-of-element opacity,
             # with its own fractions under the shared electron density.
-            comps = self._assemble(int(i), t_unique, inv.ravel(), fr[:, m], lne, edges, x[m])
+            comps = self._assemble(int(i), t_unique, inv.ravel(), fr[:, m], lne, edges, x[m],
+                                   lowering_ev=d_i)
             total = comps if total is None else {k: total[k] + comps[k] for k in total}
         total["kappa"] = total["bb"] + total["bf"] + total["ff"] + total["es"]
         total["zbar"], total["log_ne"] = zb, lne
@@ -355,7 +477,7 @@ def generate_dataset(elements: Optional[Sequence[int]] = None, n_energy: int = 2
         "generator_version": GENERATOR_VERSION,
         "package_version": opacity_jax.__version__,
         "seed": cfg.seed, "line_cap": cfg.line_cap, "level_cap": cfg.level_cap,
-        "min_fraction": cfg.min_fraction,
+        "min_fraction": cfg.min_fraction, "continuum_lowering": cfg.continuum_lowering,
         "quantity": "line-binned LTE monochromatic opacity (not Sobolev expansion opacity)",
     }
     if sink is not None:

@@ -457,11 +457,10 @@ def evaluate_refinement(workdir, forward_workdir, n_points: int = 20, seed: int 
         if c.data.path:
             raise ValueError(f"{name}: trained on {c.data.path}; off-grid truth needs the "
                              "embedded generator's data (data.path empty)")
-    if int(cfg.data.get("generator_seed", 0)) != int(fcfg.data.get("generator_seed", 0)):
+    if experiment.generator_config(cfg.data) != experiment.generator_config(fcfg.data):
         raise ValueError(f"{workdir} and {forward_workdir} were trained on different "
-                         "generator seeds")
-    gen = generator.OpacityGenerator(generator.GeneratorConfig(
-        seed=int(cfg.data.get("generator_seed", 0))))
+                         "generator settings (data.generator_seed, data.continuum_lowering)")
+    gen = generator.OpacityGenerator(experiment.generator_config(cfg.data))
     rng = np.random.default_rng(seed)
     dom = fwd.domain
     lt_lo, lt_hi = np.log10(dom["temperature_ev"])

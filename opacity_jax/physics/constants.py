@@ -30,6 +30,9 @@ LINE_XSEC_CM2_EV = LINE_XSEC_CM2_HZ * H_PLANCK_EV_S
 # (2 pi m_e k / h^2)^{3/2} evaluated at T = 1 eV: thermal de Broglie density [cm^-3].
 SAHA_CONST_CM3_EV32 = (2.0 * 3.141592653589793 * ELECTRON_MASS_G * EV_ERG
                        / H_PLANCK_ERG_S**2) ** 1.5
+# e^2 in eV cm (Coulomb energy of two unit charges 1 cm apart; ~1.44e-7): Debye-Hueckel lowering
+# of the ionization potential, dI_q = (q + 1) e^2 / lambda_D.
+ELECTRON_CHARGE_SQ_EV_CM = ELECTRON_CHARGE_ESU**2 / EV_ERG
 # Kramers hydrogenic photoionisation cross-section at threshold for n = 1, Z = 1 [cm^2].
 KRAMERS_BF_CM2 = 7.906e-18
 # Kramers free-free absorption coefficient prefactor (Rybicki & Lightman eq. 5.18b, Gaunt = 1):

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from opacity_jax.data import embedded, grid, h5file, splits, supernu, transforms
+from opacity_jax.data import embedded, generator, grid, h5file, splits, supernu, transforms
 from opacity_jax.data.dataset import Dataset
 from opacity_jax.data.transforms import SpectrumScaling
 from opacity_jax.experiments import registry
@@ -34,13 +34,27 @@ from opacity_jax.train.workdir import MODEL_FILE  # noqa: F401  (experiment.MODE
 
 # --------------------------------------------------------------------------------------------
 # data
+def generator_config(data_cfg) -> generator.GeneratorConfig:
+    """The embedded generator's settings named by a data config: `generator_seed` (default 0)
+    and `continuum_lowering` ("none" default, or "debye"; anything else is a ValueError)."""
+    lowering = generator.check_continuum_lowering(data_cfg.get("continuum_lowering", "none"),
+                                                  "data.continuum_lowering")
+    return generator.GeneratorConfig(seed=int(data_cfg.get("generator_seed", 0)),
+                                     continuum_lowering=lowering)
+
+
 def load_data(data_cfg) -> Dataset:
     """The dataset named by the config (embedded default when `path` is empty), on n_energy bins.
 
     Files at a finer resolution are rebinned conservatively; a coarser file is an error.
+    `data.continuum_lowering` selects a generator variant (embedded data only).
     """
     elements = _parse_elements(data_cfg.get("elements", ""))
     n_energy = int(data_cfg.n_energy)
+    gen_cfg = generator_config(data_cfg)
+    if data_cfg.path and gen_cfg.continuum_lowering != "none":
+        raise ValueError(f"data.continuum_lowering = {gen_cfg.continuum_lowering!r} applies "
+                         f"to the embedded generator only, but data.path = {data_cfg.path!r}")
     if data_cfg.path and supernu.is_supernu_source(data_cfg.path):
         # SuperNu's layouts (NIST-LANL tables as SuperNu reads them): a folder of
         # op_<sym>_1Em<NN>gcc.table files or opacities.h5, point values averaged onto bins.
@@ -48,9 +62,9 @@ def load_data(data_cfg) -> Dataset:
     elif data_cfg.path:
         ds = h5file.load_dataset(data_cfg.path, elements=elements)
     else:
-        path = embedded.ensure_embedded_dataset(n_energy=n_energy,
-                                                seed=int(data_cfg.get("generator_seed", 0)),
-                                                elements=elements)
+        path = embedded.ensure_embedded_dataset(n_energy=n_energy, seed=gen_cfg.seed,
+                                                elements=elements,
+                                                continuum_lowering=gen_cfg.continuum_lowering)
         ds = h5file.load_dataset(path)
     n_file = ds.kappa.shape[-1]
     if n_file != n_energy:
