@@ -230,7 +230,7 @@ def row_fit(consts, spec, params, log10_t, log10_rho, kappa, scale, mask, ridge:
 
 
 def log_refine(x, cont, kappa, mask, a0, steps: int, linear_weight: float = 0.0,
-               rel_floor: float = 1e-3, anchor: float = 1e-6):
+               rel_floor: float = 1e-3, anchor: float = 1e-6, bound_factor: float = 10.0):
     """Refine one row's stage spectra in log space (Levenberg-Marquardt per bin).
 
     The linear fit (`row_fit`) weights every density of a bin by the bin's largest opacity, so
@@ -244,7 +244,8 @@ def log_refine(x, cont, kappa, mask, a0, steps: int, linear_weight: float = 0.0,
     Jacobian is still non-zero). Two guards keep stages the row's densities hardly see (edge
     densities held out, a stage whose fraction is tiny at every fitted density) from drifting:
     a weak pull `anchor` x sum_q (ln A_q - ln A_q,start)^2 towards the start, and the bound
-    x_q A_q <= 2 kappa at every fitted density (a stage cannot absorb more than the total). Each
+    x_q A_q <= bound_factor x kappa at every fitted density (a stage cannot absorb more than the
+    total; the factor leaves room for the fractions' own error). Each
     bin is an independent S-parameter problem; a step is kept only if it lowers that bin's
     misfit.
 
@@ -260,9 +261,10 @@ def log_refine(x, cont, kappa, mask, a0, steps: int, linear_weight: float = 0.0,
     kmin = jnp.where(jnp.isfinite(kmin), kmin, tiny)
     log_x = jnp.log(jnp.maximum(x, 1e-38))
     log_c = jnp.log(jnp.maximum(cont, tiny))
-    # ln A_q <= min over fitted densities of ln(2 kappa / x_q): (S, nE).
+    # ln A_q <= min over fitted densities of ln(bound_factor kappa / x_q): (S, nE).
     bound = jnp.min(jnp.where(mask[:, None, None] > 0,
-                              np.log(2.0) + y[:, None, :] - log_x[:, :, None], np.inf), axis=0)
+                              np.log(bound_factor) + y[:, None, :] - log_x[:, :, None], np.inf),
+                    axis=0)
     bound = jnp.minimum(bound, 80.0)
     lo = np.log(1e-300)
     u0 = jnp.clip(jnp.log(jnp.maximum(a0, jnp.maximum(rel_floor * kmin, tiny)[None, :])), lo,
