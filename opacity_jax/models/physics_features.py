@@ -11,7 +11,8 @@ energies and unit partition functions, the prior of the stage_basis family; noth
 generator's levels, lines or per-stage arrays). The stage window of each element is the
 `n_stages` consecutive charges with the largest summed prior fraction over the element's
 training nodes (the dominant stages). log10 x_q is floored smoothly at LOG10_X_FLOOR (a softplus,
-so derivatives stay continuous): below 1e-30 a stage is absent for any opacity purpose.
+so derivatives stay continuous): fractions of absent stages reach 1e-500 and beyond, which would
+dominate the standardization without telling the regressor anything.
 
 Each feature is standardized with the mean / standard deviation over the element's training
 nodes. Everything is jit-able, vmap-able over points and differentiable in T and rho (the Saha
