@@ -82,18 +82,20 @@ def evaluate(workdir, **options) -> dict:
 def report(m: dict) -> str:
     """Headline table of `evaluate`'s metrics: RMSE and Planck / Rosseland mean errors per
     method, and the targets of the best model."""
+    from opacity_jax import evaluate as evaluate_lib
     lines = [f"{m['n_test_spectra']} held-out spectra ({m['split']} split), {m['n_energy']} bins",
              f"{'method':36s} {'RMSE mean':>11s} {'RMSE med':>10s} {'Planck med':>10s} "
              f"{'Planck p95':>10s} {'Ross med':>9s}"]
+    rel = evaluate_lib.format_rel      # percentages above 1e6 % are printed in dex
     for name, r in m["methods"].items():
         lines.append(f"{name:36s} {r['rmse_mean']:11.4g} {r['rmse_median']:10.4g} "
-                     f"{r['planck_rel']['median']:10.3%} {r['planck_rel']['p95']:10.3%} "
-                     f"{r['rosseland_rel']['median']:9.3%}")
+                     f"{rel(r['planck_rel']['median']):>10s} {rel(r['planck_rel']['p95']):>10s} "
+                     f"{rel(r['rosseland_rel']['median']):>9s}")
     if "targets" in m:
         t = m["targets"]
         lines.append(f"best model {t['best_model']}: RMSE / 4-neighbour = "
                      f"{t['rmse_ratio_to_4_neighbour']:.3f} (target <= 0.5), median Planck "
-                     f"error {t['planck_rel_median']:.3%} (target <= 2%)")
+                     f"error {rel(t['planck_rel_median'])} (target <= 2 %)")
     if "honest_table" in m:
         lines += ["", m["honest_table"]]
     if "offgrid" in m:
