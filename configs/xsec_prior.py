@@ -15,9 +15,10 @@ Presets as configs/xsec.py (default, cpu, paper), plus 'perturbed' (= default wi
 built from approximate curves: upper curve +0.03 eV, transition dipole x 1.03; the table
 itself is unchanged), whose curves are calibrated on the training rows before training
 (prior.calibrate: one upper-curve shift and one global scale per molecule, recorded in
-model.json and used again when serving). v enters continuously (v / v_max, E_vJ), so held-out whole v levels need
-no other setting; no Fourier features; dropout 0; learning rate 1e-3 (the residual is small: at 3e-3 the first
-epochs move the net further from the target than the prior was).
+model.json and used again when serving). v enters continuously (v / v_max, E_vJ), so held-out
+whole v levels need no other setting; no Fourier features; dropout 0; learning rate 1e-3 (the
+residual is small: at 3e-3 the first epochs move the net further from the target than the
+prior was).
 """
 
 import importlib.util

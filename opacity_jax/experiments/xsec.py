@@ -361,8 +361,8 @@ def attach_prior(mols: Sequence[MoleculeData], prior_cfg, floor: float) -> dict:
       misfit0_dex, n_points}} when calibrated (misfits: mean |log10 residual| of the cheap fit
       after / before).
     """
-    used = json.loads(prior_cfg.to_json_best_effort()) if hasattr(prior_cfg, "to_json_best_effort") \
-        else dict(prior_cfg)
+    used = (json.loads(prior_cfg.to_json_best_effort())
+            if hasattr(prior_cfg, "to_json_best_effort") else dict(prior_cfg))
     used.pop("calibration", None)
     if bool(used.get("calibrate", False)):
         q = float(used.get("shift_quantum_ev", 1e-3))
