@@ -123,3 +123,10 @@ def test_calibrated_run_records_and_serves_the_calibration(tmp_path, monkeypatch
     assert m["prior_calibration"]["HeH+"]["shift_ev"] == cal["shift_ev"]
     # The calibrated prior alone is close to the exact table again (uncalibrated: ~5-10 %).
     assert m["pooled"]["prior"]["median_rel"] < 0.02, m["pooled"]["prior"]
+
+
+def test_calibration_config_is_checked():
+    cfg = prior_config.get_config("perturbed")
+    cfg.prior.shift_quantum_ev = -1e-3
+    with pytest.raises(ValueError, match="shift_quantum_ev"):
+        xe.run_xsec(cfg, "/nonexistent/never_written")
