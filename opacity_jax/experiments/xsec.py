@@ -75,6 +75,7 @@ from opacity_jax.data import xsec_generator as xg
 from opacity_jax.errors import DomainError
 from opacity_jax.models import xsec as xsec_models
 from opacity_jax.physics import molecular as _mol
+from opacity_jax.physics import prior_calibration
 from opacity_jax.physics import reflection
 from opacity_jax.serve.xsec import (LABEL, XsecSurrogate, make_descriptors, prior_inputs,
                                    prior_molecule)
@@ -342,11 +343,74 @@ def prior_point_weights(m: MoleculeData) -> np.ndarray:
     return np.clip(w, 1e-2, 1.0).astype(np.float32)
 
 
-def attach_prior(mols: Sequence[MoleculeData], prior_cfg, floor: float):
-    """Fill each molecule's `prior` features and `sigma_prior` on its whole grid (in place)."""
+def attach_prior(mols: Sequence[MoleculeData], prior_cfg, floor: float) -> dict:
+    """Fill each molecule's `prior` features and `sigma_prior` on its whole grid (in place).
+
+    With prior_cfg.calibrate, the prior's curves are first calibrated on each molecule's
+    training points (never its validation or test points): physics.prior_calibration fits the
+    upper-curve shift s [eV] on the prior of the configured curves, refines it once on the
+    exact prior of up to prior_cfg.refine_levels training levels at that shift (rounded to
+    prior_cfg.shift_quantum_ev, so the splits of a table and the served model share one cached
+    prior), the prior is rebuilt exactly on the curves with the upper curve lowered by s
+    (serve.xsec.prior_curves), and the global scale c is the median log10 ratio of the training
+    sigma to that prior at the resolved points (> 1e-3 of each level's training maximum).
+
+    Returns:
+      the prior config as used (a plain dict, stored in model.json): prior_cfg, plus
+      'calibration' {molecule: {shift_ev, log10_scale, shift_unrounded_ev, misfit_dex,
+      misfit0_dex, n_points}} when calibrated (misfits: mean |log10 residual| of the cheap fit
+      after / before).
+    """
+    used = (json.loads(prior_cfg.to_json_best_effort())
+            if hasattr(prior_cfg, "to_json_best_effort") else dict(prior_cfg))
+    used.pop("calibration", None)
+    if bool(used.get("calibrate", False)):
+        q = float(used.get("shift_quantum_ev", 1e-3))
+        n_sub = int(used.get("refine_levels", 48))
+        cal = {}
+        for m in mols:
+            _, sig0 = prior_inputs(ConfigDict(used), m.name, m.v, m.J, m.lam, m.sigma_ref,
+                                   floor, m.lam)
+            fit = prior_calibration.fit_shift_scale(
+                sig0, m.sigma, m.train, m.lam, max_shift_ev=float(used.get("max_shift_ev", 0.1)))
+            # Interpolating the prior between grid wavelengths biases the shift by ~1 meV;
+            # one refinement on the exact prior of a subset of training levels at that shift
+            # (the remaining shift is small, and so is its interpolation bias). The subset is
+            # one J (the one with most training levels): the prior's cost goes by its J' = J +- 1
+            # continuum kernels, not by the number of levels.
+            has = m.train.any(axis=1)
+            js, counts = np.unique(m.J[has], return_counts=True)
+            lev = np.flatnonzero(has & (m.J == js[np.argmax(counts)]))
+            lev = lev[np.unique(np.linspace(0, lev.size - 1, min(n_sub, lev.size)).astype(int))]
+            s1 = fit["shift_ev"]
+            sub = dict(used, calibration={m.name: {"shift_ev": s1, "log10_scale": 0.0}})
+            _, sig_sub = prior_inputs(ConfigDict(sub), m.name, m.v[lev], m.J[lev], m.lam,
+                                      m.sigma_ref, floor, m.lam)
+            fit2 = prior_calibration.fit_shift_scale(
+                sig_sub, m.sigma[lev], m.train[lev], m.lam, max_shift_ev=0.01,
+                coarse_step_ev=2e-4, tol_ev=1e-5)
+            fit["shift_ev"] = s1 + fit2["shift_ev"]
+            s = round(round(fit["shift_ev"] / q) * q, 9) if q > 0 else fit["shift_ev"]
+            trial = dict(used, calibration={m.name: {"shift_ev": s, "log10_scale": 0.0}})
+            _, sig1 = prior_inputs(ConfigDict(trial), m.name, m.v, m.J, m.lam, m.sigma_ref,
+                                   floor, m.lam)
+            kmax = np.where(m.train, m.sigma, -np.inf).max(axis=1, keepdims=True)
+            use = m.train & (m.sigma > 1e-3 * kmax) & (m.sigma > 0)
+            p1 = np.maximum(sig1, 1e-3 * np.maximum(sig1.max(axis=1, keepdims=True), 1e-300))
+            c = float(np.median(np.log10(m.sigma[use] / p1[use])))
+            cal[m.name] = {"shift_ev": s, "log10_scale": c, "shift_unrounded_ev": fit["shift_ev"],
+                           "shift_first_ev": s1, "misfit_refined_dex": fit2["misfit_dex"],
+                           "misfit_dex": fit["misfit_dex"], "misfit0_dex": fit["misfit0_dex"],
+                           "n_points": fit["n_points"]}
+            logging.info("%s: prior calibrated: upper curve lowered by %.4f eV (fit %.5f), "
+                         "scale 10^%.4f; misfit %.4f -> %.4f dex", m.name, s, fit["shift_ev"], c,
+                         fit["misfit0_dex"], fit["misfit_dex"])
+        used["calibration"] = cal
+    cfg = ConfigDict(used)
     for m in mols:
-        m.prior, m.sigma_prior = prior_inputs(prior_cfg, m.name, m.v, m.J, m.lam, m.sigma_ref,
+        m.prior, m.sigma_prior = prior_inputs(cfg, m.name, m.v, m.J, m.lam, m.sigma_ref,
                                               floor, m.lam)
+    return used
 
 
 # -------------------------------------------------------------------------------- training
@@ -380,6 +444,13 @@ def validate(config):
         if not (float(p.get("fill", 1e-3)) >= 0 and float(p.get("dipole_scale", 1.0)) > 0):
             raise ValueError(f"prior.fill must be >= 0 and prior.dipole_scale > 0, got "
                              f"{p.get('fill')}, {p.get('dipole_scale')}")
+        if not isinstance(p.get("calibrate", False), bool):
+            raise ValueError(f"prior.calibrate must be True or False, got {p.get('calibrate')!r}")
+        if not (float(p.get("max_shift_ev", 0.1)) > 0 and float(p.get("shift_quantum_ev", 1e-3))
+                >= 0):
+            raise ValueError(f"prior.max_shift_ev must be > 0 [eV] and prior.shift_quantum_ev "
+                             f">= 0 [eV], got {p.get('max_shift_ev')}, "
+                             f"{p.get('shift_quantum_ev')}")
     if config.data.split == "v_levels" and config.xsec.v_encoding == "onehot":
         logging.warning("data.split = 'v_levels' with xsec.v_encoding = 'onehot': a held-out v "
                         "enters through untrained first-layer weights; use 'continuous'")
@@ -400,8 +471,9 @@ def run_xsec(config, workdir, progress: bool = True) -> dict:
     n_v, n_j = one_hot_sizes(mols)
     model = model_from_config(config, n_v, n_j)
     floor = float(config.data.floor)
+    prior_used = None
     if config.model == "xsec_prior":
-        attach_prior(mols, config.prior, floor)
+        prior_used = attach_prior(mols, config.prior, floor)
     tr = pack(mols, "train", floor, bool(config.data.balance))
     va = pack(mols, "val", floor)
     members = int(config.xsec.get("ensemble", 1))
@@ -409,6 +481,8 @@ def run_xsec(config, workdir, progress: bool = True) -> dict:
         # Molecule x member entities (member-fastest), each with its own PRNG stream.
         tr, va = tr.replicate(members), va.replicate(members)
     meta = build_meta(config, mols, sp, sv, prov, n_v, n_j)
+    if prior_used is not None:
+        meta["prior"] = prior_used       # with the calibration fitted on the training rows
     task = experiment.regression_task(model, config.model, point_weight_key=(
         "pw" if config.model == "xsec_prior" else None))
     lcfg = loop.LoopConfig.from_config(config.train, seed)
@@ -657,6 +731,8 @@ def evaluate_xsec(workdir, make_figures: bool = True, progress: bool = False) ->
                                        for m in mols]))
                    for t in res["lte_prior"][mols[0].name]} for kind in ("net", "completed")}
     res["train_summary"] = sur.meta.get("train_summary", {})
+    if has_prior and sur.meta["prior"].get("calibration"):
+        res["prior_calibration"] = sur.meta["prior"]["calibration"]
     res["table"] = sur.meta.get("table", {})
     out_dir = workdir_lib.eval_dir(workdir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -791,6 +867,8 @@ def report_arms(base_config, pinn_config, splits: Sequence[str] = SPLITS,
             if c.model == "xsec_prior" and (float(c.prior.upper_shift_ev) != 0.0
                                             or float(c.prior.dipole_scale) != 1.0):
                 tag += "_perturbed"
+            if c.model == "xsec_prior" and bool(c.prior.get("calibrate", False)):
+                tag += "_calibrated"
             arms.append((f"{split}__{tag}__{c.xsec.v_encoding}", c))
         if split == "v_levels" and onehot_on_v:
             c = copy.deepcopy(base_config)
@@ -877,7 +955,8 @@ def report_markdown(rep: dict) -> str:
         p = r["pooled"]
         lte = " | ".join(_pct(v) for v in r["lte_summary"]["net"].values())
         ts = r.get("train_summary", {})
-        label = r["model"] + (" (perturbed prior)" if "_perturbed__" in name else "")
+        label = r["model"] + (" (perturbed prior)" if "_perturbed_" in name else "") + (
+            " (calibrated)" if "_calibrated__" in name else "")
         lines.append(
             f"| {r['split']} | {label} | {r['v_encoding']} | {_pct(p['net']['median_rel'])}"
             f" | {_pct(r['mean_of_molecule_medians']['net'])} | {_pct(p['net']['p90_rel'])} | "

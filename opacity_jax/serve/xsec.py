@@ -57,11 +57,35 @@ def make_descriptors(v, J, energy, lam_nm, lam_max: float, v_max: int, e_min: fl
 
 
 
+def prior_calibration(prior_cfg, name: str):
+    """{'shift_ev': s [eV], 'log10_scale': log10 c, ...} fitted for `name` on training rows
+    (prior_cfg.calibration, written by experiments.xsec attach_prior), or None if uncalibrated."""
+    cal = prior_cfg.get("calibration", None)
+    if not cal:
+        return None
+    if name not in cal:
+        raise ValueError(f"prior.calibration has no entry for {name!r} (has {sorted(cal)})")
+    return cal[name]
+
+
+def prior_curves(prior_cfg, name: str):
+    """(upper-curve shift [eV], transition-dipole scale) of the curves the prior of `name` is
+    built from: prior_cfg.upper_shift_ev / dipole_scale, corrected by the calibration if any
+    (upper curve lowered by the fitted s, dipole times 10 ** (log10 c / 2))."""
+    shift = float(prior_cfg.get("upper_shift_ev", 0.0))
+    dip = float(prior_cfg.get("dipole_scale", 1.0))
+    cal = prior_calibration(prior_cfg, name)
+    if cal is None:
+        return shift, dip
+    # Rounded so that a shift that cancels the configured one hits the same cache entry.
+    return round(shift - float(cal["shift_ev"]), 9), dip * 10.0 ** (0.5 * float(cal["log10_scale"]))
+
+
 def prior_molecule(prior_cfg, name: str):
     """The Molecule the prior of `name` is built from: the package's curves, or perturbed ones
-    (prior_cfg.upper_shift_ev [eV], prior_cfg.dipole_scale; physics.reflection)."""
-    return reflection.perturbed_molecule(name, float(prior_cfg.get("upper_shift_ev", 0.0)),
-                                         float(prior_cfg.get("dipole_scale", 1.0)))
+    (prior_curves: prior_cfg.upper_shift_ev [eV], prior_cfg.dipole_scale, and the calibration;
+    physics.reflection)."""
+    return reflection.perturbed_molecule(name, *prior_curves(prior_cfg, name))
 
 
 def prior_inputs(prior_cfg, name: str, v, J, lam_nm, sigma_ref: float, floor: float, grid_nm):
@@ -71,13 +95,20 @@ def prior_inputs(prior_cfg, name: str, v, J, lam_nm, sigma_ref: float, floor: fl
     The prior of a whole table takes minutes for the heavy ions (Na2+: 1723 levels), and every
     split, arm and evaluation of a table needs the same one, so it is cached on disk
     ($OPACITY_JAX_CACHE, keyed by the curves' perturbation, the levels, the wavelengths and a
-    hash of the physics sources).
+    hash of the physics sources). A calibrated prior (prior_cfg.calibration) is keyed by its
+    upper-curve shift alone: the dipole scale and the fitted scale are one global factor on
+    sigma (sigma is quadratic in D), applied after the cache, so it is computed and stored at
+    unit dipole scale.
     """
+    shift, dip = prior_curves(prior_cfg, name)
+    factor = 1.0
+    if prior_calibration(prior_cfg, name) is not None:
+        factor, dip = dip * dip, 1.0
     key = hashlib.sha256()
     for path in (*_mol.SOURCE_FILES, Path(reflection.__file__)):
         key.update(path.read_bytes())
-    key.update(json.dumps([name, float(prior_cfg.get("upper_shift_ev", 0.0)),
-                           float(prior_cfg.get("dipole_scale", 1.0))]).encode())
+    key.update(json.dumps([name, shift, dip]).encode())
+    cache_mol = reflection.perturbed_molecule(name, shift, dip)
 
     def compute(mol, v_, J_, lam_, fill):
         k = key.copy()
@@ -87,13 +118,18 @@ def prior_inputs(prior_cfg, name: str, v, J, lam_nm, sigma_ref: float, floor: fl
         path = embedded.default_cache_dir() / f"xsec_prior_{k.hexdigest()[:20]}.npz"
         if path.exists():
             with np.load(path) as z:
-                return z["sigma"], {n: z[n] for n in ("airy", "reflection", "r_c_bohr")}
-        sig, parts = reflection.prior_cross_sections(mol, v_, J_, lam_, fill=fill,
-                                                     return_parts=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, sigma=sig, **parts)
-        tmp.replace(path)
+                sig, parts = z["sigma"], {n: z[n] for n in ("airy", "reflection", "r_c_bohr")}
+        else:
+            sig, parts = reflection.prior_cross_sections(cache_mol, v_, J_, lam_, fill=fill,
+                                                         return_parts=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.stem + ".tmp.npz")
+            np.savez(tmp, sigma=sig, **parts)
+            tmp.replace(path)
+        if factor != 1.0:
+            sig = sig * factor
+            parts = {**parts, "airy": parts["airy"] * factor,
+                     "reflection": parts["reflection"] * factor}
         return sig, parts
 
     return reflection.prior_features(prior_molecule(prior_cfg, name), v, J, lam_nm, sigma_ref,
