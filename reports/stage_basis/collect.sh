@@ -17,9 +17,10 @@ if [[ "${SKIP_TRAINING:-0}" != 1 ]]; then
   run sb_seed1 "" 0 --config.data.generator_seed=1
   run sb_seed1_nocorr "" 0 --config.data.generator_seed=1 --config.stage_basis.correction=False
   run sb_nocorr "" 0 --config.stage_basis.correction=False
-  run sb_linear "" 0 --config.stage_basis.log_refine_steps=0
+  run sb_ipd "" 0 --config.data.continuum_lowering=debye
+  run sb_ipd_nocorr "" 0 --config.data.continuum_lowering=debye --config.stage_basis.correction=False
 fi
-for w in sb sb_rows sb_random sb_seed1 sb_seed1_nocorr sb_nocorr sb_linear sb_cpu sb_cpu_rows sb_cpu_random; do
+for w in sb sb_rows sb_random sb_seed1 sb_seed1_nocorr sb_nocorr sb_ipd sb_ipd_nocorr sb_cpu sb_cpu_rows sb_cpu_random; do
   [[ -f "$runs/$w/eval/report.md" ]] || continue
   mkdir -p "reports/stage_basis/$w"
   for f in report.md metrics.json offgrid.md offgrid.json; do

@@ -10,8 +10,12 @@ RUNS = [("sb", "6 elements, held-out nodes"), ("sb_rows", "6 elements, held-out 
         ("sb_seed1", "6 elements, held-out nodes, other model atom (generator seed 1)"),
         ("sb_seed1_nocorr", "same, learned correction off (prior fractions only)"),
         ("sb_nocorr", "6 elements, held-out nodes, correction off"),
+        ("sb_ipd", "6 elements, held-out nodes, continuum-lowered generator (Debye)"),
+        ("sb_ipd_nocorr", "same, learned correction off"),
+        ("sb_linear", "6 elements, held-out nodes, linear stage fit (before log refinement)"),
         ("sb_cpu", "28 elements, held-out nodes"), ("sb_cpu_rows", "28 elements, held-out T rows"),
-        ("sb_cpu_random", "28 elements, random 90/10")]
+        ("sb_cpu_random", "28 elements, random 90/10"),
+        ("sb_cpu_linear", "28 elements, held-out nodes, linear stage fit (before log refinement)")]
 
 
 def pct(x):
