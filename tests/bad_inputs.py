@@ -644,10 +644,12 @@ def config_cases(root: Path) -> List[Case]:
         cases.append(Case("config value (bin/train)", f"{name}: {key} = {value!r}",
                           lambda cfg=cfg, wd=wd: experiment.run(cfg, wd, progress=False), exp,
                           debris=lambda wd=wd: [wd]))
-    cases.append(Case("bin/train flags", "--workdir in a missing folder",
-                      lambda: experiment.run(cae_config.get_config(),
-                                             root / "no" / "such" / "wd"),
-                      ["--workdir", "does not exist"], debris=lambda: [root / "no"]))
+    # A missing parent of --workdir is created (a fresh clone has no runs/), so the case is a
+    # bad config in a missing folder: the error, and no folder left behind.
+    cases.append(Case("bin/train flags", "--workdir in a missing folder, bad config value",
+                      lambda: experiment.run(_with(cae_config.get_config(), "train.max_seconds",
+                                                   -1.0), root / "no" / "such" / "wd"),
+                      ["train.max_seconds"], debris=lambda: [root / "no"]))
     return cases
 
 

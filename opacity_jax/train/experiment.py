@@ -292,10 +292,13 @@ def run(config, workdir, progress: bool = True, overwrite: bool = False) -> dict
     validate_config(config)
     family = registry.family(config.model)
     workdir = Path(workdir)
-    if not workdir.parent.exists():
-        raise FileNotFoundError(f"--workdir {workdir}: parent folder {workdir.parent} does not "
-                                "exist")
+    # A fresh clone has no runs/ folder: missing parents are created, and removed again with
+    # the workdir when the run fails a check (the topmost folder this run created goes).
+    top = workdir
+    while not top.parent.exists():
+        top = top.parent
     created = not workdir.exists()
+    workdir.parent.mkdir(parents=True, exist_ok=True)
     ok = False
     try:
         with workdir_lib.lock(workdir):
@@ -312,4 +315,4 @@ def run(config, workdir, progress: bool = True, overwrite: bool = False) -> dict
     finally:
         if created and not ok:
             import shutil
-            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(top, ignore_errors=True)
