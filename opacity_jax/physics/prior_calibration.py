@@ -106,7 +106,7 @@ def fit_shift_scale(sigma_prior_cm2, sigma_cm2, known, wavelength_nm, resolved: 
     Returns:
       dict: shift_ev (s [eV]: the prior's upper curve sits s above the one the table fits),
       log10_scale (log10 c), misfit_dex (mean |log10 residual| after the fit), misfit0_dex
-      (before: s = 0, c = 1), n_points.
+      (at s = 0, with its own best c), n_points.
     """
     prior = np.asarray(sigma_prior_cm2, np.float64)
     sig = np.asarray(sigma_cm2, np.float64)

@@ -231,7 +231,8 @@ class XsecSurrogate:
     def prior(self, molecule, v, J, wavelength_nm):
         """(features (n_levels, n_lambda, N_PRIOR_FEATURES), sigma_prior (n_levels, n_lambda)
         [cm^2]) of the residual net's prior (model 'xsec_prior' only; the last call per
-        molecule cached)."""
+        molecule cached), on the curves calibrated in training where model.json records
+        prior.calibration (prior_curves)."""
         if not self.meta.get("prior"):
             raise ValueError(f"model {self.meta['model']!r} has no physics prior")
         name = self.molecules[self._index(molecule)]
