@@ -1,6 +1,6 @@
 """Recompute the stage spectra of a trained stage-basis workdir with the current table fit.
 
-    python3 reports/stage_basis/retable.py SRC DST [--offgrid N]
+    PYTHONPATH=. python3 reports/stage_basis/retable.py SRC DST [--offgrid N]
 
 Copies SRC (a workdir written by `bin/train --config=configs/stage_basis.py...`) to DST, keeps
 its fitted boundary corrections dphi and continuum scales (the loop stage, whose code and
