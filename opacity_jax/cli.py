@@ -29,10 +29,23 @@ from opacity_jax.errors import CheckpointError, DataFormatError, DomainError
 USER_ERRORS = (DataFormatError, DomainError, ValueError, FileNotFoundError, CheckpointError)
 
 
+def _quiet_closed_loop(hook):
+    """An unraisable-exception hook that drops asyncio's 'Event loop is closed' (printed by
+    orbax's background threads after a failed checkpoint read, which would otherwise bury the
+    one-line error) and passes everything else to `hook`."""
+    def quiet(unraisable):
+        e = unraisable.exc_value
+        if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+            return
+        hook(unraisable)
+    return quiet
+
+
 def run(main: Callable[[], object]) -> None:
     """Run `main()` as an absl program (see module docstring); prints what `main` returns
     unless it is None."""
     prog = "bin/" + os.path.basename(sys.argv[0])
+    sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
 
     def wrapped(argv):
         del argv
