@@ -162,15 +162,23 @@ def fit_physics_features(ds, train, n_stages: int):
     return pfeat, pfeat.grid(ds.temperature_ev, ds.density_gcc)
 
 
+def prepare(config, section: str):
+    """What both spectrum families start from: (physics-feature stage count of config section
+    `section` (0 = off), the Dataset, its (train, val, test) masks, the fitted target scaling,
+    and the scaled targets y (nZ, nT, nR, nE) float32)."""
+    n_pf = physics_features_switch(config, section)
+    ds = experiment.load_data(config.data)
+    masks = experiment.make_split_masks(ds, config.data, int(config.seed))
+    scaling = fit_scaling(config, ds, masks[0])
+    y = scaling.forward(ds.kappa.astype(np.float64)).astype(np.float32)
+    return n_pf, ds, masks, scaling, y
+
+
 def run_cae(config, workdir: Path, progress: bool = True) -> dict:
     """CAE + latent regressors (see module docstring). Returns a small summary dict."""
     t0 = time.perf_counter()
     seed = int(config.seed)
-    n_pf = physics_features_switch(config, "latent")
-    ds = experiment.load_data(config.data)
-    train, val, test = experiment.make_split_masks(ds, config.data, seed)
-    scaling = fit_scaling(config, ds, train)
-    y = scaling.forward(ds.kappa.astype(np.float64)).astype(np.float32)       # (nZ,nT,nR,nE)
+    n_pf, ds, (train, val, test), scaling, y = prepare(config, "latent")   # y (nZ,nT,nR,nE)
     n_z, n_t, n_r, n_e = y.shape
     model = CAE.from_meta(dict(config.cae, n_bins=n_e),
                           dtype=activation_dtype(config.cae.get("dtype", "float32")))
@@ -292,11 +300,7 @@ def run_fcnn(config, workdir: Path, progress: bool = True) -> dict:
         raise ValueError(f"fcnn.ensemble must be >= 1, got {members}")
     t0 = time.perf_counter()
     seed = int(config.seed)
-    n_pf = physics_features_switch(config, "fcnn")
-    ds = experiment.load_data(config.data)
-    train, val, test = experiment.make_split_masks(ds, config.data, seed)
-    scaling = fit_scaling(config, ds, train)
-    y = scaling.forward(ds.kappa.astype(np.float64)).astype(np.float32)
+    n_pf, ds, (train, val, test), scaling, y = prepare(config, "fcnn")
     n_z, n_t, n_r, n_e = y.shape
     feats = experiment.conditions(ds)
     log_e = np.log10(ds.energy_ev)
