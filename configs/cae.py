@@ -23,15 +23,10 @@ def get_config(arg=None):
     c.model = "cae"
     c.seed = 0
 
-    c.data = ml_collections.ConfigDict()
-    c.data.path = ""                      # empty: the embedded generator's grid (cached)
-    c.data.generator_seed = 0
-    c.data.continuum_lowering = "none"   # or "debye": Debye-lowered generator variant
-    c.data.elements = "Ce,Nd,Eu,Er,U,Cm" if preset == "default" else ""
-    c.data.n_energy = 200
-    c.data.split = "heldout_nodes"        # or "random" (the thesis's 90/10)
-    c.data.test_fraction = 0.1
-    c.data.val_fraction = 0.1
+    # Embedded generator data, 200 bins, 10 % test / 10 % validation;
+    # split or "random" (the thesis's 90/10).
+    c.data = config_files.spectrum_data_section(
+        elements="Ce,Nd,Eu,Er,U,Cm" if preset == "default" else "", split="heldout_nodes")
     c.data.scaling = "cbrt"               # thesis; or "log" (floored, never returns 0)
     c.data.log_eps = 1e-10                # legacy additive offset (unused by "log" with a floor)
     # "log": each spectrum is floored this many decades below its own maximum

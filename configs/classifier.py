@@ -36,15 +36,10 @@ def get_config(arg=None):
     c.model = "classifier"
     c.seed = 0
 
-    c.data = ml_collections.ConfigDict()
-    c.data.path = ""                      # empty: the embedded generator's grid (cached)
-    c.data.generator_seed = 0
-    c.data.continuum_lowering = "none"   # or "debye": Debye-lowered generator variant
-    c.data.elements = ""                  # all 28 f-series elements
-    c.data.n_energy = 200
-    c.data.split = "random"               # or "heldout_nodes" (whole (T, rho) nodes unseen)
-    c.data.test_fraction = 0.1
-    c.data.val_fraction = 0.1
+    # Embedded generator data, 200 bins, 10 % test / 10 % validation;
+    # split or "heldout_nodes" (whole (T, rho) nodes unseen).
+    c.data = config_files.spectrum_data_section(
+        elements="", split="random")
 
     c.classifier = ml_collections.ConfigDict()
     c.classifier.encoder = "conv"         # or "attention" (thesis §4.4.1)

@@ -24,15 +24,10 @@ def get_config(arg=None):
     c.model = "stage_basis"
     c.seed = 0
 
-    c.data = ml_collections.ConfigDict()
-    c.data.path = ""                      # empty: the embedded generator's grid (cached)
-    c.data.generator_seed = 0
-    c.data.continuum_lowering = "none"   # or "debye": Debye-lowered generator variant
-    c.data.elements = "Ce,Nd,Eu,Er,U,Cm" if preset == "default" else ""
-    c.data.n_energy = 200
-    c.data.split = "heldout_nodes"        # or "random", "heldout_t_rows"
-    c.data.test_fraction = 0.1
-    c.data.val_fraction = 0.1
+    # Embedded generator data, 200 bins, 10 % test / 10 % validation;
+    # split or "random", "heldout_t_rows".
+    c.data = config_files.spectrum_data_section(
+        elements="Ce,Nd,Eu,Er,U,Cm" if preset == "default" else "", split="heldout_nodes")
 
     c.stage_basis = ml_collections.ConfigDict()
     c.stage_basis.min_fraction = 1e-6     # prior fraction that puts a stage in the window

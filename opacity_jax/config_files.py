@@ -50,6 +50,17 @@ def load(name: str, preset: Optional[str] = None) -> ml_collections.ConfigDict:
     return load_module(path).get_config(preset)
 
 
+def spectrum_data_section(elements: str, split: str, **fields) -> ml_collections.ConfigDict:
+    """The `data` section the opacity-spectrum configs share: path "" (the embedded generator's
+    cached grid), generator_seed 0, continuum_lowering "none" (or "debye"), n_energy 200 bins,
+    test / val fractions 0.1, with `elements` ("" = all 28; symbols comma-separated), `split`
+    ("heldout_nodes", "random", "heldout_t_rows") and any other field overridden by `fields`."""
+    d = {"path": "", "generator_seed": 0, "continuum_lowering": "none", "elements": elements,
+         "n_energy": 200, "split": split, "test_fraction": 0.1, "val_fraction": 0.1}
+    d.update(fields)
+    return ml_collections.ConfigDict(d)
+
+
 def train_section(**fields) -> ml_collections.ConfigDict:
     """A `train` section: every `LoopConfig` field at its default, overridden by `fields`.
 
