@@ -159,17 +159,64 @@ def _steps(path):
     return [json.loads(line)["step"] for line in path.read_text().splitlines()]
 
 
+def _events(folder):
+    """[(tag, step, value)] of every scalar event in the TensorBoard files of `folder`: a plain
+    TFRecord reader (8-byte length, 4-byte CRC, data, 4-byte CRC), independent of the writer's,
+    that stops at a torn last record."""
+    from tensorboardX.proto.event_pb2 import Event
+    rows = []
+    for f in sorted(folder.glob("*tfevents*")):
+        raw, pos = f.read_bytes(), 0
+        while pos + 12 <= len(raw):
+            n = int.from_bytes(raw[pos:pos + 8], "little")
+            if pos + 16 + n > len(raw):
+                break
+            ev = Event.FromString(raw[pos + 12:pos + 12 + n])
+            rows += [(v.tag, ev.step, v.simple_value) for v in ev.summary.value]
+            pos += 16 + n
+    return rows
+
+
 def test_resumed_metrics_log_never_repeats_records(tmp_path):
+    pytest.importorskip("tensorboardX")
     data = pack_ragged(_rows())
     loop.train(_task(), data, data, _cfg(), workdir=tmp_path / "a", progress=False)
     loop.train(_task(), data, data, _cfg(), workdir=tmp_path / "b", progress=False,
                stop_after_epochs=3)        # epoch 2 logged, but the last checkpoint is at 2
-    assert _steps(tmp_path / "b" / "metrics" / "train.jsonl") == [0, 1, 2]
+    jsonl, tb = tmp_path / "b" / "metrics" / "train.jsonl", tmp_path / "b" / "metrics" / \
+        "tensorboard" / "train"
+    assert _steps(jsonl) == [0, 1, 2]
+    assert sorted({s for _, s, _ in _events(tb)}) == [0, 1, 2]
+    # A kill -9 mid-write: a torn last line / record, and an event file of an older writer
+    # holding a repeat of epoch 1 and the epoch 2 the resume re-runs.
+    with open(jsonl, "a") as f:
+        f.write('{"step": 3, "train_')
+    ev_file = next(tb.glob("*tfevents*"))
+    old = ev_file.read_bytes()
+    with open(ev_file, "ab") as f:
+        f.write(old[-30:-7])
+    (tb / "events.out.tfevents.1.host").write_bytes(old)
     loop.train(_task(), data, data, _cfg(), workdir=tmp_path / "b", progress=False)
     a = (tmp_path / "a" / "metrics" / "train.jsonl").read_text()
-    b = (tmp_path / "b" / "metrics" / "train.jsonl").read_text()
-    assert _steps(tmp_path / "b" / "metrics" / "train.jsonl") == list(range(6))
+    b = jsonl.read_text()
+    assert _steps(jsonl) == list(range(6))
     assert a == b
+    # Every (tag, step) once, with the uninterrupted run's values (resume is bit-identical).
+    got, ref = _events(tb), _events(tmp_path / "a" / "metrics" / "tensorboard" / "train")
+    keys = [(t, s) for t, s, _ in got]
+    assert len(keys) == len(set(keys)) == 4 * 6
+    assert sorted(got) == sorted(ref)
+    assert {t for t, _ in keys} == {"train_loss_mean", "val_loss_mean", "active_entities",
+                                    "lr_scale_mean"}
+    ref_loss = {json.loads(line)["step"]: json.loads(line)["val_loss_mean"]
+                for line in a.splitlines()}
+    assert {s: v for t, s, v in got if t == "val_loss_mean"} == pytest.approx(ref_loss,
+                                                                               rel=1e-6)
+    # A stage re-fitted from scratch (other inputs) starts both logs afresh.
+    loop.train(_task(), data, data, _cfg(learning_rate=3e-2), workdir=tmp_path / "b",
+               progress=False)
+    keys = [(t, s) for t, s, _ in _events(tb)]
+    assert _steps(jsonl) == list(range(6)) and len(keys) == len(set(keys)) == 24
 
 
 def test_stage_with_changed_inputs_is_refitted_not_resumed(tmp_path):
