@@ -249,6 +249,55 @@ def test_stage_with_changed_inputs_is_refitted_not_resumed(tmp_path):
     assert wl.read_stages(tmp_path)["train"]["fitted_on"] == warm.fitted_on
 
 
+def test_failed_refit_gives_the_previous_fit_back(tmp_path):
+    """A stale stage is set aside, not deleted, while it is re-fitted: a re-fit that diverges
+    (here on data holding a NaN; a too-large learning rate does the same) puts it back with its
+    metrics, so the workdir still serves the model it served; a re-fit killed before its first
+    checkpoint gets it back on the next run; one with a checkpoint replaces it."""
+    good = pack_ragged(_rows(0))
+    bad_rows = _rows(0)
+    bad_rows[1]["y"][3] = np.nan
+    bad = pack_ragged(bad_rows)
+    first = loop.train(_task(), good, good, _cfg(), workdir=tmp_path, progress=False)
+    ck_dir = wl.checkpoint_dir(tmp_path, "train")
+    files = {p: p.read_bytes() for p in sorted(ck_dir.rglob("*")) if p.is_file()}
+    record = wl.read_stages(tmp_path)["train"]
+    log = (tmp_path / "metrics" / "train.jsonl").read_bytes()
+    with pytest.raises(loop.TrainingDiverged, match="learning_rate"):
+        loop.train(_task(), bad, bad, _cfg(), workdir=tmp_path, progress=False)
+    assert {p: p.read_bytes() for p in sorted(ck_dir.rglob("*")) if p.is_file()} == files
+    assert wl.read_stages(tmp_path)["train"] == record
+    assert (tmp_path / "metrics" / "train.jsonl").read_bytes() == log
+    assert not (ck_dir.parent / "train.replaced").exists()
+    chex.assert_trees_all_equal(wl.restore_params(tmp_path, "train", {"stages": {
+        "train": record}}), first.params)
+    # Killed (here: stopped) before the new fit's first checkpoint: the next run on the old
+    # inputs finds its finished fit again (no epoch trained).
+    loop.train(_task(), pack_ragged(_rows(1)), pack_ragged(_rows(1)), _cfg(), workdir=tmp_path,
+               progress=False, stop_after_epochs=1)
+    assert (ck_dir.parent / "train.replaced").exists()
+    again = loop.train(_task(), good, good, _cfg(), workdir=tmp_path, progress=False,
+                       stop_after_epochs=0)
+    assert again.fitted_on == record["fitted_on"] and again.epochs_run == 6
+    assert not (ck_dir.parent / "train.replaced").exists()
+    # Past its first checkpoint the new fit is the one kept.
+    new = pack_ragged(_rows(1))
+    loop.train(_task(), new, new, _cfg(), workdir=tmp_path, progress=False, stop_after_epochs=3)
+    assert not (ck_dir.parent / "train.replaced").exists()
+    assert loop.train(_task(), new, new, _cfg(), workdir=tmp_path, progress=False
+                      ).fitted_on != record["fitted_on"]
+
+
+def test_run_that_fails_on_its_data_leaves_no_workdir(tmp_path):
+    import bad_inputs
+    cfg = cae_config.get_config()
+    cfg.data.path = str(bad_inputs.FIXTURES / "h5" / "h3.h5")      # a corrupt kappa chunk
+    cfg.data.elements, cfg.data.n_energy = "", bad_inputs.H5_SHAPE["n_energy"]
+    with pytest.raises(DataFormatError, match="h3.h5.*corrupt"):
+        experiment.run(cfg, tmp_path / "runs" / "wd", progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_budget_counts_training_not_compilation(tmp_path):
     class SlowCompile(loop.Trainer):
         def _timed(self, key, fn, *args):
