@@ -89,8 +89,9 @@ class Context:
         w = self.root / "workdirs" / f"w{self._variants}"
         w.parent.mkdir(exist_ok=True)
         edits = recipe.get("edits", [])
-        if all(e["op"] in MODEL_JSON_OPS or (e["op"] == "delete" and e["path"] == "model.json")
-               for e in edits):
+        if recipe.get("copy") != "full" and all(
+                e["op"] in MODEL_JSON_OPS or (e["op"] == "delete" and e["path"] == "model.json")
+                for e in edits):
             # Hard links: only model.json is replaced (unlinked first), the rest is read-only.
             shutil.copytree(self.workdir, w, copy_function=os.link)
             (w / "model.json").unlink()
@@ -107,7 +108,8 @@ class Case:
     (case-insensitive; '{name}' fields filled from `Context.values`), unless `accept` (then it
     must succeed). `debris(ctx)` lists paths a failed run must not leave behind. `call` is the
     command / API call in words, `inputs` the fixture files it reads, `recipe` how its input is
-    derived (workdir edits, config values): the manifest records all of these."""
+    derived (workdir edits, config values): the manifest records all of these. `slow` cases
+    (training, large queries, several seconds each) run in the standalone command only."""
     kind: str
     name: str
     call: str
@@ -117,12 +119,13 @@ class Case:
     inputs: Sequence[str] = ()
     recipe: Optional[dict] = None
     debris: Callable[[Context], List[Path]] = lambda ctx: []
+    slow: bool = False
 
     def spec(self) -> dict:
         """The case's manifest entry."""
         return {"kind": self.kind, "name": self.name, "call": self.call,
                 "inputs": list(self.inputs), "recipe": self.recipe,
-                "expect": list(self.expect), "accept": self.accept}
+                "expect": list(self.expect), "accept": self.accept, "slow": self.slow}
 
 
 def outcome(case: Case, ctx: Context, expect: Optional[Sequence[str]] = None):
@@ -583,6 +586,18 @@ def hdf5_cases() -> List[Case]:
         cases.append(Case("HDF5 dataset", f"{name} (via bin/train data loading)",
                           f"bin/train --config.data.path={rel} (its data loading)",
                           via_train(rel), [Path(rel).name] + HDF5_EXPECT[name], inputs=[rel]))
+    # bin/train itself into a new workdir: the error, and no workdir left behind.
+    def train_new(ctx):
+        cfg = cae_config.get_config()
+        cfg.data.path, cfg.data.elements = str(ctx.path(rels["corrupt kappa chunk"])), ""
+        cfg.data.n_energy = H5_SHAPE["n_energy"]
+        return experiment.run(cfg, ctx.path("h5_runs/wd"), progress=False)
+    cases.append(Case("HDF5 dataset", "corrupt kappa chunk (bin/train into a new workdir)",
+                      f"bin/train --workdir=h5_runs/wd --config.data.path="
+                      f"{rels['corrupt kappa chunk']}", train_new,
+                      [Path(rels["corrupt kappa chunk"]).name, "corrupt"],
+                      inputs=[rels["corrupt kappa chunk"]],
+                      debris=lambda ctx: [ctx.path("h5_runs")]))
     cases.append(Case("HDF5 dataset", "element not in the file",
                       "load_dataset('h5/good.h5', elements=[92])",
                       lambda ctx: h5file.load_dataset(ctx.path("h5/good.h5"), elements=[92]),
@@ -915,13 +930,74 @@ def subprocess_cases() -> List[Case]:
     ]
 
 
-def all_cases(subprocesses: bool = True) -> List[Case]:
-    """Every case of the corpus, in manifest order."""
+def all_cases(subprocesses: bool = True, slow: bool = True) -> List[Case]:
+    """Every case of the corpus, in manifest order (without the bin/ subprocess or the slow
+    ones when asked)."""
     cases = (text_table_cases() + spectrum_table_cases() + hdf5_cases() + model_json_cases()
-             + checkpoint_cases() + query_cases() + config_cases())
-    if subprocesses:
-        cases += subprocess_cases()
-    return cases
+             + checkpoint_cases() + query_cases() + config_cases() + subprocess_cases()
+             + slow_cases())
+    return [c for c in cases if (subprocesses or c.kind != "bin/ subprocess")
+            and (slow or not c.slow)]
+
+
+def slow_cases() -> List[Case]:
+    """Cases that train or evaluate for seconds: the standalone command runs them."""
+    from opacity_jax.serve.surrogate import Surrogate
+    from opacity_jax.train import experiment
+    from opacity_jax.train import workdir as wl
+
+    def large_query(ctx):
+        x = ctx.values()
+        n = 300_000
+        rng = np.random.default_rng(0)
+        t = np.exp(rng.uniform(np.log(x["t0"]), np.log(x["t1"]), n))
+        r = np.exp(rng.uniform(np.log(x["r0"]), np.log(x["r1"]), n))
+        k = Surrogate.load(ctx.workdir).spectrum(x["sym"], t, r)
+        if k.shape[0] != n or not np.all(np.isfinite(k)):
+            raise AssertionError(f"300,000-point query gave shape {k.shape}")
+
+    # A full copy: training writes beside the workdir's files.
+    diverge = {"edits": [], "copy": "full", "set": {"train.learning_rate": 1e6}}
+
+    def diverging(ctx):
+        w = ctx.variant(diverge)
+        before = (w / "config.json").read_bytes()
+        cfg = wl.read_config(w)
+        (key, value), = diverge["set"].items()
+        cfg = _with(cfg, key, value)
+        try:
+            experiment.run(cfg, w, progress=False)
+        finally:
+            # Correct behaviour besides the error: the workdir still serves its model, with
+            # the config it was trained with.
+            if (w / "config.json").read_bytes() != before:
+                raise AssertionError("config.json was overwritten by the diverged run")
+            Surrogate.load(w).spectrum(ctx.values()["sym"], ctx.values()["t"],
+                                       ctx.values()["r"])
+    h3 = "h5/h3.h5"
+    return [
+        Case("Surrogate API", "300,000-point spectrum query", "Surrogate.spectrum({sym}, "
+             "<300,000 temperatures>, <300,000 densities>) (in the domain)", large_query,
+             accept=True, slow=True),
+        Case("config value (bin/train)", "train.learning_rate = 1e6 on a trained workdir",
+             "bin/train --workdir=<a trained workdir> --config.train.learning_rate=1e6 (its "
+             "config otherwise)", diverging, ["cae", "non-finite", "learning_rate"],
+             recipe=diverge, slow=True),
+        Case("bin/ subprocess", "bin/train on a corrupt kappa chunk",
+             f"bin/train --config=configs/cae.py --workdir=h5_sub/wd --config.data.path={h3}",
+             lambda ctx: _bin("train", "--config=configs/cae.py",
+                              f"--workdir={ctx.path('h5_sub/wd')}",
+                              f"--config.data.path={ctx.path(h3)}", "--config.data.elements=",
+                              f"--config.data.n_energy={H5_SHAPE['n_energy']}"),
+             ["bin/train:", "h3.h5", "corrupt"], inputs=[h3],
+             debris=lambda ctx: [ctx.path("h5_sub")], slow=True),
+        Case("bin/ subprocess", "bin/predict --element=60 (a Z)",
+             "bin/predict --workdir=<workdir> --element={z} --temperature_ev={t} --density={r}",
+             lambda ctx: _bin("predict", f"--workdir={ctx.workdir}",
+                              f"--element={ctx.values()['z']}",
+                              f"--temperature_ev={ctx.values()['t']}",
+                              f"--density={ctx.values()['r']}"), accept=True, slow=True),
+    ]
 
 
 # ------------------------------------------------------------------- manifest and running
@@ -965,7 +1041,7 @@ def read_manifest(folder: Path = FIXTURES) -> dict:
     return json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
 
 
-def corpus(root: Path, workdir: Path, subprocesses: bool = True,
+def corpus(root: Path, workdir: Path, subprocesses: bool = True, slow: bool = False,
            fixtures: Path = FIXTURES) -> tuple:
     """(Context, [(case, manifest entry)]) of every case of the committed manifest, with the
     fixtures copied under `root` and `workdir` (a trained CAE workdir, both regressors, with
@@ -975,9 +1051,9 @@ def corpus(root: Path, workdir: Path, subprocesses: bool = True,
     root.mkdir(parents=True, exist_ok=True)
     shutil.copytree(fixtures, root, dirs_exist_ok=True)
     entries = read_manifest(fixtures)["cases"]
-    cases = all_cases(subprocesses)
-    if not subprocesses:
-        entries = [e for e in entries if e["kind"] != "bin/ subprocess"]
+    cases = all_cases(subprocesses, slow)
+    entries = [e for e in entries if (subprocesses or e["kind"] != "bin/ subprocess")
+               and (slow or not e["slow"])]
     specs = [c.spec() for c in cases]
     if specs != entries:
         diff = [(a and a["name"], b and b["name"]) for a, b in zip(specs, entries) if a != b]
@@ -1000,8 +1076,9 @@ def table_markdown(results) -> str:
     lines = ["# Bad-input corpus: outcome of every case", "",
              "Written by `python3 tests/bad_inputs.py --out=reports/reliability/corpus.md` from "
              "the committed fixtures (tests/fixtures/bad_inputs/, manifest.json; written by "
-             f"`{WRITE_COMMAND}`). tests/test_bad_inputs.py runs the same corpus and requires "
-             "every case to be `clear` or `correct`.", "",
+             f"`{WRITE_COMMAND}`). tests/test_bad_inputs.py runs the same corpus but its `slow` "
+             "cases (training runs, a 300,000-point query; marked * below) and requires every "
+             "case to be `clear` or `correct`.", "",
              "| kind | cases | " + " | ".join(names) + " |",
              "|---|---:|" + "---:|" * len(names)]
     for k in kinds + ["all"]:
@@ -1011,7 +1088,8 @@ def table_markdown(results) -> str:
     lines += ["", "| kind | case | outcome | message |", "|---|---|---|---|"]
     for c, o, m in results:
         m = m.replace("|", "\\|")
-        lines.append(f"| {c.kind} | {c.name.replace('|', '/')} | {o} | {m[:240]} |")
+        lines.append(f"| {c.kind} | {c.name.replace('|', '/')}{' *' if c.slow else ''} | {o} "
+                     f"| {m[:240]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -1033,7 +1111,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bad_inputs_") as tmp:
         tmp = Path(tmp)
         wd = Path(args.workdir) if args.workdir else tiny_workdir(tmp)
-        ctx, pairs = corpus(tmp / "corpus", wd)
+        ctx, pairs = corpus(tmp / "corpus", wd, slow=True)
         results = run_corpus(ctx, pairs)
         text = table_markdown(results)
         # Paths of the temporary folder are not part of the result.
