@@ -238,6 +238,9 @@ def test_ensemble_stage_is_recorded_resumed_and_refitted_after_the_cae_changes(
     # ensemble, and bin/train_ensemble re-fits it instead of re-using the stale members.
     cfg = workdir_lib.read_config(wd)
     cfg.train.epochs += 1
+    # The later stages are re-fitted on the new CAE whatever their budgets: small ones suffice.
+    cfg.latent.regressor, cfg.latent.mlp_train.epochs, cfg.latent.finetune_train.epochs = \
+        "mlp", 2, 1
     experiment.run(cfg, wd, progress=False)
     stages = workdir_lib.read_stages(wd)
     assert stages["cae"]["epochs_run"] == cfg.train.epochs
