@@ -24,9 +24,10 @@ from typing import Callable, Sequence
 
 from absl import app, flags, logging
 
-from opacity_jax.errors import CheckpointError, DataFormatError, DomainError
+from opacity_jax.errors import CheckpointError, DataFormatError, DomainError, TrainingDiverged
 
-USER_ERRORS = (DataFormatError, DomainError, ValueError, FileNotFoundError, CheckpointError)
+USER_ERRORS = (DataFormatError, DomainError, ValueError, FileNotFoundError, CheckpointError,
+               TrainingDiverged)
 
 
 def _quiet_closed_loop(hook):

@@ -22,6 +22,11 @@ class DataFormatError(ValueError):
         super().__init__(f"{': '.join([', '.join(where), message]) if where else message}")
 
 
+class TrainingDiverged(FloatingPointError):
+    """A training or validation loss became NaN/Inf (opacity_jax.train.loop); the message names
+    the stage, the epoch and the entities."""
+
+
 class DomainError(ValueError):
     """A query outside the domain a model or table covers (never extrapolated silently)."""
 

@@ -209,3 +209,58 @@ def test_calibration_report_of_a_workdir(cae_workdir):
         assert 0 <= c["coverage_calibrated"]["0.95"] <= 1
     assert (cae_workdir / "eval" / "ensemble_calibration.json").exists()
     assert (cae_workdir / "eval" / "ensemble_reliability.png").exists()
+
+
+def test_ensemble_stage_is_recorded_resumed_and_refitted_after_the_cae_changes(
+        cae_workdir, tmp_path):
+    """bin/train_ensemble records its stage like every family: model.json names the checkpoint
+    step and digest inference restores; a re-run on the same CAE re-uses the members; after
+    bin/train continues the CAE (a larger train.epochs) the members are re-fitted on the new
+    latents, equal bit for bit to an ensemble trained afresh on that CAE."""
+    import shutil
+
+    from opacity_jax.errors import CheckpointError
+    from opacity_jax.train import experiment
+    wd = tmp_path / "wd"
+    shutil.copytree(cae_workdir, wd)
+    meta = json.loads((wd / "model.json").read_text())
+    rec = meta["stages"][ens.ENSEMBLE_LABEL]
+    assert rec == {k: workdir_lib.read_stages(wd)[ens.ENSEMBLE_LABEL][k]
+                   for k in ("step", "state_sha256", "fitted_on")}
+    # Same CAE, same settings: the finished stage is re-used (its checkpoint not re-written).
+    step_dir = workdir_lib.checkpoint_dir(wd, ens.ENSEMBLE_LABEL) / str(rec["step"])
+    stamp = (step_dir.stat().st_ino, step_dir.stat().st_mtime_ns)
+    again = ens.train_latent_ensemble(wd, members=3, train_cfg={"epochs": 8})
+    assert (step_dir.stat().st_ino, step_dir.stat().st_mtime_ns) == stamp
+    assert workdir_lib.read_stages(wd)[ens.ENSEMBLE_LABEL]["state_sha256"] == \
+        rec["state_sha256"] and again["epochs_run"] == 8
+    # The CAE trains one epoch further (the documented re-run); model.json no longer lists the
+    # ensemble, and bin/train_ensemble re-fits it instead of re-using the stale members.
+    cfg = workdir_lib.read_config(wd)
+    cfg.train.epochs += 1
+    # The later stages are re-fitted on the new CAE whatever their budgets: small ones suffice.
+    cfg.latent.regressor, cfg.latent.mlp_train.epochs, cfg.latent.finetune_train.epochs = \
+        "mlp", 2, 1
+    experiment.run(cfg, wd, progress=False)
+    stages = workdir_lib.read_stages(wd)
+    assert stages["cae"]["epochs_run"] == cfg.train.epochs
+    with pytest.raises(ValueError, match="bin/train_ensemble"):
+        ens.EnsembleSurrogate.load(wd)
+    fresh = tmp_path / "fresh"
+    shutil.copytree(wd, fresh)
+    shutil.rmtree(workdir_lib.checkpoint_dir(fresh, ens.ENSEMBLE_LABEL))
+    ens.train_latent_ensemble(wd, members=3, train_cfg={"epochs": 8})
+    ens.train_latent_ensemble(fresh, members=3, train_cfg={"epochs": 8})
+    new = workdir_lib.read_stages(wd)[ens.ENSEMBLE_LABEL]
+    assert new["fitted_on"] != rec["fitted_on"]
+    assert new["state_sha256"] == workdir_lib.read_stages(fresh)[ens.ENSEMBLE_LABEL][
+        "state_sha256"] != rec["state_sha256"]
+    t, r = [0.1, 0.3], [1e-13, 1e-12]
+    np.testing.assert_array_equal(ens.EnsembleSurrogate.load(wd).spectrum_members("Nd", t, r),
+                                  ens.EnsembleSurrogate.load(fresh).spectrum_members("Nd", t, r))
+    # Inference restores exactly the recorded checkpoint: a digest of another run is refused.
+    meta = json.loads((wd / "model.json").read_text())
+    meta["stages"][ens.ENSEMBLE_LABEL]["state_sha256"] = rec["state_sha256"]
+    (wd / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=ens.ENSEMBLE_LABEL):
+        ens.EnsembleSurrogate.load(wd)

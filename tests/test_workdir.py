@@ -159,17 +159,64 @@ def _steps(path):
     return [json.loads(line)["step"] for line in path.read_text().splitlines()]
 
 
+def _events(folder):
+    """[(tag, step, value)] of every scalar event in the TensorBoard files of `folder`: a plain
+    TFRecord reader (8-byte length, 4-byte CRC, data, 4-byte CRC), independent of the writer's,
+    that stops at a torn last record."""
+    from tensorboardX.proto.event_pb2 import Event
+    rows = []
+    for f in sorted(folder.glob("*tfevents*")):
+        raw, pos = f.read_bytes(), 0
+        while pos + 12 <= len(raw):
+            n = int.from_bytes(raw[pos:pos + 8], "little")
+            if pos + 16 + n > len(raw):
+                break
+            ev = Event.FromString(raw[pos + 12:pos + 12 + n])
+            rows += [(v.tag, ev.step, v.simple_value) for v in ev.summary.value]
+            pos += 16 + n
+    return rows
+
+
 def test_resumed_metrics_log_never_repeats_records(tmp_path):
+    pytest.importorskip("tensorboardX")
     data = pack_ragged(_rows())
     loop.train(_task(), data, data, _cfg(), workdir=tmp_path / "a", progress=False)
     loop.train(_task(), data, data, _cfg(), workdir=tmp_path / "b", progress=False,
                stop_after_epochs=3)        # epoch 2 logged, but the last checkpoint is at 2
-    assert _steps(tmp_path / "b" / "metrics" / "train.jsonl") == [0, 1, 2]
+    jsonl, tb = tmp_path / "b" / "metrics" / "train.jsonl", tmp_path / "b" / "metrics" / \
+        "tensorboard" / "train"
+    assert _steps(jsonl) == [0, 1, 2]
+    assert sorted({s for _, s, _ in _events(tb)}) == [0, 1, 2]
+    # A kill -9 mid-write: a torn last line / record, and an event file of an older writer
+    # holding a repeat of epoch 1 and the epoch 2 the resume re-runs.
+    with open(jsonl, "a") as f:
+        f.write('{"step": 3, "train_')
+    ev_file = next(tb.glob("*tfevents*"))
+    old = ev_file.read_bytes()
+    with open(ev_file, "ab") as f:
+        f.write(old[-30:-7])
+    (tb / "events.out.tfevents.1.host").write_bytes(old)
     loop.train(_task(), data, data, _cfg(), workdir=tmp_path / "b", progress=False)
     a = (tmp_path / "a" / "metrics" / "train.jsonl").read_text()
-    b = (tmp_path / "b" / "metrics" / "train.jsonl").read_text()
-    assert _steps(tmp_path / "b" / "metrics" / "train.jsonl") == list(range(6))
+    b = jsonl.read_text()
+    assert _steps(jsonl) == list(range(6))
     assert a == b
+    # Every (tag, step) once, with the uninterrupted run's values (resume is bit-identical).
+    got, ref = _events(tb), _events(tmp_path / "a" / "metrics" / "tensorboard" / "train")
+    keys = [(t, s) for t, s, _ in got]
+    assert len(keys) == len(set(keys)) == 4 * 6
+    assert sorted(got) == sorted(ref)
+    assert {t for t, _ in keys} == {"train_loss_mean", "val_loss_mean", "active_entities",
+                                    "lr_scale_mean"}
+    ref_loss = {json.loads(line)["step"]: json.loads(line)["val_loss_mean"]
+                for line in a.splitlines()}
+    assert {s: v for t, s, v in got if t == "val_loss_mean"} == pytest.approx(ref_loss,
+                                                                               rel=1e-6)
+    # A stage re-fitted from scratch (other inputs) starts both logs afresh.
+    loop.train(_task(), data, data, _cfg(learning_rate=3e-2), workdir=tmp_path / "b",
+               progress=False)
+    keys = [(t, s) for t, s, _ in _events(tb)]
+    assert _steps(jsonl) == list(range(6)) and len(keys) == len(set(keys)) == 24
 
 
 def test_stage_with_changed_inputs_is_refitted_not_resumed(tmp_path):
@@ -200,6 +247,55 @@ def test_stage_with_changed_inputs_is_refitted_not_resumed(tmp_path):
     warm = loop.train(_task(), old, old, _cfg(epochs=8), workdir=tmp_path, progress=False)
     assert warm.epochs_run == 8 and len(warm.history) == 8
     assert wl.read_stages(tmp_path)["train"]["fitted_on"] == warm.fitted_on
+
+
+def test_failed_refit_gives_the_previous_fit_back(tmp_path):
+    """A stale stage is set aside, not deleted, while it is re-fitted: a re-fit that diverges
+    (here on data holding a NaN; a too-large learning rate does the same) puts it back with its
+    metrics, so the workdir still serves the model it served; a re-fit killed before its first
+    checkpoint gets it back on the next run; one with a checkpoint replaces it."""
+    good = pack_ragged(_rows(0))
+    bad_rows = _rows(0)
+    bad_rows[1]["y"][3] = np.nan
+    bad = pack_ragged(bad_rows)
+    first = loop.train(_task(), good, good, _cfg(), workdir=tmp_path, progress=False)
+    ck_dir = wl.checkpoint_dir(tmp_path, "train")
+    files = {p: p.read_bytes() for p in sorted(ck_dir.rglob("*")) if p.is_file()}
+    record = wl.read_stages(tmp_path)["train"]
+    log = (tmp_path / "metrics" / "train.jsonl").read_bytes()
+    with pytest.raises(loop.TrainingDiverged, match="learning_rate"):
+        loop.train(_task(), bad, bad, _cfg(), workdir=tmp_path, progress=False)
+    assert {p: p.read_bytes() for p in sorted(ck_dir.rglob("*")) if p.is_file()} == files
+    assert wl.read_stages(tmp_path)["train"] == record
+    assert (tmp_path / "metrics" / "train.jsonl").read_bytes() == log
+    assert not (ck_dir.parent / "train.replaced").exists()
+    chex.assert_trees_all_equal(wl.restore_params(tmp_path, "train", {"stages": {
+        "train": record}}), first.params)
+    # Killed (here: stopped) before the new fit's first checkpoint: the next run on the old
+    # inputs finds its finished fit again (no epoch trained).
+    loop.train(_task(), pack_ragged(_rows(1)), pack_ragged(_rows(1)), _cfg(), workdir=tmp_path,
+               progress=False, stop_after_epochs=1)
+    assert (ck_dir.parent / "train.replaced").exists()
+    again = loop.train(_task(), good, good, _cfg(), workdir=tmp_path, progress=False,
+                       stop_after_epochs=0)
+    assert again.fitted_on == record["fitted_on"] and again.epochs_run == 6
+    assert not (ck_dir.parent / "train.replaced").exists()
+    # Past its first checkpoint the new fit is the one kept.
+    new = pack_ragged(_rows(1))
+    loop.train(_task(), new, new, _cfg(), workdir=tmp_path, progress=False, stop_after_epochs=3)
+    assert not (ck_dir.parent / "train.replaced").exists()
+    assert loop.train(_task(), new, new, _cfg(), workdir=tmp_path, progress=False
+                      ).fitted_on != record["fitted_on"]
+
+
+def test_run_that_fails_on_its_data_leaves_no_workdir(tmp_path):
+    import bad_inputs
+    cfg = cae_config.get_config()
+    cfg.data.path = str(bad_inputs.FIXTURES / "h5" / "h3.h5")      # a corrupt kappa chunk
+    cfg.data.elements, cfg.data.n_energy = "", bad_inputs.H5_SHAPE["n_energy"]
+    with pytest.raises(DataFormatError, match="h3.h5.*corrupt"):
+        experiment.run(cfg, tmp_path / "runs" / "wd", progress=False)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_budget_counts_training_not_compilation(tmp_path):

@@ -438,8 +438,12 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
     old = meta.get("ensemble")
     ck_dir = workdir_lib.checkpoint_dir(workdir, ENSEMBLE_LABEL)
     if ck_dir.exists():
-        same = bool(old) and int(old["members"]) == int(members) and \
-            old.get("calibration_nodes", []) == np.flatnonzero(calib).tolist()
+        # model.json lists a finished ensemble: one with other settings is only replaced on
+        # request. Without that record (a run of bin/train rewrote model.json, or an interrupted
+        # bin/train_ensemble) the stage digest decides: the same inputs resume, an upstream
+        # stage trained further re-fits (loop.train).
+        same = not old or (int(old["members"]) == int(members) and
+                           old.get("calibration_nodes", []) == np.flatnonzero(calib).tolist())
         if overwrite or not same:
             if not overwrite:
                 raise ValueError(f"{ck_dir} holds an ensemble trained with other settings "
@@ -470,12 +474,20 @@ def train_latent_ensemble(workdir, members: int = 5, train_cfg: Optional[dict] =
     section.setdefault("seed", int(cfg.seed))
     lcfg = loop.LoopConfig.from_config(section)
     from opacity_jax.train.experiment import regression_task
+    # What the members are fitted on, besides their arrays (the CAE's latents of every node):
+    # the CAE stage's state digest, named explicitly, and model.json without this stage's own
+    # record (present after a first run; it would make every re-run look stale).
+    fitted_meta = {k: v for k, v in meta.items() if k not in ("ensemble", "stages")}
+    fitted_meta["upstream"] = {"cae": (meta.get("stages", {}).get("cae") or {}).get(
+        "state_sha256")}
     res = train_ensemble(regression_task(mlp, "latent_mlp"), tr, va, lcfg, members, workdir,
-                         label=ENSEMBLE_LABEL, meta=meta, progress=progress)
+                         label=ENSEMBLE_LABEL, meta=fitted_meta, progress=progress)
     meta["ensemble"] = {"members": int(members), "label": ENSEMBLE_LABEL,
                         "hidden": list(hidden),
                         "calibration_nodes": np.flatnonzero(calib).tolist()}
-    write_json(mf, meta)
+    # With the stage records (stages.json, now holding this stage's checkpoint step and
+    # digest), so inference restores exactly that checkpoint (workdir.restore_params).
+    workdir_lib.write_model_meta(workdir, meta)
     return {"members": int(members), "epochs_run": res.result.epochs_run,
             "seconds": round(res.result.seconds, 1)}
 

@@ -286,8 +286,9 @@ def run(config, workdir, progress: bool = True, overwrite: bool = False) -> dict
     or, with `overwrite`, the workdir's previous results are discarded; then fingerprint.json
     is written, the family module picked by `config.model` (`opacity_jax.experiments.registry`)
     trains, writing model.json, and config.json is written once training succeeded. A run that
-    fails a check leaves nothing behind (a workdir it created is removed again). Returns the
-    family's summary dict.
+    fails a check, or fails before its first checkpoint (a data file that does not load, a loss
+    that diverges at once), leaves nothing behind (a workdir it created is removed again).
+    Returns the family's summary dict.
     """
     validate_config(config)
     family = registry.family(config.model)
@@ -307,7 +308,17 @@ def run(config, workdir, progress: bool = True, overwrite: bool = False) -> dict
             workdir_lib.check_fingerprint(workdir, fp, overwrite=overwrite)
             ok = True
             workdir_lib.write_fingerprint(workdir, fp)
-            summary = family.train(config, workdir, progress=progress)
+            try:
+                summary = family.train(config, workdir, progress=progress)
+            except Exception:
+                # A workdir this run created and that holds no checkpoint yet (the data file
+                # failed to load, the loss diverged at once) is debris: removed like one that
+                # failed a check. One with checkpoints is kept, to resume from.
+                ckpts = workdir / workdir_lib.CHECKPOINT_DIR
+                if created and not (ckpts.exists() and any(p.is_file()
+                                                           for p in ckpts.rglob("*"))):
+                    ok = False
+                raise
             # Last, beside model.json: a run that fails (a config error, a diverged loss) leaves
             # the config of the model the workdir serves.
             workdir_lib.write_config(workdir, config)

@@ -18,9 +18,12 @@ training with `TrainingDiverged`, keeping the last good checkpoint.
 Each stage's checkpoints record what the stage is fitted on (`stage_digest`: its training and
 validation arrays, its initial parameters - which hold any upstream stage's parameters a warm
 start or a frozen part takes -, the loop settings other than the budget, the task name and the
-caller's metadata). A checkpoint fitted on anything else is stale: it is discarded and the stage
-re-fitted from scratch, never resumed (unless its folder holds a `WARM_START` file: a deliberate
-warm start, used once). `max_seconds` counts training time only: the first call
+caller's metadata). A checkpoint fitted on anything else is stale: the stage is re-fitted from
+scratch, never resumed (unless its folder holds a `WARM_START` file: a deliberate warm start,
+used once). The stale checkpoints are set aside (`checkpoints/<label>.replaced`) rather than
+deleted until the re-fit has a checkpoint of its own: a re-fit that fails (a diverging loss)
+puts them back with their metric logs, and so does the next run after one killed before its
+first checkpoint, so a failed attempt never costs the workdir the model it serves. `max_seconds` counts training time only: the first call
 of each compiled function (its compilation) is not charged.
 """
 
@@ -45,8 +48,9 @@ from opacity_jax.train.metrics_writer import MetricWriter
 from opacity_jax.train.task import EntityData, Task
 
 
-class TrainingDiverged(FloatingPointError):
-    """A training or validation loss became NaN/Inf."""
+# A training or validation loss became NaN/Inf (defined with the package's other boundary
+# errors, so bin/ scripts report it in one line).
+from opacity_jax.errors import TrainingDiverged  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,6 +339,45 @@ def stage_digest(task: Task, cfg: LoopConfig, train_data: EntityData, val_data: 
     return workdir_lib.digest_json(parts)
 
 
+# Suffix of a stage's checkpoint folder set aside while the stage is re-fitted (see `train`).
+REPLACED_SUFFIX = ".replaced"
+
+
+def _replaced_dir(folder: Path) -> Path:
+    return folder.with_name(folder.name + REPLACED_SUFFIX)
+
+
+def _metric_logs(workdir, label: str) -> list:
+    """The metric logs of stage `label` (JSON lines, TensorBoard events)."""
+    from opacity_jax.train.metrics_writer import EVENT_FILE
+    d = Path(workdir) / workdir_lib.METRICS_DIR
+    return [d / f"{label}.jsonl", d / "tensorboard" / label / EVENT_FILE]
+
+
+def _settle_replaced(folder: Path) -> None:
+    """After a run killed while re-fitting the stage of `folder`: the new fit is kept if it has
+    a checkpoint, else the previous fit (set aside) is put back."""
+    old = _replaced_dir(folder)
+    if not old.exists():
+        return
+    import shutil
+    if folder.exists() and any(p.name.isdigit() for p in folder.iterdir()):
+        shutil.rmtree(old)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        old.rename(folder)
+
+
+def _restore_replaced(ckpt, replaced) -> None:
+    """Put back the stale fit `replaced` = (folder, metric-log bytes) after a failed re-fit."""
+    import shutil
+    ckpt.close()
+    shutil.rmtree(ckpt.directory, ignore_errors=True)
+    replaced[0].rename(ckpt.directory)
+    for f, data in replaced[1].items():
+        workdir_lib.write_bytes(f, data)
+
+
 def train(task: Task, train_data: EntityData, val_data: EntityData, cfg: LoopConfig,
           workdir: Optional[str] = None, meta: Optional[dict] = None, progress: bool = True,
           label: str = "train", trainer: Optional[Trainer] = None,
@@ -365,8 +408,11 @@ def train(task: Task, train_data: EntityData, val_data: EntityData, cfg: LoopCon
     history: list = []
     ckpt = None
     saved = None          # (step, state digest) of the checkpoint holding the current state
+    replaced = None       # (folder, metric-log bytes) of the stale fit this call replaces
     if workdir is not None:
-        ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir, label))
+        folder = workdir_lib.checkpoint_dir(workdir, label)
+        _settle_replaced(folder)
+        ckpt = Checkpointer(folder)
         warm = ckpt.directory / WARM_START
         if warm.exists():
             # A deliberate warm start (bin/ablation copies a checkpoint trained with other
@@ -379,81 +425,104 @@ def train(task: Task, train_data: EntityData, val_data: EntityData, cfg: LoopCon
                 logging.warning("%s: checkpoints in %s were fitted on other inputs (an upstream "
                                 "stage, the data or the settings changed); re-fitting the stage",
                                 label, ckpt.directory)
-                ckpt.clear()
+                # Set aside, not deleted: the workdir keeps serving the previous fit until the
+                # new one has a checkpoint, and gets it back if the new one fails (diverges).
+                ckpt.close()
+                logs = _metric_logs(workdir, label)
+                folder.rename(_replaced_dir(folder))
+                replaced = (_replaced_dir(folder), {f: f.read_bytes() for f in logs
+                                                    if f.is_file()})
+                ckpt = Checkpointer(folder)
         restored = ckpt.restore(state)
         if restored is not None:
             step, state, saved_meta = restored
             history = list(saved_meta.get("history", []))
             saved = (int(step), saved_meta.get("state_sha256"))
             logging.info("%s: resumed from epoch %d", label, int(state["epoch"]))
-    meta = dict(meta or {}, fitted_on=fitted_on)
-    writer = MetricWriter(Path(workdir) / workdir_lib.METRICS_DIR if workdir else None, label,
-                          first_step=int(state["epoch"]))
-    dev_train = {k: jnp.asarray(v) for k, v in train_data.arrays.items()}
-    dev_val = {k: jnp.asarray(v) for k, v in val_data.arrays.items()}
-    first = int(state["epoch"])
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.epochs, initial=first, desc=label, unit="epoch", leave=False)
-    epochs_this_call = 0
-    epoch = first
-    t_loop, compile_loop = time.perf_counter(), trainer.compile_seconds
-    for epoch in range(first, cfg.epochs):
-        if np.all(state["stopped"]):
-            break
-        if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
-            break
-        active = ~state["stopped"]
-        state, train_loss = trainer.run_epoch(state, train_data, dev_train, epoch)
-        epochs_this_call += 1
-        if not np.all(np.isfinite(train_loss[active])):
-            bad = np.nonzero(active & ~np.isfinite(train_loss))[0].tolist()
-            raise TrainingDiverged(
-                f"{label}: non-finite training loss at epoch {epoch} for entities {bad}; "
-                f"the last good checkpoint is kept" + (f" in {ckpt.directory}" if ckpt else ""))
-        last = epoch + 1 == cfg.epochs
-        if (epoch + 1) % cfg.eval_every == 0 or last:
-            val, metrics = trainer.evaluate(state["params"], val_data, dev_val)
-            if not np.all(np.isfinite(val[active])):
-                bad = np.nonzero(active & ~np.isfinite(val))[0].tolist()
-                raise TrainingDiverged(f"{label}: non-finite validation loss at epoch {epoch} "
-                                       f"for entities {bad}")
-            state = _update_stopping(state, val, cfg, epoch)
-            rec = {"epoch": epoch, "train_loss": train_loss.tolist(), "val_loss": val.tolist(),
-                   "lr_scale": state["lr_scale"].tolist(),
-                   "active": int((~state["stopped"]).sum())}
-            history.append(rec)
-            writer.write(epoch, {"train_loss_mean": float(np.mean(train_loss[active])),
-                                 "val_loss_mean": float(np.mean(val[active])),
-                                 "active_entities": float(rec["active"]),
-                                 "lr_scale_mean": float(np.mean(state["lr_scale"]))})
+    writer = None
+    try:
+        meta = dict(meta or {}, fitted_on=fitted_on)
+        writer = MetricWriter(Path(workdir) / workdir_lib.METRICS_DIR if workdir else None, label,
+                              first_step=int(state["epoch"]))
+        dev_train = {k: jnp.asarray(v) for k, v in train_data.arrays.items()}
+        dev_val = {k: jnp.asarray(v) for k, v in val_data.arrays.items()}
+        first = int(state["epoch"])
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=cfg.epochs, initial=first, desc=label, unit="epoch", leave=False)
+        epochs_this_call = 0
+        epoch = first
+        t_loop, compile_loop = time.perf_counter(), trainer.compile_seconds
+        for epoch in range(first, cfg.epochs):
+            if np.all(state["stopped"]):
+                break
+            if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
+                break
+            active = ~state["stopped"]
+            state, train_loss = trainer.run_epoch(state, train_data, dev_train, epoch)
+            epochs_this_call += 1
+            if not np.all(np.isfinite(train_loss[active])):
+                bad = np.nonzero(active & ~np.isfinite(train_loss))[0].tolist()
+                raise TrainingDiverged(
+                    f"{label}: non-finite training loss at epoch {epoch} for entities {bad} "
+                    f"(a smaller learning_rate, or grad_clip, may help); the last good "
+                    f"checkpoint is kept" + (f" in {ckpt.directory}" if ckpt else ""))
+            last = epoch + 1 == cfg.epochs
+            if (epoch + 1) % cfg.eval_every == 0 or last:
+                val, metrics = trainer.evaluate(state["params"], val_data, dev_val)
+                if not np.all(np.isfinite(val[active])):
+                    bad = np.nonzero(active & ~np.isfinite(val))[0].tolist()
+                    raise TrainingDiverged(f"{label}: non-finite validation loss at epoch "
+                                           f"{epoch} for entities {bad} (a smaller "
+                                           f"learning_rate may help)")
+                state = _update_stopping(state, val, cfg, epoch)
+                rec = {"epoch": epoch, "train_loss": train_loss.tolist(),
+                       "val_loss": val.tolist(),
+                       "lr_scale": state["lr_scale"].tolist(),
+                       "active": int((~state["stopped"]).sum())}
+                history.append(rec)
+                writer.write(epoch, {"train_loss_mean": float(np.mean(train_loss[active])),
+                                     "val_loss_mean": float(np.mean(val[active])),
+                                     "active_entities": float(rec["active"]),
+                                     "lr_scale_mean": float(np.mean(state["lr_scale"]))})
+                if bar is not None:
+                    bar.set_postfix(train=f"{np.mean(train_loss[active]):.3g}",
+                                    val=f"{np.mean(val[active]):.3g}", active=rec["active"])
+            state["epoch"] = np.asarray(epoch + 1, np.int32)
             if bar is not None:
-                bar.set_postfix(train=f"{np.mean(train_loss[active]):.3g}",
-                                val=f"{np.mean(val[active]):.3g}", active=rec["active"])
-        state["epoch"] = np.asarray(epoch + 1, np.int32)
+                bar.update(1)
+            if ckpt is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
+                saved = (epoch + 1, ckpt.save(epoch + 1, state, dict(meta, history=history)))
+            trained = (time.perf_counter() - t_loop) - (trainer.compile_seconds - compile_loop)
+            if cfg.max_seconds and trained > cfg.max_seconds:
+                logging.warning("%s: training-time budget of %.0f s reached at epoch %d", label,
+                                cfg.max_seconds, epoch)
+                break
         if bar is not None:
-            bar.update(1)
-        if ckpt is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
-            saved = (epoch + 1, ckpt.save(epoch + 1, state, dict(meta, history=history)))
-        trained = (time.perf_counter() - t_loop) - (trainer.compile_seconds - compile_loop)
-        if cfg.max_seconds and trained > cfg.max_seconds:
-            logging.warning("%s: training-time budget of %.0f s reached at epoch %d", label,
-                            cfg.max_seconds, epoch)
-            break
-    if bar is not None:
-        bar.close()
-    done_all = int(state["epoch"]) >= cfg.epochs or np.all(state["stopped"])
-    if ckpt is not None and (done_all or cfg.max_seconds) and int(state["epoch"]) not in ckpt.steps():
-        saved = (int(state["epoch"]), ckpt.save(int(state["epoch"]), state,
-                                                dict(meta, history=history)))
-    writer.close()
-    if ckpt is not None:
-        if saved is not None and saved[0] == int(state["epoch"]):
-            workdir_lib.record_stage(workdir, label, {
-                "fitted_on": fitted_on, "step": saved[0], "state_sha256": saved[1],
-                "epochs_run": int(state["epoch"]), "finished": bool(done_all)})
-        ckpt.close()
+            bar.close()
+        done_all = int(state["epoch"]) >= cfg.epochs or np.all(state["stopped"])
+        if ckpt is not None and (done_all or cfg.max_seconds) and \
+                int(state["epoch"]) not in ckpt.steps():
+            saved = (int(state["epoch"]), ckpt.save(int(state["epoch"]), state,
+                                                    dict(meta, history=history)))
+        writer.close()
+        if ckpt is not None:
+            if saved is not None and saved[0] == int(state["epoch"]):
+                workdir_lib.record_stage(workdir, label, {
+                    "fitted_on": fitted_on, "step": saved[0], "state_sha256": saved[1],
+                    "epochs_run": int(state["epoch"]), "finished": bool(done_all)})
+            ckpt.close()
+    except Exception:
+        if writer is not None:
+            writer.close()
+        if replaced is not None:
+            _restore_replaced(ckpt, replaced)
+        raise
+    if replaced is not None and saved is not None:
+        # The new fit has a checkpoint to resume from: the stale one is no longer needed.
+        import shutil
+        shutil.rmtree(replaced[0], ignore_errors=True)
     return TrainResult(params=state["best_params"], last_params=state["params"],
                        best_val=np.asarray(state["best_val"]),
                        stopped_epoch=np.asarray(state["stopped_epoch"]),

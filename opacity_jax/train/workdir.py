@@ -9,7 +9,10 @@ A trained workdir holds
                                state digest (STAGES_FILE, `record_stage`); copied into model.json
     .lock                      pid of the bin/train that holds the workdir (LOCK_FILE, `lock`)
     checkpoints/<label>/       orbax checkpoints of one training stage (checkpoint_dir)
+    checkpoints/<label>.replaced/  a stale fit set aside while the stage is re-fitted (gone
+                               once the re-fit has a checkpoint; train.loop)
     metrics/<label>.jsonl      one record per evaluated epoch (train.metrics_writer)
+    metrics/tensorboard/<label>/  the same as a TensorBoard event file
     eval/                      metrics.json, figures and reports of evaluation (eval_dir)
 
 Every file is written atomically (temporary file in the same folder, fsync, rename, fsync of the
