@@ -349,7 +349,7 @@ def test_jackknife_intervals_track_the_error(trained, tmp_path):
     rep = m["intervals"]["report"]
     # One element: ~450 resolved bins but only ~14 validation nodes, too few for a 95 %
     # multiplier of kappa_P (marked degenerate, refused), enough for 68 %. Seeded; measured
-    # efficiencies 1.9 against 30 for kappa_P at 68 %.
+    # efficiencies 1.9 against 30 for kappa_P at 68 % (before the half split of beta).
     for q, lv in (("log_kappa", "0.95"), ("log_kappa", "0.68"), ("log_planck", "0.68")):
         a, c = rep[q]["test"], rep[q]["test_constant_width"]
         assert a[f"efficiency_{lv}"] < 0.5 * c[f"efficiency_{lv}"], (q, lv, a, c)

@@ -340,7 +340,9 @@ def fit(ds, train_mask, val_mask, config, workdir=None, progress: bool = True, m
 # and the efficiency = median 95 % half-width / median |error| (2.9 for Gaussian errors with a
 # known sigma), next to a constant-width conformal interval on the same nodes, so the gain from
 # the spread is visible. A level whose multiplier is not finite, or every level when the
-# members agree exactly almost everywhere, is marked degenerate and `interval` refuses it.
+# members agree exactly almost everywhere, is marked degenerate and `interval` refuses it;
+# where the spread does not narrow the intervals on the beta half, it is dropped (constant
+# width, `spread_weight` 0 in the calibration file).
 MEMBERS_LABEL = "stage_basis_members"
 RESOLVED_CM2_G = float(np.finfo(np.float32).tiny)   # 1.2e-38: bins below are not resolved
 QUANTITIES = ("log_kappa", "log_planck", "log_rosseland")
@@ -486,8 +488,8 @@ def _node_values(s, ds, e: int, ti, ri):
 
 def residuals_and_spreads(s, ds, mask) -> dict:
     """{quantity: (residual, spread)} in dex over the nodes of `mask` (nZ, nT, nR): residual
-    = log10 full-fit prediction - log10 truth, spread = std over members of log10 (per bin only
-    where the truth is resolved, > 1.2e-38 cm^2/g)."""
+    = log10 full-fit prediction - log10 truth, spread = std over members of log10; only where
+    the truth (per bin, or the node's mean) is resolved, > 1.2e-38 cm^2/g."""
     acc = {q: ([], []) for q in QUANTITIES}
     for e in range(ds.kappa.shape[0]):
         ti, ri = np.nonzero(mask[e])
@@ -498,8 +500,10 @@ def residuals_and_spreads(s, ds, mask) -> dict:
         acc["log_kappa"][0].append((v["main_lk"] - v["truth_lk"])[ok])
         acc["log_kappa"][1].append(v["mem_lk"].std(0)[ok])
         for q in ("planck", "rosseland"):
-            acc[f"log_{q}"][0].append(v[f"main_{q}"] - v[f"truth_{q}"])
-            acc[f"log_{q}"][1].append(v[f"mem_{q}"].std(0))
+            # As the honest table: a mean below float32's normal range is resolved by no table.
+            ok = v[f"truth_{q}"] > np.log10(RESOLVED_CM2_G)
+            acc[f"log_{q}"][0].append((v[f"main_{q}"] - v[f"truth_{q}"])[ok])
+            acc[f"log_{q}"][1].append(v[f"mem_{q}"].std(0)[ok])
     return {q: tuple(np.concatenate(a) if a else np.zeros(0) for a in pair)
             for q, pair in acc.items()}
 
@@ -512,7 +516,7 @@ def interval_scores(residual, sigma, multipliers: dict) -> dict:
     med = float(np.median(r)) if r.size else float("nan")
     out = {"n": int(r.size), "median_abs_error_dex": med}
     for k, q in multipliers.items():
-        if k == "beta":
+        if k in ("beta", "spread_weight"):
             continue
         half = q * s
         out[f"coverage_{k}"] = float(np.mean(r <= half)) if r.size else float("nan")
@@ -526,7 +530,7 @@ def degenerate_levels(multipliers: dict, sigma_cal) -> list:
     level when the calibration spread is zero at more than half the points with beta = 0
     (the members agree exactly, so the spread carries no information); otherwise the levels
     whose multiplier is not finite (too few calibration points for the level)."""
-    levels = [k for k in multipliers if k != "beta"]
+    levels = [k for k in multipliers if k not in ("beta", "spread_weight")]
     s = np.asarray(sigma_cal, np.float64)
     if float(multipliers.get("beta", 0.0)) <= 0.0 and s.size > 0 and float(np.mean(s == 0)) > 0.5:
         return levels
@@ -560,14 +564,27 @@ def calibrate(workdir, out_dir=None, make_figures: bool = True) -> dict:
         beta = ens.select_beta(rv[half], sv[half])
         conf = ens.fit_conformal(rv[~half], sv[~half], beta=beta)
         const = ens.fit_conformal(rv, np.ones_like(rv), beta=0.0)
+        # Where the spread does not narrow the intervals on the beta half (it misses where the
+        # errors are), the members' spread is dropped: constant width (spread_weight 0).
+        c_half = ens.fit_conformal(rv[half], np.zeros(int(half.sum())), beta=1.0)
+        s_half = ens.fit_conformal(rv[half], sv[half], beta=beta)
+        usable = [k for k in ("0.95", "0.68") if np.isfinite(c_half[k] + s_half[k])]
+        if usable and s_half[usable[0]] * float(np.median(sv[half] + beta)) >= \
+                c_half[usable[0]]:
+            conf = dict(ens.fit_conformal(rv[~half], np.zeros(int((~half).sum())), beta=1.0),
+                        spread_weight=0.0)
+        else:
+            conf["spread_weight"] = 1.0
         report[q] = {"multipliers": conf, "degenerate_levels": degenerate_levels(conf, sv),
-                     "test": interval_scores(rt, st, conf),
+                     "test": interval_scores(rt, conf["spread_weight"] * st, conf),
                      "test_constant_width": interval_scores(rt, np.ones_like(rt), const),
                      "n_val": int(rv.size), "n_val_beta": int(half.sum())}
         lv = np.asarray(ens.DEFAULT_LEVELS)
-        full = ens.fit_conformal(rv[~half], sv[~half], ens.DEFAULT_LEVELS, beta=beta)
+        full = ens.fit_conformal(rv[~half], conf["spread_weight"] * sv[~half],
+                                 ens.DEFAULT_LEVELS, beta=conf["beta"])
         curves[f"{q} test (conformal on member spread)"] = (
-            lv, np.asarray(list(ens.conformal_coverage(rt, st, full).values())))
+            lv, np.asarray(list(ens.conformal_coverage(rt, conf["spread_weight"] * st,
+                                                       full).values())))
     out = Path(out_dir) if out_dir is not None else workdir_lib.eval_dir(workdir)
     workdir_lib.write_json(out / "ensemble_calibration.json",
                            {"workdir": str(workdir), "members": s.members, "kind": "jackknife",

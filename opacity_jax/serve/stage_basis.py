@@ -267,12 +267,13 @@ class StageBasisSurrogate:
         conf = entry["multipliers"]
         if key not in conf:
             raise ValueError(f"{path} holds no multiplier for level {key}; available: "
-                             f"{sorted(k for k in conf if k != 'beta')}")
+                             f"{sorted(k for k in conf if k not in ('beta', 'spread_weight'))}")
         if key in entry.get("degenerate_levels", []):
             raise ValueError(f"{path}: the {names[quantity]} calibration at level {key} is "
                              f"degenerate (too few calibration nodes, or members that agree "
                              f"exactly); no interval")
-        half_of = lambda sd: float(conf[key]) * (sd + float(conf.get("beta", 0.0)))  # noqa: E731
+        w = float(conf.get("spread_weight", 1.0))     # 0: constant width (spread uninformative)
+        half_of = lambda sd: float(conf[key]) * (w * sd + float(conf.get("beta", 0.0)))  # noqa: E731
         if quantity == "kappa":
             k = self.spectrum(element, temperature_ev, density_gcc)
             lm = np.log10(self.spectrum_members(element, temperature_ev, density_gcc))
