@@ -276,7 +276,8 @@ def fit_sigma_model(residual, sigma, levels=DEFAULT_LEVELS, n_scale: int = 97,
     return best
 
 
-def fit_conformal(residual, sigma, levels=(0.68, 0.95)) -> Dict[str, float]:
+def fit_conformal(residual, sigma, levels=(0.68, 0.95), beta: Optional[float] = None
+                  ) -> Dict[str, float]:
     """Normalised split-conformal intervals mean +- q_L (sigma + beta), fitted on a calibration
     split.
 
@@ -290,6 +291,7 @@ def fit_conformal(residual, sigma, levels=(0.68, 0.95)) -> Dict[str, float]:
     Args:
       residual, sigma: (N,) calibration residuals and predicted standard deviations.
       levels: coverage levels in (0, 1).
+      beta: the offset (same units as sigma); None = the median calibration sigma.
     Returns:
       {f"{L:g}": q_L, ..., "beta": beta}; q_L = inf where N is too small for the level; with
       no calibration points, the Gaussian z_L and beta = 0 (no recalibration).
@@ -300,7 +302,7 @@ def fit_conformal(residual, sigma, levels=(0.68, 0.95)) -> Dict[str, float]:
     if r.size == 0:
         out = {f"{float(lv):g}": float(z) for lv, z in zip(levels, z_of_level(levels))}
         return dict(out, beta=0.0)
-    beta = float(np.median(s))
+    beta = float(np.median(s)) if beta is None else float(beta)
     ratio = np.sort(r / np.maximum(s + beta, 1e-300))
     n = ratio.size
     out = {}
@@ -309,6 +311,34 @@ def fit_conformal(residual, sigma, levels=(0.68, 0.95)) -> Dict[str, float]:
         out[f"{float(lv):g}"] = float(ratio[k - 1]) if k <= n else float("inf")
     out["beta"] = beta
     return out
+
+
+def select_beta(residual, sigma, level: float = 0.95,
+                factors=(1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)) -> float:
+    """The offset beta (of intervals +- q_L (sigma + beta)) that gives the narrowest median
+    interval at `level` on these points, from beta = f x median(sigma) for f in `factors`.
+
+    Too large a beta ignores the spread (constant width); too small a one lets points with
+    sigma ~ 0 but a non-zero error drive q_L up. Choose it on points disjoint from those that
+    `fit_conformal` then calibrates q_L on, so the coverage guarantee holds.
+
+    Args: residual, sigma: (N,) residuals and spreads; level in (0, 1); factors: candidates.
+    Returns: beta (>= 0), or the median sigma when N is too small for the level.
+    """
+    r = np.abs(np.asarray(residual, np.float64)).ravel()
+    s = np.asarray(sigma, np.float64).ravel()
+    med = float(np.median(s)) if s.size else 0.0
+    if med <= 0:
+        positive = s[s > 0]
+        med = float(np.median(positive)) if positive.size else 0.0
+    best, width = med, np.inf
+    for f in factors:
+        b = f * med
+        q = fit_conformal(r, s, (level,), beta=b)[f"{float(level):g}"]
+        w = q * float(np.median(s + b))
+        if np.isfinite(w) and w < width:
+            best, width = b, w
+    return float(best)
 
 
 def conformal_coverage(residual, sigma, multipliers: Dict[str, float]) -> Dict[str, float]:

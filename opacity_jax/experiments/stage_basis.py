@@ -35,10 +35,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from opacity_jax import _compat
+from opacity_jax.experiments import ensemble as ens
 from opacity_jax.experiments import spectra
 from opacity_jax.models import stage_basis as sb
-from opacity_jax.serve.stage_basis import TABLES_FILE, StageBasisSurrogate
+from opacity_jax.serve.stage_basis import (MEMBERS_FILE, TABLES_FILE, StageBasisSurrogate,
+                                          load_tables, spec_from_meta)
 from opacity_jax.physics import elements as _el
+from opacity_jax.physics import planck
 from opacity_jax.train import experiment, loop
 from opacity_jax.train import workdir as workdir_lib
 from opacity_jax.train.task import Task, pack_ragged
@@ -186,20 +189,26 @@ def build(ds, train_mask: np.ndarray, model_cfg, progress: bool = False) -> tupl
     return spec, sb.stack_consts(consts), np.stack(dphi0), windows
 
 
-def row_arrays(ds, fit_mask: np.ndarray, score_mask: np.ndarray):
-    """EntityData (one data row per element; samples = temperature rows with fit nodes):
+def row_arrays(ds, fit_mask: np.ndarray, score_mask: np.ndarray, element_rows=None):
+    """EntityData (one data row per entity; samples = temperature rows with fit nodes):
     'lt' (log10 T), 'k' (nR, nE) kappa at fit or scored nodes (0 elsewhere) [cm^2/g], 'scale'
-    (nE,) row scale, 'fit' / 'score' (nR,) masks, 'row' element position."""
+    (nE,) row scale, 'fit' / 'score' (nR,) masks, 'row' element position.
+
+    fit_mask, score_mask: (nE_ent, nT, nR) bool, one per entity; element_rows: (nE_ent,) the
+    element position of each entity (default: entity i is element i; ensemble members are
+    extra entities of the same elements with their own masks)."""
     lt = np.log10(ds.temperature_ev).astype(np.float32)
+    if element_rows is None:
+        element_rows = np.arange(ds.kappa.shape[0])
     rows = []
-    for e in range(ds.kappa.shape[0]):
-        t_idx = np.nonzero(fit_mask[e].any(1))[0]
-        both = fit_mask[e] | score_mask[e]
+    for i, e in enumerate(np.asarray(element_rows, int)):
+        t_idx = np.nonzero(fit_mask[i].any(1))[0]
+        both = fit_mask[i] | score_mask[i]
         k = np.where(both[..., None], ds.kappa[e], 0.0)[t_idx]
         rows.append({"lt": lt[t_idx], "k": k.astype(np.float32),
-                     "scale": row_scale(ds.kappa[e], fit_mask[e])[t_idx].astype(np.float32),
-                     "fit": fit_mask[e][t_idx].astype(np.float32),
-                     "score": score_mask[e][t_idx].astype(np.float32),
+                     "scale": row_scale(ds.kappa[e], fit_mask[i])[t_idx].astype(np.float32),
+                     "fit": fit_mask[i][t_idx].astype(np.float32),
+                     "score": score_mask[i][t_idx].astype(np.float32),
                      "row": np.full(t_idx.size, e, np.int32)})
     return pack_ragged(rows)
 
@@ -307,6 +316,303 @@ def fit(ds, train_mask, val_mask, config, workdir=None, progress: bool = True, m
     return spec, consts, params, res, windows
 
 
+# --------------------------------------------------------------------------------------------
+# jackknife members and calibrated intervals
+#
+#   bin/train --config=configs/stage_basis.py --workdir=runs/sb
+#   bin/train_ensemble --workdir=runs/sb --members=8        # adds stage_basis_members.npz
+#   bin/evaluate --workdir=runs/sb                          # + eval/ensemble_calibration.json
+#
+# Why jackknife members and not independent seeds: the fit is deterministic given its training
+# nodes (least squares + a smooth correction), so reseeded copies agree and their spread says
+# nothing. What decides a held-out node's error is how strongly the fit leans on the nodes
+# around it. Member k drops fold k of a seeded K-fold partition of every element's training
+# nodes and re-fits on the rest: its stage spectra, and with --epochs > 0 also the corrections
+# (warm-started; measured no sharper, reports/stage_basis_intervals/README.md). Where the
+# members disagree the fit is fragile, and that is where held-out nodes come out wrong.
+#
+# Intervals: the point prediction stays the full fit's (it saw every training node); the spread
+# s = std over members of log10 x (x = kappa per bin, kappa_P, kappa_R) sets the width,
+# 10 ** (log10 x +- q_L (s + beta)). Split conformal on the validation nodes, which the stage
+# spectra never saw (they only early-stop the correction): beta is chosen on one half of them
+# (`ensemble.select_beta`, the narrowest median interval), q_L fitted on the other half
+# (`ensemble.fit_conformal`). `calibrate` judges them on the test nodes: coverage at 68 / 95 %
+# and the efficiency = median 95 % half-width / median |error| (2.9 for Gaussian errors with a
+# known sigma), next to a constant-width conformal interval on the same nodes, so the gain from
+# the spread is visible. A level whose multiplier is not finite, or every level when the
+# members agree exactly almost everywhere, is marked degenerate and `interval` refuses it;
+# where the spread does not narrow the intervals on the beta half, it is dropped (constant
+# width, `spread_weight` 0 in the calibration file).
+MEMBERS_LABEL = "stage_basis_members"
+RESOLVED_CM2_G = float(np.finfo(np.float32).tiny)   # 1.2e-38: bins below are not resolved
+QUANTITIES = ("log_kappa", "log_planck", "log_rosseland")
+
+
+def jackknife_masks(train_mask: np.ndarray, members: int, seed: int) -> np.ndarray:
+    """(K, nZ, nT, nR) bool: member k's training nodes = the training nodes outside fold k of a
+    seeded, uniform K-fold partition (each node in exactly one fold).
+
+    Args: train_mask: (nZ, nT, nR) bool; members: K >= 2; seed: partition seed."""
+    if int(members) < 2:
+        raise ValueError(f"members must be >= 2 for a spread, got {members}")
+    fold = np.random.default_rng(int(seed)).integers(0, int(members), train_mask.shape)
+    return np.stack([train_mask & (fold != k) for k in range(int(members))])
+
+
+def fit_members(ds, meta: dict, params: dict, train_mask, val_mask, config, members: int,
+                epochs: int, seed: int, progress: bool = False) -> dict:
+    """Re-fit the model K times, each without one fold of the training nodes.
+
+    With epochs = 0 each member keeps the full fit's corrections dphi and re-fits its stage
+    spectra only (the cheap default: one least-squares + log-refine pass per member); with
+    epochs > 0 the corrections are re-fitted too, warm-started at the full fit's, for that
+    many epochs of the one training loop (every member x element an entity of one vmap'd step).
+
+    Args: ds: the run's Dataset; meta / params: the full fit (model.json, stage tables);
+      train_mask, val_mask: (nZ, nT, nR) bool; config: the run's config; members: K;
+      epochs: >= 0; seed: fold partition seed.
+    Returns: {'dphi', 'log_s_ff', 'log_s_es', 'log_a'}: arrays (K, nZ, ...) as in params.
+    """
+    mc = config.stage_basis
+    spec, consts = spec_from_meta(meta)
+    masks = jackknife_masks(train_mask, members, seed)
+    n_z = ds.kappa.shape[0]
+    k_all = masks.shape[0]
+    names = ("dphi", "log_s_ff", "log_s_es")
+    if int(epochs) > 0:
+        task = make_task(spec, consts, params["dphi"], np.log10(ds.density_gcc),
+                         {"dphi": float(mc.dphi_penalty), "smooth": float(mc.smooth_penalty)})
+        fit = masks.reshape((k_all * n_z,) + train_mask.shape[1:])
+        rows = np.tile(np.arange(n_z), k_all)
+        score = np.broadcast_to(val_mask, (k_all,) + val_mask.shape).reshape(fit.shape)
+        d = dict(config.train)
+        d["epochs"] = int(epochs)
+        d.setdefault("seed", int(config.seed))
+        res = loop.train(task, row_arrays(ds, fit, fit, rows), row_arrays(ds, fit, score, rows),
+                         loop.LoopConfig.from_config(d), None, progress=progress,
+                         label=MEMBERS_LABEL)
+        corr = [{n: np.asarray(res.params[n])[k * n_z:(k + 1) * n_z] for n in names}
+                for k in range(k_all)]
+    else:
+        corr = [{n: np.asarray(params[n]) for n in names} for _ in range(k_all)]
+    out = {k: [] for k in names + ("log_a",)}
+    it = range(k_all)
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc="stage_basis members", unit="member", leave=False)
+    for k in it:
+        pk = dict(corr[k])
+        pk["log_a"] = stage_tables(spec, consts, pk, ds, masks[k],
+                                   int(mc.get("log_refine_steps", 0)),
+                                   float(mc.get("log_refine_linear_weight", 0.0)))
+        for n in out:
+            out[n].append(np.asarray(pk[n], np.float32))
+    return {n: np.stack(v) for n, v in out.items()}
+
+
+def train_members(workdir, members: int = 8, epochs=None, seed=None, overwrite: bool = False,
+                  progress: bool = True) -> dict:
+    """Add K jackknife members to a trained stage_basis workdir (see the module docstring).
+
+    Writes <workdir>/stage_basis_members.npz and model.json['ensemble'] = {'members', 'kind',
+    'epochs', 'fold_seed', 'sha256', 'upstream_tables_sha256'}; the recorded digest of the full
+    fit's tables makes the members stale (refused on load) once the full fit changes.
+
+    Args: workdir: a stage_basis run (bin/train); members: K >= 2; epochs: loop epochs per
+      member for re-fitting the corrections (default 0: stage spectra only, see
+      `fit_members`); seed: fold seed (default config.seed + 11); overwrite: replace members
+      fitted with other settings.
+    Returns: summary dict (members, epochs, seconds).
+    """
+    workdir = Path(workdir)
+    mf = workdir_lib.model_path(workdir)
+    meta = workdir_lib.read_model_meta(workdir, "train the model first: bin/train")
+    if meta.get("model") != LABEL:
+        raise ValueError(f"{mf}: model is {meta.get('model')!r}, not {LABEL!r}")
+    if int(members) < 2:
+        raise ValueError(f"--members must be >= 2 for a spread, got {members}")
+    cfg = workdir_lib.read_config(workdir)
+    epochs = 0 if epochs is None else int(epochs)
+    if epochs < 0:
+        raise ValueError(f"--epochs must be >= 0 (0: stage spectra only), got {epochs}")
+    seed = int(cfg.seed) + 11 if seed is None else int(seed)
+    want = {"members": int(members), "kind": "jackknife", "epochs": epochs, "fold_seed": seed,
+            "upstream_tables_sha256": meta["stage_basis"]["tables_sha256"]}
+    old = meta.get("ensemble")
+    path = workdir / MEMBERS_FILE
+    if old and path.exists():
+        same = all(old.get(k) == v for k, v in want.items())
+        if same:
+            return {"members": int(members), "epochs": epochs, "seconds": 0.0, "reused": True}
+        if not overwrite:
+            diff = sorted(k for k, v in want.items() if old.get(k) != v)
+            raise ValueError(f"{path} holds members fitted with other settings ({', '.join(diff)}"
+                             f"); pass --overwrite to replace them")
+    t0 = time.perf_counter()
+    params = load_tables(workdir / TABLES_FILE, meta["stage_basis"]["tables_sha256"])
+    ds = experiment.load_data(cfg.data)
+    if ds.elements.tolist() != meta["elements"]:
+        raise ValueError(f"dataset elements {ds.elements.tolist()} differ from the model's "
+                         f"{meta['elements']} in {mf}")
+    train, val = experiment.node_mask(meta, "train"), experiment.node_mask(meta, "val")
+    arrays = fit_members(ds, meta, params, train, val, cfg, members, epochs, seed, progress)
+    sha = save_tables(path, arrays)
+    meta["ensemble"] = dict(want, sha256=sha)
+    workdir_lib.write_model_meta(workdir, meta)
+    return {"members": int(members), "epochs": epochs,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _node_values(s, ds, e: int, ti, ri):
+    """Per-node arrays of element position e at nodes (ti, ri): the truth, the full fit and
+    the members, each as log10 per bin (N, nE) / (K, N, nE) and log10 kappa_P, kappa_R."""
+    z = int(ds.elements[e])
+    t, r = ds.temperature_ev[ti], ds.density_gcc[ri]
+    truth = ds.kappa[e, ti, ri].astype(np.float64)
+    main = np.log(s.spectrum(z, t, r).astype(np.float64))
+    mem = np.log(s.spectrum_members(z, t, r).astype(np.float64))
+    out = {"truth_lk": np.log10(np.maximum(truth, 1e-300)), "main_lk": main / np.log(10),
+           "mem_lk": mem / np.log(10), "resolved": truth > RESOLVED_CM2_G}
+    with _compat.enable_x64():
+        edges = s.energy_edges_ev
+        for q, fn in (("planck", planck.planck_mean), ("rosseland", planck.rosseland_mean)):
+            tj = jnp.asarray(t, jnp.float64)
+            pt = np.asarray(fn(jnp.asarray(truth), edges, tj))
+            pm = np.asarray(fn(jnp.asarray(np.exp(main)), edges, tj))
+            pk = np.stack([np.asarray(fn(jnp.asarray(np.exp(m)), edges, tj)) for m in mem])
+            out[f"truth_{q}"] = np.log10(np.maximum(pt, 1e-300))
+            out[f"main_{q}"] = np.log10(np.maximum(pm, 1e-300))
+            out[f"mem_{q}"] = np.log10(np.maximum(pk, 1e-300))
+    return out
+
+
+def residuals_and_spreads(s, ds, mask) -> dict:
+    """{quantity: (residual, spread)} in dex over the nodes of `mask` (nZ, nT, nR): residual
+    = log10 full-fit prediction - log10 truth, spread = std over members of log10; only where
+    the truth (per bin, or the node's mean) is resolved, > 1.2e-38 cm^2/g."""
+    acc = {q: ([], []) for q in QUANTITIES}
+    for e in range(ds.kappa.shape[0]):
+        ti, ri = np.nonzero(mask[e])
+        if ti.size == 0:
+            continue
+        v = _node_values(s, ds, e, ti, ri)
+        ok = v["resolved"]
+        acc["log_kappa"][0].append((v["main_lk"] - v["truth_lk"])[ok])
+        acc["log_kappa"][1].append(v["mem_lk"].std(0)[ok])
+        for q in ("planck", "rosseland"):
+            # As the honest table: a mean below float32's normal range is resolved by no table.
+            ok = v[f"truth_{q}"] > np.log10(RESOLVED_CM2_G)
+            acc[f"log_{q}"][0].append((v[f"main_{q}"] - v[f"truth_{q}"])[ok])
+            acc[f"log_{q}"][1].append(v[f"mem_{q}"].std(0)[ok])
+    return {q: tuple(np.concatenate(a) if a else np.zeros(0) for a in pair)
+            for q, pair in acc.items()}
+
+
+def interval_scores(residual, sigma, multipliers: dict) -> dict:
+    """Coverage at each conformal level and the efficiencies (median half-width / median
+    |residual|) of intervals +- q_L (sigma + beta)."""
+    r = np.abs(np.asarray(residual, np.float64))
+    s = np.asarray(sigma, np.float64) + float(multipliers.get("beta", 0.0))
+    med = float(np.median(r)) if r.size else float("nan")
+    out = {"n": int(r.size), "median_abs_error_dex": med}
+    for k, q in multipliers.items():
+        if k in ("beta", "spread_weight"):
+            continue
+        half = q * s
+        out[f"coverage_{k}"] = float(np.mean(r <= half)) if r.size else float("nan")
+        out[f"median_half_width_{k}_dex"] = float(np.median(half)) if r.size else float("nan")
+        out[f"efficiency_{k}"] = (float(np.median(half)) / med) if med > 0 else float("inf")
+    return out
+
+
+def degenerate_levels(multipliers: dict, sigma_cal) -> list:
+    """Levels (keys of `multipliers`) at which a conformal fit gives no usable interval: every
+    level when the calibration spread is zero at more than half the points with beta = 0
+    (the members agree exactly, so the spread carries no information); otherwise the levels
+    whose multiplier is not finite (too few calibration points for the level)."""
+    levels = [k for k in multipliers if k not in ("beta", "spread_weight")]
+    s = np.asarray(sigma_cal, np.float64)
+    if float(multipliers.get("beta", 0.0)) <= 0.0 and s.size > 0 and float(np.mean(s == 0)) > 0.5:
+        return levels
+    return [k for k in levels if not np.isfinite(multipliers[k])]
+
+
+def calibrate(workdir, out_dir=None, make_figures: bool = True) -> dict:
+    """Fit the conformal multipliers on the validation nodes and score them on the test nodes.
+
+    Writes <out_dir or workdir/eval>/ensemble_calibration.json (read by
+    `StageBasisSurrogate.interval`) and ensemble_reliability.png. Returns the report dict:
+    {quantity: {'multipliers', 'degenerate_levels', 'test' (interval_scores), 'test_constant_width'
+    (the same with sigma = 1, fitted on the same validation nodes), 'n_val'}}.
+    """
+    workdir = Path(workdir)
+    s = StageBasisSurrogate.load(workdir, on_domain_error="warn", outside="ignore")
+    if s.members < 2:
+        raise ValueError(f"{workdir} holds no members: run bin/train_ensemble --workdir="
+                         f"{workdir} first")
+    meta = s.meta
+    ds = experiment.load_data(workdir_lib.read_config(workdir).data)
+    val = residuals_and_spreads(s, ds, experiment.node_mask(meta, "val"))
+    test = residuals_and_spreads(s, ds, experiment.node_mask(meta, "test"))
+    # beta is chosen on one seeded half of the validation points and q_L fitted on the other,
+    # so the coverage guarantee of split conformal holds for the fitted pair.
+    report, curves = {}, {}
+    for q in QUANTITIES:
+        rv, sv = val[q]
+        rt, st = test[q]
+        half = np.random.default_rng(int(meta["split"]["seed"]) + 13).random(rv.size) < 0.5
+        beta = ens.select_beta(rv[half], sv[half])
+        conf = ens.fit_conformal(rv[~half], sv[~half], beta=beta)
+        const = ens.fit_conformal(rv, np.ones_like(rv), beta=0.0)
+        # Where the spread does not narrow the intervals on the beta half (it misses where the
+        # errors are), the members' spread is dropped: constant width (spread_weight 0).
+        c_half = ens.fit_conformal(rv[half], np.zeros(int(half.sum())), beta=1.0)
+        s_half = ens.fit_conformal(rv[half], sv[half], beta=beta)
+        usable = [k for k in ("0.95", "0.68") if np.isfinite(c_half[k] + s_half[k])]
+        if usable and s_half[usable[0]] * float(np.median(sv[half] + beta)) >= \
+                c_half[usable[0]]:
+            conf = dict(ens.fit_conformal(rv[~half], np.zeros(int((~half).sum())), beta=1.0),
+                        spread_weight=0.0)
+        else:
+            conf["spread_weight"] = 1.0
+        report[q] = {"multipliers": conf, "degenerate_levels": degenerate_levels(conf, sv),
+                     "test": interval_scores(rt, conf["spread_weight"] * st, conf),
+                     "test_constant_width": interval_scores(rt, np.ones_like(rt), const),
+                     "n_val": int(rv.size), "n_val_beta": int(half.sum())}
+        lv = np.asarray(ens.DEFAULT_LEVELS)
+        full = ens.fit_conformal(rv[~half], conf["spread_weight"] * sv[~half],
+                                 ens.DEFAULT_LEVELS, beta=conf["beta"])
+        curves[f"{q} test (conformal on member spread)"] = (
+            lv, np.asarray(list(ens.conformal_coverage(rt, conf["spread_weight"] * st,
+                                                       full).values())))
+    out = Path(out_dir) if out_dir is not None else workdir_lib.eval_dir(workdir)
+    workdir_lib.write_json(out / "ensemble_calibration.json",
+                           {"workdir": str(workdir), "members": s.members, "kind": "jackknife",
+                            "center": "full fit", "scale_fitted_on": "validation nodes",
+                            "quantities": report})
+    if make_figures:
+        ens.plot_reliability(curves, out / "ensemble_reliability.png",
+                             f"stage basis, {s.members} jackknife members, test nodes")
+    return report
+
+
+def interval_table(report: dict) -> str:
+    """Markdown table of `calibrate`'s report: coverage and efficiency of the spread-scaled
+    and the constant-width intervals on the test nodes."""
+    lines = ["| quantity (dex) | n test | median abs error | 68 % coverage | 95 % coverage | "
+             "efficiency (95 %) | constant width: 95 % coverage | constant width: efficiency |",
+             "|---|---|---|---|---|---|---|---|"]
+    for q, r in report.items():
+        t, c = r["test"], r["test_constant_width"]
+        bad = r["degenerate_levels"]
+        flag = f" (no interval at {', '.join(bad)})" if bad else ""
+        lines.append(f"| {q}{flag} | {t['n']} | {t['median_abs_error_dex']:.3g} | "
+                     f"{100 * t['coverage_0.68']:.1f} % | {100 * t['coverage_0.95']:.1f} % | "
+                     f"{t['efficiency_0.95']:.3g} | {100 * c['coverage_0.95']:.1f} % | "
+                     f"{c['efficiency_0.95']:.3g} |")
+    return "\n".join(lines)
+
+
 def spec_to_meta(spec, consts, windows) -> dict:
     """JSON-serialisable description of the model (everything `load` needs besides params)."""
     return {"n_stages": spec.n_stages, "n_energy": spec.n_energy,
@@ -385,8 +691,16 @@ def load(workdir, **options):
 
 def evaluate(workdir, **options) -> dict:
     """Held-out evaluation with every training-free interpolant in the same table, as the
-    spectrum family's (`spectra.evaluate`; `offgrid=N` also scores off-grid points)."""
-    return spectra.evaluate(workdir, **options)
+    spectrum family's (`spectra.evaluate`; `offgrid=N` also scores off-grid points); with
+    jackknife members (bin/train_ensemble) also the calibrated intervals
+    (`calibrate`, eval/ensemble_calibration.json)."""
+    m = spectra.evaluate(workdir, **options)
+    meta = workdir_lib.read_model_meta(workdir)
+    if meta.get("ensemble") and (Path(workdir) / MEMBERS_FILE).exists():
+        rep = calibrate(workdir, make_figures=bool(options.get("make_figures", True)))
+        m["intervals"] = {"members": int(meta["ensemble"]["members"]), "report": rep,
+                          "table": interval_table(rep)}
+    return m
 
 
 def report(m: dict) -> str:
@@ -401,4 +715,8 @@ def report(m: dict) -> str:
                   + ", ".join(f"{k} median {v.get('median', float('nan')):.3g} p95 "
                               f"{v.get('p95', float('nan')):.3g}"
                               for k, v in o["derivatives_planck_weighted_rel_err_covered"].items())]
+    if "intervals" in m:
+        lines += ["", f"intervals from {m['intervals']['members']} jackknife members, conformal "
+                  "on the validation nodes, scored on the test nodes "
+                  "(eval/ensemble_calibration.json):", m["intervals"]["table"]]
     return "\n".join(lines)

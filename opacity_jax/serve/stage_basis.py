@@ -36,6 +36,7 @@ from opacity_jax.train import workdir as workdir_lib
 
 MODEL_NAME = "stage_basis"
 TABLES_FILE = "stage_basis_tables.npz"
+MEMBERS_FILE = "stage_basis_members.npz"     # jackknife members (bin/train_ensemble)
 REQUIRED_KEYS = ["elements", "energy_edges_ev", "domain"] + [   # model.json, checked on load
     f"stage_basis.{k}" for k in ("n_stages", "n_energy", "knots_log10_t", "correction",
                                  "windows", "knot_mask", "tables_sha256")]
@@ -71,6 +72,26 @@ def load_tables(path, sha256: str) -> dict:
         return {k: z[k] for k in z.files}
 
 
+def load_members(workdir, meta: dict, params: dict):
+    """The jackknife members' arrays {name: (K, nZ, ...)} recorded in model.json['ensemble'],
+    or None when the workdir has none. Refuses members whose file fails its SHA-256 or that
+    were fitted to other tables than the workdir's current full fit (stale)."""
+    ens = meta.get("ensemble")
+    path = Path(workdir) / MEMBERS_FILE
+    if not ens or not path.exists():
+        return None
+    if ens.get("upstream_tables_sha256") != meta["stage_basis"]["tables_sha256"]:
+        raise CheckpointError(f"{path}: the members were fitted to other stage tables than "
+                              f"{Path(workdir) / TABLES_FILE} (the full fit changed since); "
+                              f"re-run bin/train_ensemble --workdir={workdir} --overwrite")
+    arrays = load_tables(path, ens["sha256"])
+    for k, v in arrays.items():
+        if k not in params or v.shape[1:] != np.shape(params[k]):
+            raise ValueError(f"{path}: array {k!r} of shape {v.shape} does not match the full "
+                             f"fit's {np.shape(params.get(k))} (members x that shape expected)")
+    return arrays
+
+
 @functools.lru_cache(maxsize=8)
 def _predictor(spec):
     return jax.jit(lambda p, c, lt, lr: sb.log_kappa(p, c, spec, lt, lr))
@@ -100,15 +121,19 @@ class StageBasisSurrogate:
     """A trained Saha-structured surrogate (see module docstring).
 
     Attributes: elements (nZ,) atomic numbers; energy_edges_ev (nE + 1,) [eV]; energy_ev (nE,);
-    domain {'temperature_ev': [lo, hi], 'density_gcc': [lo, hi]}; members = 1; regressor =
-    'stage_basis'.
+    domain {'temperature_ev': [lo, hi], 'density_gcc': [lo, hi]}; members: K jackknife members
+    (bin/train_ensemble; 1 without); regressor = 'stage_basis'.
+
+    With members, `spectrum`/`planck_mean`/`rosseland_mean(return_std=True)` return the full
+    fit and the members' standard deviation, and `interval` the calibrated bounds
+    (`opacity_jax.experiments.stage_basis.calibrate`).
     """
 
     regressor = MODEL_NAME
-    members = 1
 
     def __init__(self, meta: dict, params: dict, chunk: int = DEFAULT_CHUNK,
-                 on_domain_error: str = "raise", outside: str = "raise"):
+                 on_domain_error: str = "raise", outside: str = "raise",
+                 member_params=None, workdir=None):
         if on_domain_error not in ("raise", "warn"):
             raise ValueError("on_domain_error must be 'raise' or 'warn'")
         self.outside = envelope_lib.check_policy(outside)
@@ -122,12 +147,17 @@ class StageBasisSurrogate:
         self.energy_edges_ev = np.asarray(meta["energy_edges_ev"], np.float64)
         self.energy_ev = _grid.bin_centers_ev(self.energy_edges_ev)
         self.domain = meta["domain"]
+        self.member_params = member_params
+        self.members = 1 if member_params is None else int(member_params["log_a"].shape[0])
+        self.workdir = None if workdir is None else Path(workdir)
 
     @classmethod
     def load(cls, workdir, on_domain_error: str = "raise", chunk: int = DEFAULT_CHUNK,
-             outside: str = "raise"):
+             outside: str = "raise", ensemble=None):
         """Load from a training workdir (model.json + the digest-checked tables); `outside`:
-        the policy outside the validity envelope (`envelope.POLICIES`)."""
+        the policy outside the validity envelope (`envelope.POLICIES`); ensemble: None loads
+        the jackknife members when the workdir has them, True requires them, False skips
+        them."""
         workdir = Path(workdir)
         meta = workdir_lib.read_model_meta(workdir)
         if meta.get("model") != MODEL_NAME:
@@ -140,7 +170,12 @@ class StageBasisSurrogate:
             if v.shape[:1] != (n_z,):
                 raise ValueError(f"{workdir / TABLES_FILE}: array {k!r} has leading axis "
                                  f"{v.shape[:1]}, model.json lists {n_z} elements")
-        return cls(meta, params, chunk=chunk, on_domain_error=on_domain_error, outside=outside)
+        members = load_members(workdir, meta, params) if ensemble is not False else None
+        if ensemble and members is None:
+            raise FileNotFoundError(f"{workdir} holds no jackknife members: run "
+                                    f"bin/train_ensemble --workdir={workdir}")
+        return cls(meta, params, chunk=chunk, on_domain_error=on_domain_error, outside=outside,
+                   member_params=members, workdir=workdir)
 
     def element_position(self, element) -> int:
         """Position on the model's element axis of a symbol or atomic number."""
@@ -163,21 +198,93 @@ class StageBasisSurrogate:
         return nan_rows(lk, nan)
 
     def spectrum(self, element, temperature_ev, density_gcc, return_std: bool = False):
-        """(N, nE) kappa [cm^2/g] float64 on the model's bins (return_std: zeros, one member)."""
+        """(N, nE) kappa [cm^2/g] float64 on the model's bins: the full fit; with return_std
+        also the members' standard deviation (zeros without members)."""
         k = np.exp(self.log_spectrum(element, temperature_ev, density_gcc).astype(np.float64))
-        return (k, np.zeros_like(k)) if return_std else k
+        if not return_std:
+            return k
+        if self.member_params is None:
+            return k, np.zeros_like(k)
+        return k, self.spectrum_members(element, temperature_ev, density_gcc).std(0)
 
-    def _mean(self, fn, element, temperature_ev, density_gcc, return_std):
+    def spectrum_members(self, element, temperature_ev, density_gcc) -> np.ndarray:
+        """(K, N, nE) kappa [cm^2/g] float64 of every jackknife member (ValueError without
+        members)."""
+        if self.member_params is None:
+            raise ValueError("this surrogate has no members: run bin/train_ensemble")
         pos, t, r, nan = self.check_query(element, temperature_ev, density_gcc)
+        out = [np.exp(nan_rows(predict_log_kappa(self.spec, self.consts, p, pos, np.log10(t),
+                                                 np.log10(r), self.chunk), nan)
+                      .astype(np.float64)) for p in self._member_list()]
+        return np.stack(out)
 
+    def _member_list(self):
+        m = self.member_params
+        return [{k: v[i] for k, v in m.items()} for i in range(self.members)]
+
+    def _means_of(self, fn, params, pos, t, r, nan) -> np.ndarray:
+        """(N,) fn(kappa) [cm^2/g] of the model `params` at checked points, chunk by chunk."""
         def one(tc, rc):    # one chunk's spectra at a time
-            k = np.exp(predict_log_kappa(self.spec, self.consts, self.params, pos, np.log10(tc),
+            k = np.exp(predict_log_kappa(self.spec, self.consts, params, pos, np.log10(tc),
                                          np.log10(rc), self.chunk).astype(np.float64))
             with _compat.enable_x64():
                 return np.asarray(fn(jnp.asarray(k), self.energy_edges_ev, jnp.asarray(tc)))
+        return nan_rows(map_chunks(one, [t, r], self.chunk), nan)
 
-        m = nan_rows(map_chunks(one, [t, r], self.chunk), nan)
-        return (m, np.zeros_like(m)) if return_std else m
+    def _mean(self, fn, element, temperature_ev, density_gcc, return_std):
+        pos, t, r, nan = self.check_query(element, temperature_ev, density_gcc)
+        m = self._means_of(fn, self.params, pos, t, r, nan)
+        if not return_std:
+            return m
+        if self.member_params is None:
+            return m, np.zeros_like(m)
+        return m, np.stack([self._means_of(fn, p, pos, t, r, nan)
+                            for p in self._member_list()]).std(0)
+
+    def interval(self, quantity: str, element, temperature_ev, density_gcc,
+                 level: float = 0.95):
+        """Calibrated (lower, upper) bounds [cm^2/g]: 10 ** (log10 x +- q_L (s + beta)), x the
+        full fit's kappa per bin ('kappa', (N, nE)) or kappa_P / kappa_R ('planck' /
+        'rosseland', (N,)), s the members' std of log10 x, q_L and beta fitted by bin/evaluate
+        on the validation nodes (<workdir>/eval/ensemble_calibration.json). Refuses a level
+        whose fit is marked degenerate."""
+        names = {"kappa": "log_kappa", "planck": "log_planck", "rosseland": "log_rosseland"}
+        if quantity not in names:
+            raise ValueError(f"quantity must be one of {sorted(names)}, got {quantity!r}")
+        if self.member_params is None or self.workdir is None:
+            raise ValueError("calibrated intervals need jackknife members: run "
+                             "bin/train_ensemble, then bin/evaluate")
+        path = workdir_lib.eval_dir(self.workdir) / "ensemble_calibration.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found; run bin/evaluate --workdir="
+                                    f"{self.workdir} first")
+        cal = workdir_lib.read_json(path)
+        if int(cal.get("members", -1)) != self.members or cal.get("kind") != "jackknife":
+            raise ValueError(f"{path} was fitted for other members ({cal.get('members')} "
+                             f"{cal.get('kind')}); re-run bin/evaluate")
+        entry = cal["quantities"][names[quantity]]
+        key = f"{float(level):g}"
+        conf = entry["multipliers"]
+        if key not in conf:
+            raise ValueError(f"{path} holds no multiplier for level {key}; available: "
+                             f"{sorted(k for k in conf if k not in ('beta', 'spread_weight'))}")
+        if key in entry.get("degenerate_levels", []):
+            raise ValueError(f"{path}: the {names[quantity]} calibration at level {key} is "
+                             f"degenerate (too few calibration nodes, or members that agree "
+                             f"exactly); no interval")
+        w = float(conf.get("spread_weight", 1.0))     # 0: constant width (spread uninformative)
+        half_of = lambda sd: float(conf[key]) * (w * sd + float(conf.get("beta", 0.0)))  # noqa: E731
+        if quantity == "kappa":
+            k = self.spectrum(element, temperature_ev, density_gcc)
+            lm = np.log10(self.spectrum_members(element, temperature_ev, density_gcc))
+            mid, half = np.log10(k), half_of(lm.std(0))
+        else:
+            fn = planck.planck_mean if quantity == "planck" else planck.rosseland_mean
+            pos, t, r, nan = self.check_query(element, temperature_ev, density_gcc)
+            mid = np.log10(np.maximum(self._means_of(fn, self.params, pos, t, r, nan), 1e-300))
+            mem = np.stack([self._means_of(fn, p, pos, t, r, nan) for p in self._member_list()])
+            half = half_of(np.log10(np.maximum(mem, 1e-300)).std(0))
+        return 10.0 ** (mid - half), 10.0 ** (mid + half)
 
     def planck_mean(self, element, temperature_ev, density_gcc, return_std: bool = False):
         """(N,) band-limited Planck mean of the predicted spectrum [cm^2/g] (with return_std,
