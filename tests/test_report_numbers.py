@@ -27,6 +27,7 @@ CLF = "reports/inverse/classifier_cpu.json"
 REF = "reports/inverse_refinement/refine.json"
 AL = "reports/active_learning/active_learning.json"
 GROUPS = "reports/export/sb_groups.json"
+INT = "reports/stage_basis_intervals/ensemble_calibration.json"
 
 # The five columns of the README's table and of reports/stage_basis/README.md's headline table:
 # RMSE [cm^2/g], Planck median and p95 on band-covered nodes [%], |dlog10| p95 of kP and kR [dex].
@@ -110,7 +111,20 @@ ENTRIES = (
          (OFF_CPU, "honest/baseline_bilinear_table/planck_rel_covered/median"), 100.0),
         ("reports/stage_basis/README.md", ("re", r"28 el\.: RMSE \[cm²/g\] \| \d+ \| ([\d.]+)"),
          (OFF_CPU, "honest/stage_basis/rmse_mean"), 1.0),
+        ("README.md", ("re", r"intervals cover ([\d.]+) % of held-out bins"),
+         (INT, "quantities/log_kappa/test/coverage_0.95"), 100.0),
+        ("README.md", ("re", r"bins and ([\d.]+) % of\nheld-out Planck"),
+         (INT, "quantities/log_planck/test/coverage_0.95"), 100.0),
+        ("README.md", ("re", r"half-width is ([\d.]+) and [\d.]+ x the median"),
+         (INT, "quantities/log_kappa/test/efficiency_0.95"), 1.0),
+        ("README.md", ("re", r"half-width is [\d.]+ and ([\d.]+) x the median"),
+         (INT, "quantities/log_planck/test/efficiency_0.95"), 1.0),
     ]
+    + [("reports/stage_basis_intervals/README.md", ("row", q, col), (INT, f"quantities/{q}/{key}"),
+        scale)
+       for q in ("log_kappa", "log_planck", "log_rosseland")
+       for col, key, scale in ((5, "test/coverage_0.95", 100.0), (6, "test/efficiency_0.95", 1.0),
+                               (4, "test/coverage_0.68", 100.0))]
     + _stage_basis_headline() + _active_learning_table() + _refinement_table()
 )
 
