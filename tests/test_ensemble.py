@@ -193,6 +193,14 @@ def test_ensemble_surrogate_mean_std_and_means(cae_workdir):
         ens.EnsembleSurrogate.load(other)
 
 
+def test_portable_cae_latent_ensemble(cae_workdir, tmp_path):
+    """The latent-MLP ensemble's members, mean and std from numpy-only weights."""
+    import export_checks
+    from opacity_jax.surrogate import Surrogate
+    export_checks.check(Surrogate.load(cae_workdir, ensemble=True), tmp_path / "p",
+                         "cae latent ensemble")
+
+
 def test_calibration_report_of_a_workdir(cae_workdir):
     meta = json.loads((cae_workdir / "model.json").read_text())
     cal = set(meta["ensemble"]["calibration_nodes"])

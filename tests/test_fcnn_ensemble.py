@@ -121,3 +121,12 @@ def test_prediction_table_carries_the_ensemble_spread(fcnn_ens_workdir, tiny_wor
         predict.prediction_table(tiny_workdir, "Nd", [0.3, 0.4], [1e-12])
     predict.write_text_atomic(tmp_path / "t.txt", text)
     assert (tmp_path / "t.txt").read_text() == text and not list(tmp_path.glob("*.tmp"))
+
+
+def test_portable_fcnn_ensemble_and_single_member(fcnn_ens_workdir, tmp_path):
+    """FC-NN members, their mean and std from numpy-only weights, against the served ones."""
+    import export_checks
+    export_checks.check(Surrogate.load(fcnn_ens_workdir), tmp_path / "ens", "fcnn ensemble")
+    export_checks.check(Surrogate.load(fcnn_ens_workdir, ensemble=False), tmp_path / "one",
+                         "fcnn")
+
