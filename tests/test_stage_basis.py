@@ -321,3 +321,10 @@ def test_outside_the_training_hull_raises_in_every_entry_point(trained, tmp_path
             call("Eu", t1, r1)
     k = StageBasisSurrogate.load(wd, outside="nan").spectrum("Eu", [t1, t1], [r1, 1e-12])
     assert np.isnan(k[0]).all() and np.isfinite(k[1]).all()
+    from opacity_jax import portable
+    from opacity_jax.serve import export
+    export.write_portable(s, tmp_path / "p")
+    arch, w = portable.load(tmp_path / "p")
+    with pytest.raises(DomainError, match="validity envelope"):
+        portable.forward(arch, w, "Eu", t1, r1)
+    assert np.isnan(portable.forward(arch, w, "Eu", t1, r1, outside="nan")).all()
