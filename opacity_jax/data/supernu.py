@@ -32,6 +32,12 @@ narrower `energy_edges_ev`). Points on one shared grid with `energy_edges_ev=Non
 the values of bins centred on the points (`grid.edges_from_centers_ev`), as the per-spectrum
 text reader does.
 
+SuperNu's own numbers. SuperNu holds the raw table in float32 (`tb_raw` is real*4, energies
+included) and coarsens in float32; `coarsen_tbxs` (and `grey_scattering_single`) reproduce that
+arithmetic operation for operation, so the group opacities a SuperNu build holds are known here
+exactly (tests/fortran/read_supernu.f90 matches them bit for bit); `group_means` is the float64
+integral, which they approach to SuperNu's rounding (up to 7.4e-5 at full size).
+
 Per element at partial density. SuperNu interpolates each element's table at the element's
 partial density rho_Z = X_Z rho (linear in T, linear in log rho, clamped at the table edges:
 `interpolate_groups`) and sums rho_Z kappa_Z; each table is the opacity of a pure-element plasma
