@@ -11,9 +11,10 @@ trains: the CAE pipeline with its latent MLP (one network or a K-member latent e
 XGBoost trees, the FC-NN (one network or a K-member deep ensemble) and the Saha-structured stage
 basis. Per-element arrays have a leading element axis in the order of ``arch["elements"]``
 (names in ``arch["shared"]`` have none), ensemble weights a member axis next;
-``arch["arrays"]`` lists name, shape and dtype, and ``arch["forward"]`` holds this text. Arrays are float32 as trained (float64 for the
-input standardization, the energy grid and the quadrature rule); this reference evaluates in
-float64, except where the trained model compares float32 (tree thresholds).
+``arch["arrays"]`` lists name, shape and dtype, and ``arch["forward"]`` holds this text.
+Arrays are float32 as trained (float64 for the input standardization and the quadrature rule);
+this reference evaluates in float64, except where the trained model compares float32 (tree
+thresholds).
 
 Queries (T [eV], rho [g/cm^3]) are checked first, as the served models check them: outside
 ``arch["domain"]`` (the axes' bounding box) DomainError; outside ``arch["envelope"]`` (per
@@ -28,11 +29,11 @@ Output scaling (CAE and FC-NN), per element e: u = y * scale[e] + shift[e]; kapp
 CAE (``arch["model"] == "cae"``), per element e and query:
   1. x = ((log10 T, log10 rho) - x_mean) / x_std;
   2a. latent MLP (``arch["latent"] == "mlp"``), per member m: h = relu(h @ W_i + b_i) for the
-     hidden layers, then a linear layer -> z_std;
+     hidden layers, then a linear layer -> s, the standardized latent;
   2b. XGBoost trees (``"xgboost"``): x rounded to float32; cell i = number of thresholds
      trees/t0[e] <= x_0 and j = number of trees/t1[e] <= x_1 (padding +inf never counts);
-     z_std = trees/values[e, i, j] (the boosters' own predictions, one per cell);
-  3. z = z_std * z_std_scale[e] + z_mean[e] (arrays "z_std", "z_mean");
+     s = trees/values[e, i, j] (the boosters' own predictions, one per cell);
+  3. latent z = s * z_std[e] + z_mean[e];
   4. decoder: h = relu(z @ W + b) reshaped (L, C); each transposed convolution (kernel k,
      stride s, 'SAME'): insert s - 1 zeros between inputs, pad (a, b) =
      (k - 1, s - 1) if s > k - 1 else (ceil((k + s - 2) / 2), floor((k + s - 2) / 2)),

@@ -96,7 +96,7 @@ def predict_log_kappa(spec, consts, params, element_pos, log10_t, log10_rho,
                                                              _wide(a)), params)
             c = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a)[element_pos],
                                                              _wide(a)), consts)
-            f = jax.jit(lambda p_, c_, a, b: sb.log_kappa(p_, c_, spec, a, b))
+            f = _predictor(spec)          # traced again for float64 inputs, then cached
             return map_chunks(lambda a, b: np.asarray(f(p, c, jnp.asarray(a), jnp.asarray(b))),
                               [lt, lr], chunk)
     p = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[element_pos], params)
