@@ -140,7 +140,8 @@ def forward_members(arch, arrays, element, temperature_ev, density_gcc,
 
 
 # --------------------------------------------------------------------------------------------
-# domain and validity envelope
+# domain and validity envelope: the hull tests of opacity_jax.serve.envelope, restated here
+# because importing anything under opacity_jax.serve imports jax, which this module must not
 def check_query(arch, e: int, temperature_ev, density_gcc, outside: str = "raise"):
     """(t, rho, nan): (N,) float64 T [eV] and rho [g/cm^3] to evaluate element position e at
     (moved onto the hull for 'clamp') and the (N,) rows to set NaN ('nan'). DomainError outside
