@@ -12,9 +12,9 @@ XGBoost trees, the FC-NN (one network or a K-member deep ensemble) and the Saha-
 basis. Per-element arrays have a leading element axis in the order of ``arch["elements"]``
 (names in ``arch["shared"]`` have none), ensemble weights a member axis next;
 ``arch["arrays"]`` lists name, shape and dtype, and ``arch["forward"]`` holds this text.
-Arrays are float32 as trained (float64 for the input standardization and the quadrature rule);
-this reference evaluates in float64, except where the trained model compares float32 (tree
-thresholds).
+Arrays are float32 as trained and served (float64 for the trees' input standardization and the
+quadrature rule); this reference evaluates in float64, except where the trained model compares
+float32 (tree thresholds).
 
 Queries (T [eV], rho [g/cm^3]) are checked first, as the served models check them: outside
 ``arch["domain"]`` (the axes' bounding box) DomainError; outside ``arch["envelope"]`` (per

@@ -406,8 +406,11 @@ def portable_arrays(model) -> tuple:
                          "solve the portable format does not hold: serve it with Surrogate")
     if kind == "cae":
         std = transforms.Standardizer.from_dict(model.meta["latent"]["x_standardizer"])
-        arrays["x_mean"] = np.asarray(std.mean, np.float64)
-        arrays["x_std"] = np.asarray(std.std, np.float64)
+        # as served: float64 for the trees (their thresholds sit on float64-standardized grid
+        # nodes), float32 for the networks
+        wide = np.float64 if model.regressor == "xgboost" else np.float32
+        arrays["x_mean"] = np.asarray(std.mean, wide)
+        arrays["x_std"] = np.asarray(std.std, wide)
         if model.regressor == "xgboost":
             from opacity_jax.models import trees as trees_lib
             boosters, best = model._boosters
@@ -440,8 +443,8 @@ def portable_arrays(model) -> tuple:
                              "strides": [int(v) for v in strides[::-1]]})
     elif kind == "fcnn":
         std = transforms.Standardizer.from_dict(model.meta["fcnn"]["x_standardizer"])
-        arrays["x_mean"] = np.asarray(std.mean, np.float64)
-        arrays["x_std"] = np.asarray(std.std, np.float64)
+        arrays["x_mean"] = f32(std.mean)          # float32, as the network is served
+        arrays["x_std"] = f32(std.std)
         # the bin centres as the model reads them (float32), then log10
         arrays["energy_ev"] = f32(model.energy_ev)
         arch["fcnn"] = {"layers": dense_layers("fcnn", model._params["fcnn"]["params"]),
