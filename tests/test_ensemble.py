@@ -193,6 +193,21 @@ def test_ensemble_surrogate_mean_std_and_means(cae_workdir):
         ens.EnsembleSurrogate.load(other)
 
 
+def test_portable_cae_latent_ensemble(cae_workdir, tmp_path):
+    """The latent-MLP ensemble's members, mean and std from numpy-only weights."""
+    import export_checks
+    from opacity_jax import portable
+    from opacity_jax.serve import export
+    from opacity_jax.surrogate import Surrogate
+    export_checks.check(Surrogate.load(cae_workdir, ensemble=True), tmp_path / "p",
+                        "cae latent ensemble")
+    # what bin/export --ensemble --portable_dir writes: the same arrays
+    export.export_workdir(cae_workdir, ensemble=True, portable_dir=str(tmp_path / "cli"))
+    (arch, w), (_, w_ref) = portable.load(tmp_path / "cli"), portable.load(tmp_path / "p")
+    assert arch["members"] == 3 and w["mlp/0/kernel"].shape[:2] == (2, 3)
+    assert sorted(w) == sorted(w_ref) and all(np.array_equal(w[k], w_ref[k]) for k in w)
+
+
 def test_calibration_report_of_a_workdir(cae_workdir):
     meta = json.loads((cae_workdir / "model.json").read_text())
     cal = set(meta["ensemble"]["calibration_nodes"])

@@ -1,7 +1,6 @@
 """The validity envelope: training-node hulls, the four policies, and every query entry point."""
 
 import json
-import shutil
 import warnings
 
 import numpy as np
@@ -49,16 +48,9 @@ def test_hull_excludes_a_held_out_corner():
 @pytest.fixture(scope="module")
 def cornered(tiny_workdir, tmp_path_factory):
     """The tiny CAE workdir with U's coldest, thinnest node moved from train to test."""
-    wd = tmp_path_factory.mktemp("env") / "run"
-    shutil.copytree(tiny_workdir, wd)
-    meta = json.loads((wd / "model.json").read_text())
-    nz, nt, nr = meta["split"]["shape"]
-    corner = int(np.ravel_multi_index((1, 0, 0), (nz, nt, nr)))     # U is element 1
-    meta["split"]["train"] = [i for i in meta["split"]["train"] if i != corner]
-    meta["split"]["val"] = [i for i in meta["split"]["val"] if i != corner]
-    meta["split"]["test"] = sorted(set(meta["split"]["test"]) | {corner})
-    (wd / "model.json").write_text(json.dumps(meta))
-    return wd, meta["temperature_ev"][0], meta["density_gcc"][0]
+    import export_checks
+    return export_checks.cornered_copy(tiny_workdir, tmp_path_factory.mktemp("env") / "run",
+                                       element_pos=1)       # U is element 1
 
 
 def test_every_entry_point_raises_outside_by_default(cornered):
@@ -117,3 +109,46 @@ def test_export_writes_the_envelope(cornered, tmp_path):
     import h5py
     with h5py.File(tmp_path / "t.h5") as f:
         assert np.isnan(f["U/kappa"][0, 0]).all()
+
+
+def test_trees_portable_weights_and_bin_tools_raise_outside_by_default(cornered, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from opacity_jax import portable
+    wd, t0, r0 = cornered
+    with pytest.raises(DomainError, match="validity envelope"):
+        Surrogate.load(wd, regressor="xgboost").spectrum("U", t0, r0)
+    for reg in ("mlp", "xgboost"):
+        s = Surrogate.load(wd, regressor=reg)
+        export.write_portable(s, tmp_path / reg)
+        arch, w = portable.load(tmp_path / reg)
+        with pytest.raises(DomainError, match="U outside the model's validity envelope"):
+            portable.forward(arch, w, "U", t0, r0)
+        k = portable.forward(arch, w, "U", [t0, 0.2], [r0, 1e-12], outside="nan")
+        assert np.isnan(k[0]).all() and np.isfinite(k[1]).all()
+        tc, rc, _ = s.envelope.apply(92, [t0], [r0], "clamp")     # the served model's clamp
+        assert (tc[0], rc[0]) != (t0, r0)
+        np.testing.assert_array_equal(portable.forward(arch, w, "U", t0, r0, outside="clamp"),
+                                      portable.forward(arch, w, "U", tc, rc))
+        with pytest.warns(UserWarning, match="validity envelope"):
+            portable.forward(arch, w, "U", t0, r0, outside="warn")
+        portable.forward(arch, w, "Nd", t0, r0)                  # Nd's corner is trained
+        with pytest.raises(DomainError, match="temperature_ev = 50 outside"):
+            portable.forward(arch, w, "U", 50.0, 1e-12, outside="ignore")
+        with pytest.raises(ValueError, match="raise, clamp, nan, warn, ignore"):
+            portable.forward(arch, w, "U", 0.2, 1e-12, outside="extrapolate")
+    # the command-line tools: a non-zero exit, the one-line error names the envelope, no file
+    root = Path(__file__).resolve().parents[1]
+    q = [f"--temperature_ev={t0}", f"--density={r0}"]
+    procs = {name: subprocess.Popen([sys.executable, str(root / "bin" / name), f"--workdir={wd}",
+                                     *q, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=dict(os.environ, PYTHONPATH=str(root)))
+             for name, args in (("predict", ["--element=U", f"--output={tmp_path / 'p.txt'}"]),
+                                ("export", ["--elements=U", f"--output={tmp_path / 't'}"]))}
+    for name, proc in procs.items():        # both at once: their start-up is most of the time
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode != 0 and "validity envelope" in err, (name, err)
+    assert not list(tmp_path.glob("p.txt*")) and not list(tmp_path.glob("t.*"))

@@ -114,20 +114,31 @@ def test_group_truth_is_the_coarse_generator(tiny_workdir):
 
 
 def test_portable_cae_weights_numpy_forward_matches_jax(tiny_workdir, tmp_path):
+    """CAE with its latent MLP and with its XGBoost trees (as plain arrays), numpy only."""
+    import subprocess
+    import sys
+
+    import export_checks
     from opacity_jax import portable
     s = Surrogate.load(tiny_workdir, regressor="mlp")
-    export.write_portable(s, tmp_path / "p")
-    arch, w = portable.load(tmp_path / "p")
-    assert arch["model"] == "cae" and all(v.dtype != object for v in w.values())
-    t = np.geomspace(0.05, 0.5, 9)
-    r = np.geomspace(1e-18, 1e-6, 9)
-    for el in ("Nd", "U"):
-        k = s.spectrum(el, t, r)
-        ref = portable.forward(arch, w, el, t, r)
-        floor = 1e-6 * k.max()
-        np.testing.assert_array_less(np.abs(ref - k), 1e-5 * k + floor)
-    with pytest.raises(ValueError, match="single latent MLP"):
-        export.portable_arrays(Surrogate.load(tiny_workdir, regressor="xgboost"))
+    export_checks.check(s, tmp_path / "mlp", "cae mlp")
+    arch, w = portable.load(tmp_path / "mlp")
+    assert arch["model"] == "cae" and arch["latent"] == "mlp"
+    assert all(v.dtype != object for v in w.values())
+    trees = Surrogate.load(tiny_workdir, regressor="xgboost")
+    export_checks.check(trees, tmp_path / "xgb", "cae xgboost")
+    arch, w = portable.load(tmp_path / "xgb")
+    assert arch["latent"] == "xgboost" and w["trees/values"].shape[0] == 2
+    # the trees' reference runs where neither jax nor xgboost is imported
+    t, r = export_checks.inside_points(trees, "U", 3)
+    code = ("import sys, numpy as np; from opacity_jax import portable; "
+            f"a, w = portable.load({str(tmp_path / 'xgb')!r}); "
+            f"np.save({str(tmp_path / 'ref.npy')!r}, portable.forward(a, w, 'U', "
+            f"np.array({t.tolist()}), np.array({r.tolist()}))); "
+            "assert not {'jax', 'flax', 'xgboost'} & set(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    np.testing.assert_array_equal(np.load(tmp_path / "ref.npy"),
+                                  portable.forward(arch, w, "U", t, r))
 
 
 def test_build_md_table_readers_compile_and_read(tmp_path):

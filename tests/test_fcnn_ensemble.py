@@ -121,3 +121,30 @@ def test_prediction_table_carries_the_ensemble_spread(fcnn_ens_workdir, tiny_wor
         predict.prediction_table(tiny_workdir, "Nd", [0.3, 0.4], [1e-12])
     predict.write_text_atomic(tmp_path / "t.txt", text)
     assert (tmp_path / "t.txt").read_text() == text and not list(tmp_path.glob("*.tmp"))
+
+
+def test_portable_fcnn_ensemble_and_single_member(fcnn_ens_workdir, tmp_path):
+    """FC-NN members, their mean and std from numpy-only weights, against the served ones."""
+    import export_checks
+    export_checks.check(Surrogate.load(fcnn_ens_workdir), tmp_path / "ens", "fcnn ensemble")
+    export_checks.check(Surrogate.load(fcnn_ens_workdir, ensemble=False), tmp_path / "one",
+                         "fcnn")
+
+
+def test_fcnn_and_its_portable_weights_raise_outside_by_default(fcnn_ens_workdir, tmp_path):
+    import export_checks
+    from opacity_jax import portable
+    from opacity_jax.errors import DomainError
+    from opacity_jax.serve import export
+    wd, t0, r0 = export_checks.cornered_copy(fcnn_ens_workdir, tmp_path / "run", element_pos=0)
+    s = Surrogate.load(wd)
+    for call in (s.spectrum, s.spectrum_members, s.planck_mean):
+        with pytest.raises(DomainError, match="validity envelope"):
+            call("Nd", t0, r0)
+    export.write_portable(s, tmp_path / "p")
+    arch, w = portable.load(tmp_path / "p")
+    with pytest.raises(DomainError, match="Nd outside the model's validity envelope"):
+        portable.forward(arch, w, "Nd", t0, r0, return_std=True)
+    m, sd = portable.forward(arch, w, "Nd", [t0, 0.2], [r0, 1e-12], return_std=True,
+                             outside="nan")
+    assert np.isnan(m[0]).all() and np.isnan(sd[0]).all() and np.isfinite(m[1]).all()

@@ -32,6 +32,12 @@ narrower `energy_edges_ev`). Points on one shared grid with `energy_edges_ev=Non
 the values of bins centred on the points (`grid.edges_from_centers_ev`), as the per-spectrum
 text reader does.
 
+SuperNu's own numbers. SuperNu holds the raw table in float32 (`tb_raw` is real*4, energies
+included) and coarsens in float32; `coarsen_tbxs` (and `grey_scattering_single`) reproduce that
+arithmetic operation for operation, so the group opacities a SuperNu build holds are known here
+exactly (tests/fortran/read_supernu.f90 matches them bit for bit); `group_means` is the float64
+integral, which they approach to SuperNu's rounding (up to 7.4e-5 at full size).
+
 Per element at partial density. SuperNu interpolates each element's table at the element's
 partial density rho_Z = X_Z rho (linear in T, linear in log rho, clamped at the table edges:
 `interpolate_groups`) and sums rho_Z kappa_Z; each table is the opacity of a pure-element plasma
@@ -64,7 +70,8 @@ from opacity_jax.train.workdir import atomic_write, write_text
 
 __all__ = ["N_POINTS", "N_TEMPERATURES", "DENSITY_EXPONENTS", "HDF5_NAME", "SupernuTable",
            "text_file_name", "density_for_exponent", "read_text_layout", "write_text_layout",
-           "read_hdf5_layout", "write_hdf5_layout", "group_means", "grey_scattering",
+           "read_hdf5_layout", "write_hdf5_layout", "group_means", "coarsen_tbxs",
+           "grey_scattering", "grey_scattering_single",
            "interpolate_groups", "wavelength_edges_cm", "to_dataset", "from_generator",
            "from_surrogate", "default_energy_ratio", "is_supernu_source"]
 
@@ -538,6 +545,92 @@ def group_means(energy_ev, values, group_edges_ev) -> np.ndarray:
         f = cum[i] + 0.5 * (x - ek[i]) * (vk[i] + vx)
         out[k] = np.diff(f) / np.diff(g)
     return out.reshape(lead + (g.size - 1,))
+
+
+def coarsen_tbxs(energy_ev, components, group_edges_ev) -> np.ndarray:
+    """Group means of point values with SuperNu's own single-precision arithmetic.
+
+    `group_means` integrates in float64; SuperNu's `coarsen_tbxs` holds the raw table in
+    float32 (`tb_raw` is real*4, so the point energies and values are rounded to float32 on
+    reading) and accumulates in float32. This reproduces it operation for operation, so that a
+    table's group opacities are known as a SuperNu build holds them:
+
+    * group edges as inverse energies [1/eV], `evinv = eV wl / (h c)` from the wavelength edges
+      `wl = wavelength_edges_cm(group_edges_ev)` that SuperNu is given (float64);
+    * segments between consecutive points visited from the highest energy down; for each
+      group k overlapping the segment, in inverse energy, [x1, x2] = [max(1/E_hi, evinv_k),
+      min(1/E_lo, evinv_k+1)], and the float64 weights w3 = (E_hi - E(x1)) / (E_hi - E_lo),
+      w4 = (E(x2) - E_lo) / (E_hi - E_lo) in SuperNu's algebraic form;
+    * per component (bound-bound, bound-free, free-free separately), float32 end values
+      c1 = v_hi (1 - w3) + v_lo w3 and c2 = v_hi w4 + v_lo (1 - w4), added as
+      0.5 (x2 - x1) / (x1 x2) (c1 + c2) to a float32 segment sum, which is added to the float32
+      group sum; finally each group sum is multiplied by float32(evinv_k evinv_k+1 /
+      (evinv_k+1 - evinv_k)), i.e. divided by the group's energy width.
+
+    Against `group_means` of the float64 values it differs by SuperNu's rounding (float32
+    values and sums): up to 7.4e-5 relative with ~1900 points per group at full size
+    (tests/test_supernu.py, slow test).
+
+    Args:
+      energy_ev: (..., nP) ascending point energies [eV].
+      components: (..., nP, nC) point values [cm^2/g] summed by SuperNu (columns 4-6: bb, bf,
+        ff), in that order.
+      group_edges_ev: (nG + 1,) ascending group edges [eV].
+    Returns:
+      (..., nG) float32 group means [cm^2/g], ascending energy (SuperNu stores them by
+      ascending wavelength: reverse the last axis).
+    """
+    e = np.asarray(energy_ev, np.float64)
+    v = np.asarray(components, np.float64)
+    if v.ndim < 2 or v.shape[:-1] != e.shape:
+        raise ValueError(f"components must have shape energy_ev.shape + (nC,) = "
+                         f"{e.shape} + (nC,), got {v.shape}")
+    g = np.asarray(group_edges_ev, np.float64)
+    if g.ndim != 1 or g.size < 2 or np.any(np.diff(g) <= 0):
+        raise ValueError("group_edges_ev must be a strictly ascending 1-D array of >= 2 edges")
+    evinv = (C.EV_ERG * wavelength_edges_cm(g)) / (C.H_PLANCK_ERG_S * C.C_LIGHT_CM_S)
+    n_g = g.size - 1
+    # SuperNu's final factor per group, ascending wavelength
+    factor = (evinv[1:] * evinv[:-1] / (evinv[1:] - evinv[:-1])).astype(np.float32)
+    lead = e.shape[:-1]
+    e2 = e.reshape(-1, e.shape[-1]).astype(np.float32)
+    v2 = v.reshape((-1,) + v.shape[-2:]).astype(np.float32)
+    out = np.zeros((e2.shape[0], n_g), np.float32)
+    half = np.float32(0.5)
+    for b in range(e2.shape[0]):
+        # segments highest energy first: point igr + 1 (high E, short wavelength) and igr
+        x_short = 1.0 / e2[b, 1:][::-1].astype(np.float64)
+        x_long = 1.0 / e2[b, :-1][::-1].astype(np.float64)
+        v_hi = v2[b, 1:][::-1]
+        v_lo = v2[b, :-1][::-1]
+        for k in range(n_g):
+            x1 = np.maximum(x_short, evinv[k])
+            x2 = np.minimum(x_long, evinv[k + 1])
+            m = x2 > x1                      # segments overlapping group k (others add 0)
+            if not m.any():
+                continue
+            xs, xl, y1, y2 = x_short[m], x_long[m], x1[m], x2[m]
+            w3 = xl * (y1 - xs) / (y1 * (xl - xs))
+            w4 = xs * (xl - y2) / (y2 * (xl - xs))
+            width = (half * ((y2 - y1) / (y1 * y2)).astype(np.float32))[:, None]
+            c1 = v_hi[m] * (1.0 - w3).astype(np.float32)[:, None] \
+                + v_lo[m] * w3.astype(np.float32)[:, None]
+            c2 = v_hi[m] * w4.astype(np.float32)[:, None] \
+                + v_lo[m] * (1.0 - w4).astype(np.float32)[:, None]
+            terms = width * (c1 + c2)                      # (n_seg, nC) float32
+            seg = np.zeros(terms.shape[0], np.float32)
+            for c in range(terms.shape[1]):                # components added one by one
+                seg = seg + terms[:, c]
+            # np.cumsum adds in order (np.sum would add pairwise): SuperNu's running sum
+            out[b, n_g - 1 - k] = np.cumsum(seg, dtype=np.float32)[-1] * factor[k]
+    return out.reshape(lead + (n_g,))
+
+
+def grey_scattering_single(table: SupernuTable) -> np.ndarray:
+    """(nZ, nT, nR) float32 grey scattering [cm^2/g] as SuperNu forms it from its float32 raw
+    table: column 7 rounded to float32, summed in order in float32, divided by nP in float32."""
+    col = table.columns[..., 5].astype(np.float32)
+    return np.cumsum(col, axis=-1, dtype=np.float32)[..., -1] / np.float32(col.shape[-1])
 
 
 def grey_scattering(table: SupernuTable) -> np.ndarray:

@@ -179,7 +179,8 @@ def ionization_and_continuum(consts: ElementConsts, spec: StageBasisSpec, log10_
     Returns: (log_x (n_stages,) ln window fractions, log_cont (nE,) ln(ff + es) [ln cm^2/g],
       log_zbar (), log_ne () [ln cm^-3]).
     """
-    edges = jnp.asarray(spec.energy_edges_ev, jnp.float32)
+    # float32 unless the query is float64 (jax x64 mode: the float64 reference evaluation)
+    edges = jnp.asarray(spec.energy_edges_ev, jnp.result_type(log10_t, jnp.float32))
     t = 10.0 ** log10_t
     phi = prior_phi(t, consts.ionization_energies_ev)
     if spec.correction:
@@ -320,7 +321,7 @@ def point(params, consts: ElementConsts, spec: StageBasisSpec, log10_t, log10_rh
     Returns a dict: 'log_kappa' (nE,) ln kappa [ln cm^2/g]; 'log_x' (n_stages,) ln stage fractions
     of the window; 'log_zbar' (); 'log_ne' () ln n_e [ln cm^-3].
     """
-    knots = jnp.asarray(spec.knots_log10_t, jnp.float32)
+    knots = jnp.asarray(spec.knots_log10_t, jnp.result_type(log10_t, jnp.float32))
     interp = lambda v: interp_values(knots, consts.knot_mask, log10_t, v)
     log_x, log_cont, log_zbar, log_ne = ionization_and_continuum(
         consts, spec, log10_t, log10_rho, interp(params["dphi"]), params["log_s_ff"],

@@ -37,7 +37,8 @@
 3. SuperNu's own layouts (`opacity_jax.data.supernu`, via `export_workdir(supernu_dir=...)`).
 
 4. Portable weights (`write_portable`): plain arrays + JSON architecture for
-   `opacity_jax.portable`, a numpy-only reference forward pass.
+   `opacity_jax.portable`, a numpy-only reference forward pass, for every forward family (CAE
+   with latent MLP, latent ensemble or XGBoost trees; FC-NN and its ensembles; stage basis).
 
 Every table point outside a model's validity envelope follows the `outside` policy
 (`opacity_jax.serve.envelope`).
@@ -357,11 +358,14 @@ def portable_arrays(model) -> tuple:
     """(architecture dict, {name: numpy array}) of a loaded surrogate for `opacity_jax.portable`
     (layout and forward pass in that module's docstring).
 
-    Supports the CAE pipeline with its latent MLP (one network; load a CAE workdir with
-    regressor='mlp') and the stage-basis model; ValueError for anything else (XGBoost trees,
-    ensembles, FC-NN), naming what is supported.
+    Every forward family: the CAE pipeline with its latent MLP (one network or the latent
+    ensemble, `Surrogate.load(..., ensemble=True)`) or its XGBoost trees (as the exact cell
+    table of `models.trees.TreeTable`), the FC-NN (one network or all K members) and the stage
+    basis. ValueError for a model trained with physics input features (their Saha solve is not
+    part of the portable format; serve it with `Surrogate`) or of another kind.
     """
     from opacity_jax import portable
+    from opacity_jax.data.transforms import KAPPA_TINY
     from opacity_jax.physics import constants as C
     from opacity_jax.physics import quadrature
 
@@ -371,20 +375,56 @@ def portable_arrays(model) -> tuple:
             "element_symbols": [_symbol(z) for z in model.elements],
             "energy_edges_ev": np.asarray(model.energy_edges_ev, np.float64).tolist(),
             "domain": model.domain, "package_version": opacity_jax.__version__,
+            "members": int(getattr(model, "members", 1)),
+            "combination": {"kappa": "member mean of kappa",
+                            "std": "population standard deviation (ddof 0) of member kappa"},
             "units": {"temperature": "eV", "density": "g/cm^3", "energy": "eV",
-                      "kappa": "cm^2/g"}}
+                      "kappa": "cm^2/g"},
+            "forward": portable.__doc__}
     arrays = {}
     f32 = lambda a: np.asarray(a, np.float32)
-    if kind == "cae":
-        if model.regressor != "mlp" or model.members != 1:
-            raise ValueError("portable CAE weights need the single latent MLP (load with "
-                             f"regressor='mlp', ensemble=False); got {model.regressor!r}, "
-                             f"{model.members} member(s)")
-        mlp = model._params["mlp"]["params"]
-        layers = sorted(mlp, key=lambda k: int(k.split("_")[1]))
+    # (K, nZ, ...) member-major leaves -> (nZ, K, ...): the element axis leads every array
+    by_element = lambda a: f32(np.swapaxes(np.asarray(a), 0, 1))
+
+    def dense_layers(prefix, tree):
+        layers = sorted(tree, key=lambda k: int(k.split("_")[1]))
         for i, name in enumerate(layers):
-            arrays[f"mlp/{i}/kernel"] = f32(mlp[name]["kernel"][0])
-            arrays[f"mlp/{i}/bias"] = f32(mlp[name]["bias"][0])
+            arrays[f"{prefix}/{i}/kernel"] = by_element(tree[name]["kernel"])
+            arrays[f"{prefix}/{i}/bias"] = by_element(tree[name]["bias"])
+        return len(layers)
+
+    def output_scaling():
+        sc = model.scaling
+        arrays["scale"] = f32(sc.scale)
+        arrays["shift"] = f32(sc.shift)
+        arch["scaling"] = {"name": sc.name, "eps": float(sc.eps),
+                           "floor_decades": float(sc.floor_decades), "kappa_tiny": KAPPA_TINY}
+
+    if kind in ("cae", "fcnn") and model.physics_features is not None:
+        raise ValueError("portable weights take (log10 T, log10 rho) inputs; this surrogate was "
+                         "trained with physics input features (physics_features), whose Saha "
+                         "solve the portable format does not hold: serve it with Surrogate")
+    if kind == "cae":
+        std = transforms.Standardizer.from_dict(model.meta["latent"]["x_standardizer"])
+        # as served: float64 for the trees (their thresholds sit on float64-standardized grid
+        # nodes), float32 for the networks
+        wide = np.float64 if model.regressor == "xgboost" else np.float32
+        arrays["x_mean"] = np.asarray(std.mean, wide)
+        arrays["x_std"] = np.asarray(std.std, wide)
+        if model.regressor == "xgboost":
+            from opacity_jax.models import trees as trees_lib
+            boosters, best = model._boosters
+            tabs = trees_lib.stack_tables([
+                trees_lib.TreeTable.from_booster(boosters[int(z)], best[int(z)])
+                for z in model.elements])
+            arrays["trees/t0"] = f32(tabs.t0)
+            arrays["trees/t1"] = f32(tabs.t1)
+            arrays["trees/values"] = f32(tabs.values)
+            arch["latent"] = "xgboost"
+        else:
+            arch["latent"] = "mlp"
+            arch["latent_mlp"] = {"layers": dense_layers("mlp", model._params["mlp"]["params"]),
+                                  "activation": "relu"}
         cae = model._params["cae"]["params"]
         arrays["from_latent/kernel"] = f32(cae["from_latent"]["kernel"])
         arrays["from_latent/bias"] = f32(cae["from_latent"]["bias"])
@@ -392,18 +432,26 @@ def portable_arrays(model) -> tuple:
         for i in range(n_dec):
             arrays[f"dec/{i}/kernel"] = f32(cae[f"dec_{i}"]["kernel"])
             arrays[f"dec/{i}/bias"] = f32(cae[f"dec_{i}"]["bias"])
-        for name, v in (("x_mean", model._x_mean), ("x_std", model._x_std),
-                        ("z_mean", model._z_mean), ("z_std", model._z_std),
-                        ("scale", model._scale)):
-            arrays[name] = f32(v)
+        arrays["z_mean"] = f32(model.meta["latent"]["z_mean"])
+        arrays["z_std"] = f32(model.meta["latent"]["z_std"])
+        output_scaling()
         c = model.meta["cae"]
         strides = tuple(c.get("strides", ())) or (2,) * len(c["channels"])
         arch.update(shared=["x_mean", "x_std"],
-                    latent_mlp={"layers": len(layers), "activation": "relu"},
                     decoder={"length": int(c["n_bins"]) // int(np.prod(strides)),
                              "channels": int(c["channels"][-1]), "kernel": int(c["kernel"]),
-                             "strides": [int(v) for v in strides[::-1]]},
-                    scaling={"name": model.scaling.name, "eps": float(model.scaling.eps)})
+                             "strides": [int(v) for v in strides[::-1]]})
+    elif kind == "fcnn":
+        std = transforms.Standardizer.from_dict(model.meta["fcnn"]["x_standardizer"])
+        arrays["x_mean"] = f32(std.mean)          # float32, as the network is served
+        arrays["x_std"] = f32(std.std)
+        # the bin centres as the model reads them (float32), then log10
+        arrays["energy_ev"] = f32(model.energy_ev)
+        arch["fcnn"] = {"layers": dense_layers("fcnn", model._params["fcnn"]["params"]),
+                        "activation": "relu",
+                        "inputs": "standardized (log10 E, log10 T, log10 rho), E the bin centres"}
+        output_scaling()
+        arch["shared"] = ["x_mean", "x_std", "energy_ev"]
     elif kind == "stage_basis":
         for k, v in model.params.items():
             arrays[k] = f32(v)
@@ -423,8 +471,8 @@ def portable_arrays(model) -> tuple:
                                "k_boltzmann_ev_k": C.K_BOLTZMANN_EV_K,
                                "h_planck_ev_s": C.H_PLANCK_EV_S, "thomson_cm2": C.THOMSON_CM2})
     else:
-        raise ValueError(f"portable weights exist for 'cae' (latent MLP) and 'stage_basis' "
-                         f"models, not {kind!r}")
+        raise ValueError(f"portable weights exist for 'cae', 'fcnn' and 'stage_basis' models, "
+                         f"not {kind!r}")
     env = getattr(model, "envelope", None)
     arch["envelope"] = env.to_dict() if env is not None else None
     arch["arrays"] = [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)}
@@ -456,7 +504,7 @@ def export_workdir(workdir, *, regressor: Optional[str] = None, artifact: str = 
                    temperature_ev: str = "", density_gcc: str = "", groups_ev: str = "",
                    compare_generator: bool = False, supernu_dir: str = "",
                    energy_ratio: str = "", portable_dir: str = "",
-                   outside: str = "raise") -> list:
+                   outside: str = "raise", ensemble: Optional[bool] = None) -> list:
     """What bin/export does, for any model family.
 
     * `artifact`: the CAE device pipeline as a jax.export artifact;
@@ -469,7 +517,9 @@ def export_workdir(workdir, *, regressor: Optional[str] = None, artifact: str = 
       T x `energy_ratio` point energies (a `log_axis` spec; default
       `supernu.default_energy_ratio()`), per element at partial density;
     * `portable_dir`: plain-array weights + JSON architecture (`write_portable`; the
-      validity envelope is its 'envelope' entry).
+      validity envelope is its 'envelope' entry) of the model as loaded: `regressor` picks a
+      CAE's latent MLP or XGBoost trees, `ensemble` (`Surrogate.load`) its latent ensemble
+      (True) or an FC-NN's first member only (False).
 
     `outside`: what table points outside the validity envelope get (`envelope.POLICIES`:
     'raise' by default, 'clamp' as SuperNu clamps, 'nan', 'warn'); the envelope is written
@@ -491,7 +541,7 @@ def export_workdir(workdir, *, regressor: Optional[str] = None, artifact: str = 
     from opacity_jax.serve.surrogate import Surrogate
     from opacity_jax.serve import envelope as envelope_lib
     envelope_lib.check_policy(outside)
-    model = Surrogate.load(workdir, regressor=regressor, outside=outside)
+    model = Surrogate.load(workdir, regressor=regressor, outside=outside, ensemble=ensemble)
     written = []
 
     def write_envelope(path):

@@ -98,18 +98,38 @@ def _predictor(spec):
 
 
 def predict_log_kappa(spec, consts, params, element_pos, log10_t, log10_rho,
-                      chunk: int = DEFAULT_CHUNK):
+                      chunk: int = DEFAULT_CHUNK, float64: bool = False):
     """ln kappa (N, nE) [ln cm^2/g] of the element at position `element_pos` (of the stacked
     params/consts) at N points log10 T [eV], log10 rho [g/cm^3], in fixed chunks of `chunk`
-    points (`opacity_jax.serve.chunks`)."""
+    points (`opacity_jax.serve.chunks`).
+
+    float64=True evaluates the same trained (float32) arrays in float64 arithmetic (jax x64
+    mode): the reference that separates the model's float32 rounding (~1e-5 of kappa, from
+    ln-space terms of magnitude ~1e2-1e3) from the model itself. Serving uses float32."""
+    dtype = np.float64 if float64 else np.float32
+    lt = np.asarray(log10_t, dtype).ravel()
+    lr = np.asarray(log10_rho, dtype).ravel()
+    if lt.size == 0:
+        return np.zeros((0, spec.n_energy), dtype)
+    if float64:
+        with _compat.enable_x64():
+            p = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a)[element_pos],
+                                                             _wide(a)), params)
+            c = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a)[element_pos],
+                                                             _wide(a)), consts)
+            f = _predictor(spec)          # traced again for float64 inputs, then cached
+            return map_chunks(lambda a, b: np.asarray(f(p, c, jnp.asarray(a), jnp.asarray(b))),
+                              [lt, lr], chunk)
     p = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[element_pos], params)
     c = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[element_pos], consts)
     f = _predictor(spec)
-    lt = np.asarray(log10_t, np.float32).ravel()
-    lr = np.asarray(log10_rho, np.float32).ravel()
-    if lt.size == 0:
-        return np.zeros((0, spec.n_energy), np.float32)
     return map_chunks(lambda a, b: f(p, c, jnp.asarray(a), jnp.asarray(b)), [lt, lr], chunk)
+
+
+def _wide(a):
+    """float64 for floating arrays, the array's own dtype otherwise (ints, bools)."""
+    a = np.asarray(a)
+    return np.float64 if np.issubdtype(a.dtype, np.floating) else a.dtype
 
 
 @functools.lru_cache(maxsize=8)
@@ -189,18 +209,23 @@ class StageBasisSurrogate:
         """(pos, t, rho, nan_mask): the query validated as `Surrogate.check_query` does."""
         return query_check(self, element, temperature_ev, density_gcc)
 
-    def log_spectrum(self, element, temperature_ev, density_gcc) -> np.ndarray:
+    def log_spectrum(self, element, temperature_ev, density_gcc,
+                     float64: bool = False) -> np.ndarray:
         """(N, nE) ln kappa [ln cm^2/g] (finite everywhere inside the envelope; NaN rows
-        outside it with outside='nan')."""
+        outside it with outside='nan'). float64=True: the same model evaluated in float64
+        arithmetic (`predict_log_kappa`), the reference of the portable weights."""
         pos, t, r, nan = self.check_query(element, temperature_ev, density_gcc)
         lk = predict_log_kappa(self.spec, self.consts, self.params, pos, np.log10(t),
-                               np.log10(r), self.chunk)
+                               np.log10(r), self.chunk, float64=float64)
         return nan_rows(lk, nan)
 
-    def spectrum(self, element, temperature_ev, density_gcc, return_std: bool = False):
+    def spectrum(self, element, temperature_ev, density_gcc, return_std: bool = False,
+                 float64: bool = False):
         """(N, nE) kappa [cm^2/g] float64 on the model's bins: the full fit; with return_std
-        also the members' standard deviation (zeros without members)."""
-        k = np.exp(self.log_spectrum(element, temperature_ev, density_gcc).astype(np.float64))
+        also the members' standard deviation (zeros without members); float64: evaluated in
+        float64 arithmetic, as `log_spectrum`."""
+        k = np.exp(self.log_spectrum(element, temperature_ev, density_gcc, float64)
+                   .astype(np.float64))
         if not return_std:
             return k
         if self.member_params is None:

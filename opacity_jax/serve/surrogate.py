@@ -247,7 +247,8 @@ class Surrogate:
         """Scaled spectra (N, nE) of one member (params with leading element axis)."""
         p = jax.tree_util.tree_map(lambda a: a[pos], member_params)
         if self.regressor == "fcnn":
-            log_e = jnp.log10(jnp.asarray(self.energy_ev, jnp.float32))
+            # the bin centres in float32 as trained; log10 in the query's precision
+            log_e = jnp.log10(jnp.asarray(self.energy_ev, jnp.float32).astype(t.dtype))
             n, ne = t.shape[0], log_e.shape[0]
             pts = jnp.concatenate([jnp.broadcast_to(log_e[None, :, None], (n, ne, 1)),
                                    jnp.broadcast_to(jnp.stack([jnp.log10(t), jnp.log10(r)],
@@ -269,28 +270,49 @@ class Surrogate:
     def _members_chunk(self, pos, t, r) -> np.ndarray:
         """(K, n, nE) float32 kappa [cm^2/g] of one chunk of checked points."""
         if self.regressor == "xgboost":
-            from opacity_jax.models import latent as latent_lib
-            z = int(self.elements[pos])
-            # Same float64 standardization as at training time, then float32: grid nodes sit
-            # exactly on the trees' split thresholds, and a float32 round-off would put them in
-            # the neighbouring cell.
-            feats = self._x_standardizer.transform(np.stack([np.log10(t), np.log10(r)], -1))
-            if self.physics_features is not None:
-                feats = np.concatenate([feats, self.physics_features.standardized_float64(pos, t, r)], -1)
-            zs = latent_lib.predict_xgb(self._boosters[0][z], feats.astype(np.float32),
-                                        self._boosters[1][z])
+            zs = self._tree_latents(pos, t, r)
             y = self._jit_decode(pos, jnp.asarray(zs))[None]
         else:
             y = self._jit_scaled(pos, jnp.asarray(t, jnp.float32), jnp.asarray(r, jnp.float32))
         return np.asarray(self._to_kappa(y, pos))
 
-    def spectrum_members(self, element, temperature_ev, density_gcc) -> np.ndarray:
+    def _members_chunk64(self, pos, t, r) -> np.ndarray:
+        """(K, n, nE) float64 kappa [cm^2/g]: the same trained float32 weights evaluated in
+        float64 arithmetic (jax x64), the reference of the portable weights."""
+        from opacity_jax import _compat
+        with _compat.enable_x64():
+            if self.regressor == "xgboost":
+                z = self._tree_latents(pos, t, r)
+                y = self._jit_decode(pos, jnp.asarray(z, jnp.float64))[None]
+            else:
+                y = self._jit_scaled(pos, jnp.asarray(t, jnp.float64),
+                                     jnp.asarray(r, jnp.float64))
+            return np.asarray(self._to_kappa(y, pos), np.float64)
+
+    def _tree_latents(self, pos, t, r) -> np.ndarray:
+        """(n, latent) float32 standardized latents of the XGBoost boosters."""
+        from opacity_jax.models import latent as latent_lib
+        z = int(self.elements[pos])
+        # Same float64 standardization as at training time, then float32: grid nodes sit
+        # exactly on the trees' split thresholds, and a float32 round-off would put them in
+        # the neighbouring cell.
+        feats = self._x_standardizer.transform(np.stack([np.log10(t), np.log10(r)], -1))
+        if self.physics_features is not None:
+            feats = np.concatenate([feats, self.physics_features.standardized_float64(pos, t, r)],
+                                   -1)
+        return latent_lib.predict_xgb(self._boosters[0][z], feats.astype(np.float32),
+                                      self._boosters[1][z])
+
+    def spectrum_members(self, element, temperature_ev, density_gcc,
+                         float64: bool = False) -> np.ndarray:
         """(K, N, nE) float32 opacity spectra [cm^2/g] of every ensemble member (K = 1 for a
         single network) at N points (temperature_ev [eV], density_gcc [g/cm^3]; scalars
-        broadcast), evaluated in chunks of `chunk` points."""
+        broadcast), evaluated in chunks of `chunk` points. float64=True: the same model in
+        float64 arithmetic (jax x64; float64 output), the reference that separates the
+        network's float32 rounding from the model (portable weights are checked against it)."""
         pos, t, r, nan = self.check_query(element, temperature_ev, density_gcc)
-        k = map_chunks(lambda tc, rc: self._members_chunk(pos, tc, rc), [t, r], self.chunk,
-                       out_axis=1)
+        fn = self._members_chunk64 if float64 else self._members_chunk
+        k = map_chunks(lambda tc, rc: fn(pos, tc, rc), [t, r], self.chunk, out_axis=1)
         if nan.any():
             k = k.copy()
             k[:, nan] = np.nan
@@ -311,17 +333,20 @@ class Surrogate:
                                      jnp.asarray(np.asarray(tc, np.float64))))
         return map_chunks(one, [t, r], self.chunk, out_axis=1)
 
-    def spectrum(self, element, temperature_ev, density_gcc, return_std: bool = False):
+    def spectrum(self, element, temperature_ev, density_gcc, return_std: bool = False,
+                 float64: bool = False):
         """Opacity spectra kappa [cm^2/g] on the model's energy bins.
 
         Args:
           element: symbol or Z; temperature_ev (N,) [eV]; density_gcc (N,) [g/cm^3]
             (scalars broadcast).
           return_std: also return the ensemble members' standard deviation (zeros for K = 1).
+          float64: evaluate in float64 arithmetic (`spectrum_members`).
         Returns:
-          (N, nE) float32 numpy array: the member mean; with return_std, (mean, std).
+          (N, nE) float32 numpy array (float64 with float64=True): the member mean; with
+          return_std, (mean, std).
         """
-        k = self.spectrum_members(element, temperature_ev, density_gcc)
+        k = self.spectrum_members(element, temperature_ev, density_gcc, float64)
         mean = k[0] if k.shape[0] == 1 else k.mean(0)
         return (mean, k.std(0)) if return_std else mean
 

@@ -1,6 +1,7 @@
 ! A client of opacity_jax's SuperNu exports that reads them the way SuperNu's readers do and
-! coarsens them onto a group grid the way SuperNu's coarsening does, written independently from
-! the published description of those readers (opacity_jax/data/supernu.py, module docstring).
+! coarsens them onto a group grid the way SuperNu's coarsening does, written for this package
+! from the description of SuperNu's public tbxsmod.f (opacity_jax/data/supernu.py, module
+! docstring and coarsen_tbxs).
 !
 !   h5fc -O2 read_supernu.f90 -o read_supernu && ./read_supernu control.in result.out
 !
@@ -25,7 +26,8 @@
 ! error. HDF5: 'opacities.h5' with temperature_grid, density_grid, wavelength_grid and one
 ! dataset per element named by its lower-case symbol held in a character(2) variable and passed
 ! untrimmed (as SuperNu does), Fortran shape (6, npts, ntemp, nrho); column 1 = T x
-! wavelength_grid. Group means accumulate in single precision.
+! wavelength_grid. As in SuperNu the raw table is held in single precision (real(4)) and group
+! means accumulate in single precision.
 program read_supernu
   use hdf5
   implicit none
@@ -35,7 +37,8 @@ program read_supernu
   character(len=256) :: control, result
   integer :: ntemp, npts, nrho, ng, nq, u, i, it, ir, ig, ip, ierr
   integer, allocatable :: nn(:)
-  real(8), allocatable :: wl(:), tq(:), rq(:), temp(:), rho(:), raw(:, :, :, :), evinv(:)
+  real(8), allocatable :: wl(:), tq(:), rq(:), temp(:), rho(:), evinv(:)
+  real(4), allocatable :: raw(:, :, :, :)
   real(8), allocatable :: sig(:, :), capq(:, :)
   real(4), allocatable :: cap(:, :, :)
   integer(hid_t) :: fid
@@ -202,37 +205,43 @@ contains
     locate = lo
   end function locate
 
+  ! SuperNu's coarsening arithmetic on its real(4) raw block: segments from the highest
+  ! energy down, overlaps in inverse energy, end values and the three absorption terms in
+  ! single precision, single-precision group sums, then times 1 / (group energy width).
   subroutine coarsen(pts, gcap, gsig)
-    real(8), intent(in) :: pts(:, :)
+    real(4), intent(in) :: pts(:, :)
     real(4), intent(out) :: gcap(ng)
     real(8), intent(out) :: gsig
-    real(8) :: e_lo, e_hi, v_lo, v_hi, a, b, va, vb, x_short, x_long
-    integer :: k1, k2, k
+    real(8) :: x_short, x_long, x1, x2, w3, w4
+    real(4) :: term, vh, vl, c1, c2
+    integer :: k1, k2, k, col
     gcap = 0.
-    gsig = sum(pts(7, :)) / dble(npts)
+    gsig = dble(sum(pts(7, :)) / npts)
     do ip = npts - 1, 1, -1
-      e_lo = pts(1, ip)
-      e_hi = pts(1, ip + 1)
-      v_lo = pts(4, ip) + pts(5, ip) + pts(6, ip)
-      v_hi = pts(4, ip + 1) + pts(5, ip + 1) + pts(6, ip + 1)
-      x_short = 1d0 / e_hi
-      x_long = 1d0 / e_lo
-      k1 = locate(x_short)
-      k2 = locate(x_long)
+      x_short = 1d0 / dble(pts(1, ip + 1))
+      x_long = 1d0 / dble(pts(1, ip))
+      k1 = max(locate(x_short), 1)
+      k2 = min(locate(x_long), ng)
       if (k2 == 0 .or. k1 == ng + 1) cycle
-      do k = max(k1, 1), min(k2, ng)
-        ! overlap of the segment with group k, as energies
-        b = min(e_hi, 1d0 / evinv(k))
-        a = max(e_lo, 1d0 / evinv(k + 1))
-        if (b <= a) cycle
-        va = v_lo + (v_hi - v_lo) * (a - e_lo) / (e_hi - e_lo)
-        vb = v_lo + (v_hi - v_lo) * (b - e_lo) / (e_hi - e_lo)
-        gcap(k) = gcap(k) + sngl(0.5d0 * (b - a) * (va + vb))
+      do k = k1, k2
+        x1 = max(x_short, evinv(k))
+        x2 = min(x_long, evinv(k + 1))
+        if (x2 <= x1) cycle
+        ! weights of the low-energy point at x1 and of the high-energy point at x2
+        w3 = x_long * (x1 - x_short) / (x1 * (x_long - x_short))
+        w4 = x_short * (x_long - x2) / (x2 * (x_long - x_short))
+        term = 0.
+        do col = 4, 6
+          vh = pts(col, ip + 1)
+          vl = pts(col, ip)
+          c1 = vh * sngl(1d0 - w3) + vl * sngl(w3)
+          c2 = vh * sngl(w4) + vl * sngl(1d0 - w4)
+          term = term + .5 * sngl((x2 - x1) / (x1 * x2)) * (c1 + c2)
+        end do
+        gcap(k) = gcap(k) + term
       end do
     end do
-    do k = 1, ng
-      gcap(k) = gcap(k) / sngl(1d0 / evinv(k) - 1d0 / evinv(k + 1))
-    end do
+    gcap = gcap * sngl(evinv(2:) * evinv(:ng) / (evinv(2:) - evinv(:ng)))
   end subroutine coarsen
 
   ! bilinear in T and log rho on the coarsened table, clamped to its edges
