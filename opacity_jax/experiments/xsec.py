@@ -417,9 +417,10 @@ def attach_prior(mols: Sequence[MoleculeData], prior_cfg, floor: float) -> dict:
 def model_from_config(config, n_v: int, n_j: int):
     """The net of config.model / config.xsec for one-hot widths (n_v, n_j)."""
     x = config.xsec
+    shift = config.model == "xsec_prior" and bool(config.prior.get("shift_head", False))
     return xsec_models.make_model(config.model, n_v, n_j, tuple(x.hidden), float(x.dropout),
                                   str(x.v_encoding), bool(x.kinetic_energy),
-                                  int(x.n_fourier), float(x.fourier_max))
+                                  int(x.n_fourier), float(x.fourier_max), shift)
 
 
 def validate(config):
@@ -444,6 +445,9 @@ def validate(config):
         if not (float(p.get("fill", 1e-3)) >= 0 and float(p.get("dipole_scale", 1.0)) > 0):
             raise ValueError(f"prior.fill must be >= 0 and prior.dipole_scale > 0, got "
                              f"{p.get('fill')}, {p.get('dipole_scale')}")
+        if not isinstance(p.get("shift_head", False), bool):
+            raise ValueError(f"prior.shift_head must be True or False, got "
+                             f"{p.get('shift_head')!r}")
         if not isinstance(p.get("calibrate", False), bool):
             raise ValueError(f"prior.calibrate must be True or False, got {p.get('calibrate')!r}")
         if not (float(p.get("max_shift_ev", 0.1)) > 0 and float(p.get("shift_quantum_ev", 1e-3))
@@ -514,7 +518,9 @@ def build_meta(config, mols, sp, sv, prov, n_v, n_j) -> dict:
                  "n_fourier": int(config.xsec.n_fourier),
                  "fourier_max": float(config.xsec.fourier_max),
                  "n_v": int(n_v), "n_j": int(n_j), "descriptors": list(xsec_models.DESCRIPTORS),
-                 "members": int(config.xsec.get("ensemble", 1))},
+                 "members": int(config.xsec.get("ensemble", 1)),
+                 "shift_head": bool(config.model == "xsec_prior"
+                                    and config.prior.get("shift_head", False))},
         "target": {"definition": "log10(max(sigma, floor * m_vJ) / sigma_ref)",
                    "floor": float(config.data.floor)},
         "molecules": [m.name for m in mols],
