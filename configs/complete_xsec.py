@@ -10,15 +10,11 @@ prior's curves calibrated on the known rows (prior.calibrate: a user's table was
 curves than the package's), 120 s of training by default, and the completion settings below.
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location(
-    "_opacity_xsec_prior_config", pathlib.Path(__file__).with_name("xsec_prior.py"))
-_prior = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_prior)
+from opacity_jax import config_files
+
+_prior = config_files.sibling(__file__, "xsec_prior")
 
 
 def get_config(arg=None):

@@ -294,6 +294,22 @@ def draw_probe(m: UserMolecule, fraction: float, rng) -> Dict[str, List[np.ndarr
     present = set(m.geometry[m.geometry != ""].tolist())
     out: Dict[str, List[np.ndarray]] = {}
     taken = np.zeros(n_lev, bool)
+    if "v_levels" in present:
+        # Inner v (never the lowest or highest v present) with >= 2 present levels, none
+        # already held out; all its present levels are held out together, so it becomes a v
+        # without any known row, like the holes. Most complete v first.
+        vs = np.unique(m.v[have])
+        inner = [v for v in vs[1:-1]
+                 if np.sum(have[m.v == v]) >= 2 and not taken[m.v == v].any()]
+        n = min(len(inner), max(2, int(round(fraction * np.unique(m.v).size))))
+        score = {v: np.mean(have[m.v == v]) + 1e-3 * rng.random() for v in inner}
+        units = []
+        for v in sorted(inner, key=lambda x: -score[x])[:n]:
+            u = np.zeros_like(known)
+            u[m.v == v] = known[m.v == v]
+            taken |= m.v == v
+            units.append(u)
+        out["v_levels"] = units
     if "levels" in present:
         # Whole present levels (their known rows) whose v keeps another present level (else
         # the probe would be a v hole).
@@ -309,18 +325,6 @@ def draw_probe(m: UserMolecule, fraction: float, rng) -> Dict[str, List[np.ndarr
                 u[i] = known[i]
                 units.append(u)
         out["levels"] = units
-    if "v_levels" in present:
-        # Inner v whose every level is present (never the lowest or highest v present).
-        vs = np.unique(m.v[have])
-        inner = [v for v in vs[1:-1] if have[m.v == v].all() and not taken[m.v == v].any()]
-        n = min(len(inner), max(1, int(round(fraction * np.unique(m.v).size))))
-        units = []
-        for v in rng.permutation(inner)[:n]:
-            u = np.zeros_like(known)
-            u[m.v == v] = known[m.v == v]
-            taken |= m.v == v
-            units.append(u)
-        out["v_levels"] = units
     if "wavelength_windows" in present:
         gaps = m.geometry == "wavelength_windows"
         widths = [r.size for i in range(n_lev) for r in _runs(gaps[i])]
