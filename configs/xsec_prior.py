@@ -63,6 +63,6 @@ def get_config(arg=None):
     # Lobe-shift head (models/xsec.py XsecPrior.shift_head): the prior's local slope and
     # curvature along the grid as inputs, g = a + b slope + c curvature. Without it the net did
     # not improve on the prior for Li2+ (0.30 vs 0.30 % on held-out (v, J)); with it 0.09 %
-    # (reports/xsec_prior_calibrated/li2_shift_head.json). False = the net of reports/xsec_prior*.
+    # (reports/xsec_prior_calibrated/shift_head.json). False = the net of reports/xsec_prior*.
     c.prior.shift_head = True
     return c
