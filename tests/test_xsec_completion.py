@@ -42,6 +42,8 @@ def _write_inputs(a, root):
             s[WINDOW] = np.nan
         if v == 1:
             s, w = np.delete(s, ABSENT_ROW), np.delete(lam, ABSENT_ROW)
+        # The user's E_vJ (their curves) need not be the package's: written back as given.
+        e = e * (1.0 + 1e-3) if (v, J) == (1, 0) else e
         write_xsec_table(root / f"heh_{v}_{J}.txt", XsecTable("HeH+", v, J, w, s, e),
                          allow_missing=True)
     return root
@@ -118,6 +120,7 @@ def test_filled_rows_match_hidden_truth_better_than_interpolation(completed):
     keep = np.delete(np.arange(lam.size), ABSENT_ROW)
     assert np.array_equal(t.sigma_cm2[keep], src.sigma_cm2)
     assert np.isfinite(t.sigma_cm2[ABSENT_ROW])
+    assert t.energy_hartree == src.energy_hartree       # the file's E_vJ, as given
 
 
 def test_uncertainty_rows_and_report(completed):

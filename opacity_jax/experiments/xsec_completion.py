@@ -40,7 +40,8 @@ v or windows) are split in two halves, quantiles fitted on one half are judged o
 and both ways are pooled.
 
 Outputs (`write_outputs`): `<output>/table/` one file per level in the input format (known rows
-copied bit for bit; a known level keeps its file name, a filled level is `<ion>_v<v>_J<J>.txt`),
+copied bit for bit; a known level keeps its file name and E_vJ, a filled level is
+`<ion>_v<v>_J<J>.txt` with the package's E_vJ),
 `<output>/uncertainty.csv` (every row: molecule, v, J, wavelength_nm, sigma_cm2, status known /
 filled, geometry, estimator, unc68_dex, unc95_dex), `<output>/report.json` (levels, scores per
 estimator, choice, quantiles, coverage, calibration, training) and the net's workdir
@@ -91,8 +92,10 @@ class UserMolecule:
       name; v, J (n_lev,) int64 and energy (n_lev,) [hartree] of the levels to fill and the known
       ones (the package's bound levels inside the table's ranges, sorted by J then v);
       lam (n_lam,) [nm] the union of the files' wavelengths; sigma (n_lev, n_lam) [cm^2], NaN
-      where missing; files (n_lev,) the input file of each level or None; geometry (n_lev,
-      n_lam) str: '' where known, else the GEOMETRIES entry of the hole.
+      where missing; files (n_lev,) the input file of each level or None; file_energy (n_lev,)
+      E_vJ [hartree] of the file's header or None (written back as given; the nets use the
+      package's `energy`); geometry (n_lev, n_lam) str: '' where known, else the GEOMETRIES
+      entry of the hole.
     """
 
     name: str
@@ -102,6 +105,7 @@ class UserMolecule:
     lam: np.ndarray
     sigma: np.ndarray
     files: list
+    file_energy: list
     geometry: np.ndarray
 
     @property
@@ -206,12 +210,14 @@ def assemble(tables: Sequence[XsecTable]) -> Dict[str, UserMolecule]:
                 path=worst.source, field="wavelength")
         sigma = np.full((len(levels), lam.size), np.nan)
         files = [None] * len(levels)
+        file_energy = [None] * len(levels)
         index = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(levels["v"], levels["J"]))}
         for t in ts:
             i = index[(t.v, t.J)]
             k = np.clip(np.searchsorted(lam, t.wavelength_nm * (1 - 1e-9)), 0, lam.size - 1)
             sigma[i, k] = t.sigma_cm2
             files[i] = t.source
+            file_energy[i] = t.energy_hartree
         known = np.isfinite(sigma)
         if not known.any():
             raise DataFormatError(f"every {name} row has sigma = nan: nothing to learn from",
@@ -226,7 +232,8 @@ def assemble(tables: Sequence[XsecTable]) -> Dict[str, UserMolecule]:
         out[name] = UserMolecule(name=name, v=levels["v"].astype(np.int64),
                                  J=levels["J"].astype(np.int64),
                                  energy=levels["energy_hartree"].astype(np.float64), lam=lam,
-                                 sigma=sigma, files=files, geometry=geometry)
+                                 sigma=sigma, files=files, file_energy=file_energy,
+                                 geometry=geometry)
     return out
 
 
@@ -616,9 +623,9 @@ def write_outputs(mols: Dict[str, UserMolecule], filled, unc, which, report, out
         for i in range(m.v.size):
             fname = Path(m.files[i]).name if m.files[i] else \
                 f"{_safe(name)}_v{int(m.v[i])}_J{int(m.J[i])}.txt"
+            e = m.file_energy[i] if m.file_energy[i] is not None else float(m.energy[i])
             write_xsec_table(tdir / fname, XsecTable(name, int(m.v[i]), int(m.J[i]), m.lam,
-                                                     filled[name][i],
-                                                     energy_hartree=float(m.energy[i])))
+                                                     filled[name][i], energy_hartree=e))
             lam, sig = m.lam.tolist(), filled[name][i].tolist()
             u68, u95 = unc[name][i, :, 0].tolist(), unc[name][i, :, 1].tolist()
             for k in range(m.lam.size):
