@@ -200,7 +200,8 @@ class MoleculeData:
       lam_max [nm]; v_max (>= 1); e_min [hartree] (< 0, the ground level); sigma_ref [cm^2]
       (largest training sigma); curve_max (n_lev,) [cm^2] largest known (non-test) sigma of
       each curve (the whole curve where all of it is held out); prior (n_lev, n_lam,
-      N_PRIOR_FEATURES) float32 inputs of the residual net on the semiclassical prior and
+      N_PRIOR_FEATURES [+ N_SHIFT_FEATURES with prior.shift_head]) float32 inputs of the
+      residual net on the semiclassical prior and
       sigma_prior (n_lev, n_lam) [cm^2] (None unless `attach_prior` was called).
     """
 
@@ -297,8 +298,9 @@ def pack(mols: Sequence[MoleculeData], which: str, floor: float,
          balance: bool = False) -> EntityData:
     """EntityData (one row per molecule) of the `which` ('train'/'val'/'test') points.
 
-    arrays: 'x' (n_mol, n_max, N_DESCRIPTORS [+ N_PRIOR_FEATURES where the molecules carry a
-    prior]) float32, 'y' (n_mol, n_max) float32 targets.
+    arrays: 'x' (n_mol, n_max, N_DESCRIPTORS [+ the prior's features where the molecules carry
+    a prior: N_PRIOR_FEATURES, + N_SHIFT_FEATURES with prior.shift_head]) float32, 'y' (n_mol,
+    n_max) float32 targets.
     balance: repeat each molecule's rows floor(n_max / n_e) times (module docstring, 5.).
     """
     rows = []

@@ -121,8 +121,9 @@ def prior_slope_features(sigma_grid, grid_nm, lam_nm, floor: float) -> np.ndarra
 
 
 def prior_inputs(prior_cfg, name: str, v, J, lam_nm, sigma_ref: float, floor: float, grid_nm):
-    """(features (n, m, N_PRIOR_FEATURES) float32, sigma_prior (n, m) [cm^2]) of levels (v, J)
-    x wavelengths lam_nm [nm] (reflection.prior_features on prior_molecule's curves).
+    """(features (n, m, N_PRIOR_FEATURES [+ N_SHIFT_FEATURES]) float32, sigma_prior (n, m)
+    [cm^2]) of levels (v, J) x wavelengths lam_nm [nm] (reflection.prior_features on
+    prior_molecule's curves).
 
     The prior of a whole table takes minutes for the heavy ions (Na2+: 1723 levels), and every
     split, arm and evaluation of a table needs the same one, so it is cached on disk
