@@ -209,3 +209,22 @@ def test_reader_nan_only_when_allowed(tmp_path):
     assert t.sigma_cm2[0] == 1e-19 and np.isnan(t.sigma_cm2[1])
     with pytest.raises(ValueError, match="finite"):
         write_xsec_table(tmp_path / "u.txt", t)
+
+
+def test_probe_windows_copy_the_shape_of_shared_gaps():
+    # Every level misses the same 3 wavelengths: the held-out windows are 3 wide too, shared by
+    # every level, clear of the gaps and of the grid ends.
+    n_lev, n_lam = 12, 40
+    sigma = np.ones((n_lev, n_lam))
+    sigma[:, 20:23] = np.nan
+    geometry = np.where(np.isnan(sigma), "wavelength_windows", "").astype(object)
+    v = np.repeat(np.arange(4), 3)
+    m = xc.UserMolecule("HeH+", v, np.tile(np.arange(3), 4), -1.0 / (1.0 + v),
+                        np.geomspace(50, 100, n_lam), sigma, [None] * n_lev, [None] * n_lev,
+                        geometry)
+    units = xc.draw_probe(m, 0.1, np.random.default_rng(0))["wavelength_windows"]
+    assert len(units) == 2
+    for u in units:
+        cols = np.flatnonzero(u.any(axis=0))
+        assert cols.size == 3 and np.all(np.diff(cols) == 1) and u[:, cols].all()
+        assert cols[0] > 0 and cols[-1] < n_lam - 1 and not np.any((cols >= 19) & (cols <= 23))
