@@ -58,3 +58,35 @@ def test_surrogate_serves_prior_net_with_member_spread(prior_run):
     feats, sp = sur.prior("HeH+", [0, 2], [1, 3], lam)
     # The net is the prior plus a residual of at most a few per cent.
     assert np.max(np.abs(np.log10(sig / sp))) < 0.05
+
+
+def test_prior_slope_features_are_grid_differences():
+    from opacity_jax.serve.xsec import prior_slope_features
+    grid = np.geomspace(50.0, 100.0, 11)
+    k = np.arange(11.0)
+    # log10 sigma: a line (0.1 dex per step), a parabola (second difference -0.04 dex), and a
+    # curve with one point 1e-6 below its max, which the floor (1e-3) lifts to -3 dex.
+    logs = np.stack([0.1 * k, -0.02 * (k - 5.0) ** 2, np.where(k == 3, -6.0, 0.0)])
+    f = prior_slope_features(1e-18 * 10.0 ** logs, grid, grid, 1e-3)
+    assert f.shape == (3, 11, 2)
+    np.testing.assert_allclose(f[0, :, 0], 0.1, atol=1e-6)
+    np.testing.assert_allclose(f[0, :, 1], 0.0, atol=1e-6)
+    np.testing.assert_allclose(f[1, 1:-1, 0], -0.04 * (k[1:-1] - 5.0), atol=1e-6)
+    np.testing.assert_allclose(f[1, :, 1], -0.04, atol=1e-6)
+    np.testing.assert_allclose(f[2, 2:5, 0], [-1.5, 0.0, 1.5], atol=1e-6)
+    # Between grid points: linear in the grid index, whatever else is asked for.
+    mid = 0.5 * (grid[3] + grid[4])
+    t = (mid - grid[3]) / (grid[4] - grid[3])
+    g = prior_slope_features(1e-18 * 10.0 ** logs, grid, [mid], 1e-3)
+    np.testing.assert_allclose(g[1, 0], (1 - t) * f[1, 3] + t * f[1, 4], atol=1e-6)
+
+
+def test_shift_head_starts_at_the_prior_and_checks_columns():
+    import jax
+    from opacity_jax.models import xsec as xm
+    model = xm.make_model("xsec_prior", 4, 4, (8,), 0.0, "continuous", shift_head=True)
+    x = np.random.default_rng(0).normal(size=(5, model.n_inputs)).astype(np.float32)
+    params = model.init(jax.random.PRNGKey(0), x)
+    np.testing.assert_array_equal(model.apply(params, x), x[:, xm.N_DESCRIPTORS])
+    with pytest.raises(ValueError, match="shift_head=True"):
+        model.apply(params, x[:, :-2])

@@ -19,6 +19,9 @@ two whitespace- or comma-separated numbers: vacuum wavelength and cross-section.
 be positive and strictly monotonic (either direction; the result is increasing), sigma finite
 and >= 0, at least 2 rows.
 
+With ``allow_missing=True`` (the completion front end, experiments/xsec_completion.py) a sigma
+of ``nan`` marks a missing row, to be filled; every other check still applies.
+
 Every problem raises :class:`~opacity_jax.errors.DataFormatError` naming the file, the 1-based
 line and the field ("wavelength", "sigma", "molecule", "v", "J", "E_vJ", "wavelength_unit",
 "sigma_unit"), and a missing file raises FileNotFoundError; writes are atomic (the house style of
@@ -150,14 +153,15 @@ def _column_header(path, lineno, text):
     return units
 
 
-def read_xsec_table(path) -> XsecTable:
+def read_xsec_table(path, allow_missing: bool = False) -> XsecTable:
     """Read one per-level cross-section table (format in the module docstring).
 
     Args:
       path: the text/CSV file.
+      allow_missing: accept sigma = nan (a missing row; Inf is never accepted).
     Returns:
       XsecTable with wavelength_nm [nm] increasing and sigma_cm2 [cm^2] (converted from the
-      header's units).
+      header's units; NaN where missing).
     Raises:
       FileNotFoundError: missing file.
       DataFormatError (file, 1-based line, field): missing molecule/v/J, bad integer, unknown or
@@ -239,10 +243,10 @@ def read_xsec_table(path) -> XsecTable:
     if len(rows) < 2:
         raise DataFormatError(f"need at least 2 data rows, found {len(rows)}", path=path,
                               line=header_end, field="wavelength")
-    values = parse_rows(path, rows, XSEC_TABLE_COLUMNS)
+    values = parse_rows(path, rows, XSEC_TABLE_COLUMNS, nan_ok=(1,) if allow_missing else ())
     line_numbers = [r[0] for r in rows]
     lam, sig = values[:, 0], values[:, 1]
-    neg = np.flatnonzero(sig < 0)
+    neg = np.flatnonzero(np.nan_to_num(sig) < 0)
     if neg.size:
         r = int(neg[0])
         raise DataFormatError(f"negative cross-section {repr_number(sig[r])}", path=path,
@@ -268,7 +272,7 @@ def read_xsec_table(path) -> XsecTable:
                      source=str(path))
 
 
-def write_xsec_table(path, table: XsecTable) -> Path:
+def write_xsec_table(path, table: XsecTable, allow_missing: bool = False) -> Path:
     """Write one table atomically in the format read_xsec_table reads (nm, cm^2, hartree).
 
     Numbers use Python's shortest round-trip repr, so reading back is bit-exact.
@@ -276,6 +280,8 @@ def write_xsec_table(path, table: XsecTable) -> Path:
     Args:
       path: target file (its directory must exist).
       table: XsecTable.
+      allow_missing: write NaN sigma as ``nan`` (missing rows; read back with
+        read_xsec_table(..., allow_missing=True)).
     Returns:
       The path written.
     Raises:
@@ -291,8 +297,10 @@ def write_xsec_table(path, table: XsecTable) -> Path:
         raise ValueError("need at least 2 points")
     if not (np.all(np.isfinite(lam)) and np.all(lam > 0) and np.all(np.diff(lam) > 0)):
         raise ValueError("wavelength_nm must be finite, positive and strictly increasing")
-    if not np.all(np.isfinite(sig)) or np.any(sig < 0):
-        raise ValueError("sigma_cm2 must be finite and >= 0")
+    finite = ~np.isnan(sig) if allow_missing else np.ones(sig.shape, bool)
+    if not np.all(np.isfinite(sig[finite])) or np.any(sig[finite] < 0):
+        raise ValueError("sigma_cm2 must be finite and >= 0"
+                         + (" (or NaN: missing)" if allow_missing else ""))
     lines = [f"# molecule = {table.molecule.strip()}", f"# v = {table.v}", f"# J = {table.J}"]
     if table.energy_hartree is not None:
         if not math.isfinite(table.energy_hartree):

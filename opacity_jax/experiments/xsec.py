@@ -200,7 +200,8 @@ class MoleculeData:
       lam_max [nm]; v_max (>= 1); e_min [hartree] (< 0, the ground level); sigma_ref [cm^2]
       (largest training sigma); curve_max (n_lev,) [cm^2] largest known (non-test) sigma of
       each curve (the whole curve where all of it is held out); prior (n_lev, n_lam,
-      N_PRIOR_FEATURES) float32 inputs of the residual net on the semiclassical prior and
+      N_PRIOR_FEATURES [+ N_SHIFT_FEATURES with prior.shift_head]) float32 inputs of the
+      residual net on the semiclassical prior and
       sigma_prior (n_lev, n_lam) [cm^2] (None unless `attach_prior` was called).
     """
 
@@ -297,8 +298,9 @@ def pack(mols: Sequence[MoleculeData], which: str, floor: float,
          balance: bool = False) -> EntityData:
     """EntityData (one row per molecule) of the `which` ('train'/'val'/'test') points.
 
-    arrays: 'x' (n_mol, n_max, N_DESCRIPTORS [+ N_PRIOR_FEATURES where the molecules carry a
-    prior]) float32, 'y' (n_mol, n_max) float32 targets.
+    arrays: 'x' (n_mol, n_max, N_DESCRIPTORS [+ the prior's features where the molecules carry
+    a prior: N_PRIOR_FEATURES, + N_SHIFT_FEATURES with prior.shift_head]) float32, 'y' (n_mol,
+    n_max) float32 targets.
     balance: repeat each molecule's rows floor(n_max / n_e) times (module docstring, 5.).
     """
     rows = []
@@ -417,9 +419,10 @@ def attach_prior(mols: Sequence[MoleculeData], prior_cfg, floor: float) -> dict:
 def model_from_config(config, n_v: int, n_j: int):
     """The net of config.model / config.xsec for one-hot widths (n_v, n_j)."""
     x = config.xsec
+    shift = config.model == "xsec_prior" and bool(config.prior.get("shift_head", False))
     return xsec_models.make_model(config.model, n_v, n_j, tuple(x.hidden), float(x.dropout),
                                   str(x.v_encoding), bool(x.kinetic_energy),
-                                  int(x.n_fourier), float(x.fourier_max))
+                                  int(x.n_fourier), float(x.fourier_max), shift)
 
 
 def validate(config):
@@ -444,6 +447,9 @@ def validate(config):
         if not (float(p.get("fill", 1e-3)) >= 0 and float(p.get("dipole_scale", 1.0)) > 0):
             raise ValueError(f"prior.fill must be >= 0 and prior.dipole_scale > 0, got "
                              f"{p.get('fill')}, {p.get('dipole_scale')}")
+        if not isinstance(p.get("shift_head", False), bool):
+            raise ValueError(f"prior.shift_head must be True or False, got "
+                             f"{p.get('shift_head')!r}")
         if not isinstance(p.get("calibrate", False), bool):
             raise ValueError(f"prior.calibrate must be True or False, got {p.get('calibrate')!r}")
         if not (float(p.get("max_shift_ev", 0.1)) > 0 and float(p.get("shift_quantum_ev", 1e-3))
@@ -514,7 +520,9 @@ def build_meta(config, mols, sp, sv, prov, n_v, n_j) -> dict:
                  "n_fourier": int(config.xsec.n_fourier),
                  "fourier_max": float(config.xsec.fourier_max),
                  "n_v": int(n_v), "n_j": int(n_j), "descriptors": list(xsec_models.DESCRIPTORS),
-                 "members": int(config.xsec.get("ensemble", 1))},
+                 "members": int(config.xsec.get("ensemble", 1)),
+                 "shift_head": bool(config.model == "xsec_prior"
+                                    and config.prior.get("shift_head", False))},
         "target": {"definition": "log10(max(sigma, floor * m_vJ) / sigma_ref)",
                    "floor": float(config.data.floor)},
         "molecules": [m.name for m in mols],

@@ -238,6 +238,10 @@ class XsecPINN(nn.Module):
 
 PRIOR_FEATURES = ("log_prior", "node_depth", "r_c_rel")
 N_PRIOR_FEATURES = len(PRIOR_FEATURES)
+# With XsecPrior.shift_head, after PRIOR_FEATURES: the prior's local slope and curvature along
+# the molecule's wavelength grid (serve.xsec.prior_slope_features).
+SHIFT_FEATURES = ("prior_slope", "prior_curvature")
+N_SHIFT_FEATURES = len(SHIFT_FEATURES)
 
 
 class XsecPrior(nn.Module):
@@ -252,6 +256,18 @@ class XsecPrior(nn.Module):
     features; its output layer starts at zero, so an untrained net is exactly the prior, and is
     multiplied by residual_scale [dex] (the prior's errors are ~1e-3 dex: at unit scale one Adam
     step moves the output by more than that, and training never settles below the prior).
+
+    shift_head: x carries SHIFT_FEATURES too (s, c: the first and second differences of the
+    floored log10 sigma_prior per step of the molecule's wavelength grid [dex]) and
+
+        g = residual_scale (a + b s + c_2 c),   (a, b, c_2) = Dense(3, zero init)(trunk),
+
+    the first terms of log sigma_prior(lambda - delta) + a: the prior's semiclassical error is
+    mostly a small misplacement of the lobes of sigma(lambda) (a phase error of the Airy form),
+    whose log error b s alternates sign from lobe to lobe. Where the lobes are a few grid
+    points wide (Li2+, v up to 79: the prior's log error has lag-1 autocorrelation -0.02 along
+    the grid, reports/xsec_prior_calibrated/README.md) no smooth g of (lambda, v, J, E) can
+    represent it, while a smooth b(v, J, lambda) times s can (s correlates 0.5-0.65 with it).
     Call: x -> (B,) log10(sigma / sigma_ref); `residual(x)` -> g (B,) [dex].
     """
 
@@ -263,11 +279,16 @@ class XsecPrior(nn.Module):
     n_fourier: int = 8
     fourier_max: float = 32.0
     residual_scale: float = 0.01
+    shift_head: bool = False
+
+    @property
+    def n_inputs(self) -> int:
+        return N_DESCRIPTORS + N_PRIOR_FEATURES + (N_SHIFT_FEATURES if self.shift_head else 0)
 
     def _extra(self, x):
         hp, hm = branch_factors(x[:, 2])
         parts = [1.0 / x[:, 0:1], hp[:, None], hm[:, None], x[:, 4:5] + x[:, 5:6],
-                 x[:, N_DESCRIPTORS:N_DESCRIPTORS + N_PRIOR_FEATURES]]
+                 x[:, N_DESCRIPTORS:self.n_inputs]]
         if self.n_fourier > 0:
             k = jnp.pi * jnp.geomspace(1.0, self.fourier_max, self.n_fourier)
             parts += [jnp.sin(x[:, 6:7] * k), jnp.cos(x[:, 6:7] * k)]
@@ -276,13 +297,19 @@ class XsecPrior(nn.Module):
     @nn.compact
     def residual(self, x, train: bool = False):
         """g(x) (B,) [dex]: the learned correction to log10 sigma_prior."""
-        if x.shape[-1] != N_DESCRIPTORS + N_PRIOR_FEATURES:
-            raise ValueError(f"XsecPrior needs x with {N_DESCRIPTORS + N_PRIOR_FEATURES} "
-                             f"columns (descriptors + {PRIOR_FEATURES}), got {x.shape[-1]}")
+        names = PRIOR_FEATURES + (SHIFT_FEATURES if self.shift_head else ())
+        if x.shape[-1] != self.n_inputs:
+            raise ValueError(f"XsecPrior (shift_head={self.shift_head}) needs x with "
+                             f"{self.n_inputs} columns (descriptors + {names}), got "
+                             f"{x.shape[-1]}")
         cont, idx, sizes = _split_inputs(x, self.n_v, self.n_j, self.v_encoding)
         cont = jnp.concatenate([cont, self._extra(x)], axis=-1)
         h = _trunk(cont, idx, sizes, self.hidden, self.dropout, train)
-        return self.residual_scale * nn.Dense(1, kernel_init=nn.initializers.zeros)(h)[..., 0]
+        if not self.shift_head:
+            return self.residual_scale * nn.Dense(1, kernel_init=nn.initializers.zeros)(h)[..., 0]
+        abc = nn.Dense(3, kernel_init=nn.initializers.zeros)(h)
+        k = N_DESCRIPTORS + N_PRIOR_FEATURES
+        return self.residual_scale * (abc[:, 0] + abc[:, 1] * x[:, k] + abc[:, 2] * x[:, k + 1])
 
     def __call__(self, x, train: bool = False):
         return x[:, N_DESCRIPTORS] + self.residual(x, train)
@@ -297,12 +324,12 @@ MODELS = {"xsec": XsecMLP, "xsec_pinn": XsecPINN, "xsec_prior": XsecPrior}
 
 def make_model(name: str, n_v: int, n_j: int, hidden: Sequence[int], dropout: float,
                v_encoding: str = "onehot", kinetic_energy: bool = True, n_fourier: int = 24,
-               fourier_max: float = 128.0) -> nn.Module:
+               fourier_max: float = 128.0, shift_head: bool = False) -> nn.Module:
     """The net named by config.model (MODELS: 'xsec', 'xsec_pinn', 'xsec_prior'); ValueError
     otherwise.
 
     kinetic_energy applies to 'xsec_pinn' only (XsecPINN); n_fourier / fourier_max to
-    'xsec_pinn' and 'xsec_prior' (XsecPrior).
+    'xsec_pinn' and 'xsec_prior' (XsecPrior); shift_head to 'xsec_prior' only.
     """
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
@@ -320,4 +347,6 @@ def make_model(name: str, n_v: int, n_j: int, hidden: Sequence[int], dropout: fl
         kw.update(n_fourier=int(n_fourier), fourier_max=float(fourier_max))
         if name == "xsec_pinn":
             kw["kinetic_energy"] = bool(kinetic_energy)
+        else:
+            kw["shift_head"] = bool(shift_head)
     return MODELS[name](**kw)

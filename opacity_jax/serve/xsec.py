@@ -88,9 +88,42 @@ def prior_molecule(prior_cfg, name: str):
     return reflection.perturbed_molecule(name, *prior_curves(prior_cfg, name))
 
 
+def prior_slope_features(sigma_grid, grid_nm, lam_nm, floor: float) -> np.ndarray:
+    """(n, m, 2) float32 models.xsec.SHIFT_FEATURES at wavelengths lam_nm [nm].
+
+    Args:
+      sigma_grid: (n, g) sigma_prior [cm^2] of n levels on the molecule's grid grid_nm (g,) [nm,
+        increasing]; lam_nm (m,) [nm] inside the grid; floor: the target's floor.
+    The first and second differences of log10 max(sigma_prior, floor x its grid max) per grid
+    step [dex] (one-sided at the ends), linear in the grid index between grid points; defined on
+    the grid, so a wavelength's value does not depend on which other wavelengths are asked for.
+    """
+    s = np.asarray(sigma_grid, np.float64)
+    cmax = np.maximum(s.max(axis=1, keepdims=True), 1e-300)
+    lp = np.log10(np.maximum(s, floor * cmax) / cmax)
+    slope = np.gradient(lp, axis=1) if lp.shape[1] > 1 else np.zeros_like(lp)
+    curv = np.zeros_like(lp)
+    if lp.shape[1] > 2:
+        curv[:, 1:-1] = lp[:, 2:] - 2.0 * lp[:, 1:-1] + lp[:, :-2]
+        curv[:, 0], curv[:, -1] = curv[:, 1], curv[:, -2]
+    grid = np.asarray(grid_nm, np.float64)
+    lam = np.atleast_1d(np.asarray(lam_nm, np.float64))
+    if lam.shape == grid.shape and np.array_equal(lam, grid):
+        out = np.stack([slope, curv], axis=-1)
+    else:
+        pos = np.interp(lam, grid, np.arange(grid.size, dtype=np.float64))
+        lo = np.clip(np.floor(pos).astype(int), 0, grid.size - 1)
+        hi = np.minimum(lo + 1, grid.size - 1)
+        t = (pos - lo)[None, :, None]
+        both = np.stack([slope, curv], axis=-1)
+        out = (1.0 - t) * both[:, lo] + t * both[:, hi]
+    return out.astype(np.float32)
+
+
 def prior_inputs(prior_cfg, name: str, v, J, lam_nm, sigma_ref: float, floor: float, grid_nm):
-    """(features (n, m, N_PRIOR_FEATURES) float32, sigma_prior (n, m) [cm^2]) of levels (v, J)
-    x wavelengths lam_nm [nm] (reflection.prior_features on prior_molecule's curves).
+    """(features (n, m, N_PRIOR_FEATURES [+ N_SHIFT_FEATURES]) float32, sigma_prior (n, m)
+    [cm^2]) of levels (v, J) x wavelengths lam_nm [nm] (reflection.prior_features on
+    prior_molecule's curves).
 
     The prior of a whole table takes minutes for the heavy ions (Na2+: 1723 levels), and every
     split, arm and evaluation of a table needs the same one, so it is cached on disk
@@ -98,7 +131,9 @@ def prior_inputs(prior_cfg, name: str, v, J, lam_nm, sigma_ref: float, floor: fl
     hash of the physics sources). A calibrated prior (prior_cfg.calibration) is keyed by its
     upper-curve shift alone: the dipole scale and the fitted scale are one global factor on
     sigma (sigma is quadratic in D), applied after the cache, so it is computed and stored at
-    unit dipole scale.
+    unit dipole scale. With prior_cfg.shift_head the features end with prior_slope_features
+    (N_PRIOR_FEATURES + N_SHIFT_FEATURES columns), from the prior on grid_nm, which
+    reflection.prior_features computes anyway.
     """
     shift, dip = prior_curves(prior_cfg, name)
     factor = 1.0
@@ -130,11 +165,19 @@ def prior_inputs(prior_cfg, name: str, v, J, lam_nm, sigma_ref: float, floor: fl
             sig = sig * factor
             parts = {**parts, "airy": parts["airy"] * factor,
                      "reflection": parts["reflection"] * factor}
+        seen["sigma"] = sig
         return sig, parts
 
-    return reflection.prior_features(prior_molecule(prior_cfg, name), v, J, lam_nm, sigma_ref,
-                                     floor, grid_nm, fill=float(prior_cfg.get("fill", 1e-3)),
-                                     compute=compute)
+    seen = {}
+    feats, sig = reflection.prior_features(prior_molecule(prior_cfg, name), v, J, lam_nm,
+                                           sigma_ref, floor, grid_nm,
+                                           fill=float(prior_cfg.get("fill", 1e-3)),
+                                           compute=compute)
+    if bool(prior_cfg.get("shift_head", False)):
+        n_lam = np.atleast_1d(np.asarray(lam_nm)).size
+        extra = prior_slope_features(seen["sigma"][:, n_lam:], grid_nm, lam_nm, floor)
+        feats = np.concatenate([feats, extra], axis=-1)
+    return feats, sig
 
 
 
@@ -154,7 +197,8 @@ class XsecSurrogate:
         self.model = xsec_models.make_model(meta["model"], x["n_v"], x["n_j"], x["hidden"],
                                             x["dropout"], x["v_encoding"],
                                             x["kinetic_energy"], x["n_fourier"],
-                                            x["fourier_max"])
+                                            x["fourier_max"],
+                                            bool(x.get("shift_head", False)))
         self.params = params
         self._apply = jax.jit(jax.vmap(lambda p, xx: self.model.apply(p, xx), in_axes=(0, None)))
         self._levels = {}

@@ -8,7 +8,8 @@ for s in levels v_levels wavelength_windows; do
   echo "== $s $(date -u +%T)"
   bin/train --config=configs/xsec_prior.py:perturbed --workdir=$wd --config.data.split=$s \
     --config.data.path=$T --config.data.molecules=H2+,He2+,HeH+,LiH+,NaH+,Li2+ \
-    --config.train.max_seconds=120 --progress=false && bin/evaluate_xsec --workdir=$wd
+    --config.train.max_seconds=120 --config.prior.shift_head=False --progress=false && \
+    bin/evaluate_xsec --workdir=$wd
   echo "== done $s $(date -u +%T)"
   cp $wd/eval/metrics.json reports/xsec_prior_calibrated/$s.json
   cp $wd/eval/xsec_true_vs_pred.png reports/xsec_prior_calibrated/${s}__xsec_true_vs_pred.png
