@@ -125,6 +125,12 @@ ENTRIES = (
        for q in ("log_kappa", "log_planck", "log_rosseland")
        for col, key, scale in ((5, "test/coverage_0.95", 100.0), (6, "test/efficiency_0.95", 1.0),
                                (4, "test/coverage_0.68", 100.0))]
+    + [("reports/stage_basis_intervals/README.md", ("row", f"{q}, refit", col),
+        ("reports/stage_basis_intervals/refit_corrections/ensemble_calibration.json",
+         f"quantities/{q}/{key}"), scale)
+       for q in ("log_kappa", "log_planck", "log_rosseland")
+       for col, key, scale in ((5, "test/coverage_0.95", 100.0), (6, "test/efficiency_0.95", 1.0),
+                               (4, "test/coverage_0.68", 100.0))]
     + _stage_basis_headline() + _active_learning_table() + _refinement_table()
 )
 

@@ -328,7 +328,8 @@ def fit(ds, train_mask, val_mask, config, workdir=None, progress: bool = True, m
 # nothing. What decides a held-out node's error is how strongly the fit leans on the nodes
 # around it. Member k drops fold k of a seeded K-fold partition of every element's training
 # nodes and re-fits on the rest: its stage spectra, and with --epochs > 0 also the corrections
-# (warm-started; measured no sharper, reports/stage_basis_intervals/README.md). Where the
+# (warm-started; sharper per bin and for kappa_R, not for kappa_P, at twice the cost:
+# reports/stage_basis_intervals/README.md). Where the
 # members disagree the fit is fragile, and that is where held-out nodes come out wrong.
 #
 # Intervals: the point prediction stays the full fit's (it saw every training node); the spread
