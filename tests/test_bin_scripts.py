@@ -225,3 +225,36 @@ def test_complete_help_lists_its_flags():
     assert "Traceback" not in text and "Complete a gridded opacity table" in text
     for flag in ("--input", "--output", "--mask", "--evaluate"):
         assert flag in text
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_xsec_on_a_tiny_table(tmp_path):
+    # bin/train + the bin/evaluate_xsec alias on a synthetic two-molecule table in which every
+    # point lies above eval.threshold (sigma within a factor 3 of its curve's maximum).
+    import pandas as pd
+    from opacity_jax.data import xsec_generator as xg
+    lam = np.linspace(50.0, 100.0, 12)
+    frames = [pd.DataFrame({"molecule": name, "v": np.int32(v), "J": np.int32(j),
+                            "E_vJ_hartree": -0.1 + 0.02 * v + 0.001 * j * (j + 1),
+                            "wavelength_nm": lam,
+                            "sigma_cm2": 1e-18 * (1 + 0.5 * np.sin(lam / 10 + v))
+                            * np.exp(-0.1 * j)})
+              for name, n_v, n_j in (("H2+", 4, 4), ("HeH+", 3, 3))
+              for j in range(n_j) for v in range(n_v)]
+    table = xg.save_xsec_table(pd.concat(frames, ignore_index=True), tmp_path / "t.h5",
+                               provenance={"test": 1})
+    wd = tmp_path / "run"
+    rc, out, err = run_bin("train", "--config=configs/xsec_pinn.py", f"--workdir={wd}",
+                           f"--config.data.path={table}", "--config.data.test_fraction=0.2",
+                           "--config.data.val_fraction=0.2", "--config.xsec.hidden=(16,16)",
+                           "--config.xsec.n_fourier=4", "--config.train.epochs=3",
+                           "--config.train.batch_size=32", "--config.train.max_seconds=0",
+                           "--config.eval.temperatures_k=(3000.0,)", "--noprogress")
+    assert rc == 0, err
+    rc, out, err = run_bin("evaluate_xsec", f"--workdir={wd}", "--nofigures")
+    assert rc == 0, err
+    held = json.loads((wd / "model.json").read_text())["split"]["held_out"]
+    m = json.loads((wd / "eval" / "metrics.json").read_text())
+    assert m["split"] == "levels"
+    assert m["pooled"]["net"]["n"] == lam.size * sum(len(v) for v in held.values())
+    assert out.startswith("xsec_pinn (v encoding ") and "split 'levels'" in out.splitlines()[0]

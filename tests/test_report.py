@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from opacity_jax.data import generator, grid, report
 
@@ -78,3 +79,34 @@ def test_dataset_report_writes_json(tmp_path, monkeypatch):
     assert corners["T5_rho1e-20"] > corners["T5_rho1e-4"] > corners["T0.01_rho1e-20"]
     assert rep["per_temperature"][0]["band_fraction_B"] < 0.05   # x_min = 10 at 0.01 eV
 
+
+
+@pytest.mark.slow
+def test_binning_bias_at_native_resolution_matches_an_independent_quadrature():
+    # The heavier version of the check above: the NIST-LANL sizes, 15000 native bins rebinned
+    # onto the 200-bin grid, at five temperatures across the grid.
+    gen = generator.OpacityGenerator(generator.GeneratorConfig(seed=0))
+    t = np.array([0.02, 0.1, 0.5, 2.0, 5.0])
+    n_coarse, n_fine = 200, grid.NATIVE_POINTS
+    out = report.binning_bias(gen, 60, t, 1e-13, n_coarse=n_coarse, n_fine=n_fine)
+    fine, coarse = grid.energy_edges_ev(n_fine), grid.energy_edges_ev(n_coarse)
+    spec = gen.spectra(60, t, np.full_like(t, 1e-13), fine)
+    absorption = spec["bb"] + spec["bf"] + spec["ff"]
+    total = absorption + spec["es"]
+    k, width = n_fine // n_coarse, np.diff(fine)
+
+    def rebin(kappa):
+        return (kappa * width).reshape(kappa.shape[0], n_coarse, k).sum(-1) / np.diff(coarse)
+
+    planck_k = lambda x: 3 * np.log(x) - x - np.log(-np.expm1(-x))          # noqa: E731
+    ross_k = lambda x: 4 * np.log(x) - x - 2 * np.log(-np.expm1(-x))        # noqa: E731
+    for i, ti in enumerate(t):
+        for edges, a, tot, tag in ((fine, absorption[i], total[i], "native"),
+                                   (coarse, rebin(absorption)[i], rebin(total)[i], "binned")):
+            wp, wr = _bin_integrals(edges, ti, planck_k), _bin_integrals(edges, ti, ross_k)
+            np.testing.assert_allclose(out[f"planck_{tag}"][i], np.sum(a * wp) / np.sum(wp),
+                                       rtol=1e-6, err_msg=f"Planck {tag} at {ti} eV")
+            np.testing.assert_allclose(out[f"rosseland_{tag}"][i],
+                                       np.sum(wr) / np.sum(wr / tot), rtol=1e-6,
+                                       err_msg=f"Rosseland {tag} at {ti} eV")
+    assert np.all(out["rosseland_rel_bias"] > 0)                         # Jensen, as above
