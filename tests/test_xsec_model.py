@@ -91,7 +91,8 @@ def test_pinn_output_non_negative_branches_and_functional_form():
     # The gradient through b at J = 0 is the e^-80 of the finite stand-in for log h- = -inf.
     dy_db0 = jax.grad(lambda s: jnp.sum(model.apply(shifted(s), j0)))(0.0)
     assert abs(float(dy_db0)) < 1e-30
-    # At J = 2: dy/db = h- sigmoid(b) / (ln 10 (h+ A + h- B)), h+ = 3/5, h- = 2/5, b = log(e^B - 1).
+    # At J = 2: dy/db = h- sigmoid(b) / (ln 10 (h+ A + h- B)), h+ = 3/5, h- = 2/5,
+    # b = log(e^B - 1).
     dy_db2 = jax.vmap(jax.grad(lambda s, i: model.apply(shifted(s), j2)[i]), (None, 0))(
         0.0, jnp.arange(x.shape[0]))
     A2, B2 = model.apply(params, j2, method=model.branches)
