@@ -1,9 +1,12 @@
 """One cheap real invocation of every bin/ script, as a user runs it (a subprocess).
 
 Scripts whose real run takes minutes (ablation, active_learn, xsec_report) are run with a bad
-flag: the one-line error naming the allowed values, before any work and with no folder left.
-bin/evaluate (and bin/evaluate_xsec's error path) is run in tests/test_cli.py. The trained
-workdirs come from tests/conftest.py (`tiny_workdir`) or from bin/train here (`fcnn_bin_workdir`).
+flag: the one-line error naming the allowed values, before any work and with no folder left;
+so is bin/dataset_report (~40 s) in CI. bin/evaluate runs for real in tests/test_cli.py, which
+also runs the error paths of its aliases bin/evaluate_classifier and bin/evaluate_xsec. Marked
+slow: real runs of bin/dataset_report, bin/evaluate_classifier and bin/train + bin/evaluate_xsec
+on a cross-section table. The trained workdirs come from tests/conftest.py (`tiny_workdir`) or
+from bin/train here (`fcnn_bin_workdir`).
 """
 
 import json
