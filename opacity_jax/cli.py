@@ -68,7 +68,21 @@ def run(main: Callable[[], object]) -> None:
         if out is not None:
             print(out)
 
-    app.run(wrapped)
+    def parse(argv):
+        # absl turns a malformed flag into a usage message, but an override of a config field
+        # that does not exist (--config.no_such=1) raises from inside ml_collections with a
+        # traceback; both become the one line.
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            sys.stderr.write(f"{prog}: {e}\n")
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            given = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+            sys.stderr.write(f"{prog}: cannot apply the config overrides {given}: {e} (a field "
+                             "that does not exist, or a value of the wrong type)\n")
+        sys.exit(1)
+
+    app.run(wrapped, flags_parser=parse)
 
 
 def numbers(flag: str, values: Sequence[str], positive: bool = True) -> list:

@@ -43,7 +43,7 @@ def test_bin_evaluate_dispatches_on_model_json(tiny_workdir):
 
 
 def test_bin_errors_are_one_line(tmp_path):
-    for name in ("evaluate", "evaluate_xsec"):
+    for name in ("evaluate", "evaluate_xsec", "evaluate_classifier"):
         out = _bin(name, f"--workdir={tmp_path}")
         assert out.returncode == 1
         assert out.stderr.strip().splitlines() == [

@@ -174,7 +174,18 @@ def test_ensemble_surrogate_mean_std_and_means(cae_workdir):
     kp, kp_sd = s.planck_mean("Nd", t, r)
     kr, kr_sd = s.rosseland_mean("U", t, r)
     assert kp.shape == kp_sd.shape == (2,) and np.all(kp > 0) and np.all(kp_sd > 0)
-    assert kr.shape == (2,) and np.all(np.isfinite(kr))
+    # Means of an ensemble: over members of each member's own mean (not the mean of the mean
+    # spectrum, which would be larger for Rosseland's harmonic mean of a spread).
+    import jax.numpy as jnp
+    from opacity_jax import _compat
+    from opacity_jax.physics import planck
+    for fn, el, (m, sd) in ((planck.planck_mean, "Nd", (kp, kp_sd)),
+                            (planck.rosseland_mean, "U", (kr, kr_sd))):
+        with _compat.enable_x64():
+            per = np.asarray(fn(jnp.asarray(s.spectrum_members(el, t, r).astype(np.float64)),
+                                s.base.energy_edges_ev, jnp.asarray(np.asarray(t, np.float64))))
+        np.testing.assert_allclose(m, per.mean(0), rtol=1e-4)
+        np.testing.assert_allclose(sd, per.std(0), rtol=1e-3, atol=1e-6 * per.mean())
     # Per-member Planck means from the ordinary Surrogate with one member's parameters agree.
     from opacity_jax.surrogate import Surrogate
     member = Surrogate(s.base.meta, {"cae": s.base._params["cae"],
@@ -218,11 +229,10 @@ def test_calibration_report_of_a_workdir(cae_workdir):
     saved = json.loads((cae_workdir / "eval" / "ensemble_calibration.json").read_text())
     assert saved["scale_fitted_on"].startswith("calibration nodes")
     assert rep["log_kappa"]["n_val"] == 48 * len(cal)
-    for q in ("log_kappa", "log_planck", "log_rosseland"):
-        c = rep[q]
-        assert c["n"] > 0 and c["n_val"] > 0 and c["sigma_scale"] > 0
-        assert 0 <= c["coverage_calibrated"]["0.95"] <= 1
-    assert (cae_workdir / "eval" / "ensemble_calibration.json").exists()
+    n_test = len(meta["split"]["test"])
+    assert rep["log_planck"]["n"] == rep["log_rosseland"]["n"] == n_test
+    assert rep["log_kappa"]["n"] == 48 * n_test
+    assert saved["quantities"] == json.loads(json.dumps(rep))
     assert (cae_workdir / "eval" / "ensemble_reliability.png").exists()
 
 
@@ -279,3 +289,64 @@ def test_ensemble_stage_is_recorded_resumed_and_refitted_after_the_cae_changes(
     (wd / "model.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=ens.ENSEMBLE_LABEL):
         ens.EnsembleSurrogate.load(wd)
+
+
+def _members_with_known_errors(ds, log_factor):
+    """EnsembleSurrogate.spectrum_members stand-in: the dataset's true spectra times
+    10 ** log_factor(element index, flat node indices (N,)) -> (K, N, nE)."""
+    def spectrum_members(self, element, temperature_ev, density_gcc):
+        e = [int(z) for z in ds.elements].index(int(element))
+        ti = np.abs(np.log(ds.temperature_ev)[None] - np.log(temperature_ev)[:, None]).argmin(1)
+        ri = np.abs(np.log(ds.density_gcc)[None] - np.log(density_gcc)[:, None]).argmin(1)
+        flat = np.ravel_multi_index((np.full_like(ti, e), ti, ri), ds.kappa.shape[:3])
+        return ds.kappa[e, ti, ri].astype(np.float64)[None] * 10.0 ** log_factor(flat)
+    return spectrum_members
+
+
+def test_calibrate_workdir_on_members_with_known_errors(cae_workdir, monkeypatch, tmp_path):
+    # The real members' errors are unknown; these stand-ins have known ones, so the reported
+    # coverages have values to meet.
+    from scipy import stats
+    from opacity_jax.train import experiment
+    meta = json.loads((cae_workdir / "model.json").read_text())
+    ds = experiment.load_data(workdir_lib.read_config(cae_workdir).data)
+    test_nodes = np.asarray(meta["split"]["test"])
+    nE, tau = ds.kappa.shape[-1], 0.2
+
+    # (1) One factor per member and spectrum: log offsets m + tau (-1, 0, +1), m = g sd with g
+    # a fixed N(0, 1) draw per node, so each spectrum's Planck and Rosseland means carry the
+    # same factors exactly (both are linear in a common factor): residual / sigma = g.
+    g = np.random.default_rng(7).normal(size=ds.kappa[..., 0].size)
+    sd = tau * np.sqrt(2 / 3)
+
+    def per_spectrum(flat):
+        off = g[flat] * sd + tau * np.array([-1.0, 0.0, 1.0])[:, None]
+        return np.repeat(off[..., None], nE, -1)
+
+    monkeypatch.setattr(ens.EnsembleSurrogate, "spectrum_members",
+                        _members_with_known_errors(ds, per_spectrum))
+    rep = ens.calibrate_workdir(cae_workdir, out_dir=tmp_path, eps=1e-30)
+    for lvl, z in (("0.68", stats.norm.ppf(0.84)), ("0.95", stats.norm.ppf(0.975))):
+        want = np.mean(np.abs(g[test_nodes]) <= z)           # counted on the test nodes only
+        for q in ("log_planck", "log_rosseland"):
+            assert rep[q]["coverage_raw"][lvl] == pytest.approx(want, abs=1e-12), (q, lvl)
+
+    # (2) Independent N(0, tau^2) factors per member and bin: mean residual / member std
+    # (ddof 0) of K = 3 draws is t_2 / sqrt(2), so the raw level-L interval covers
+    # P(|t_2| <= z_L sqrt 2); split-conformal multipliers fitted on the calibration nodes give
+    # L on the test nodes. Tolerances: 4 binomial sd over the N test values (all independent
+    # here), doubled in variance for the conformal one (fitted on a sample of similar size).
+    def per_bin(flat):
+        rng = np.random.default_rng(list(flat[:1]) + [flat.size])
+        return tau * rng.normal(size=(3, flat.size, nE))
+
+    monkeypatch.setattr(ens.EnsembleSurrogate, "spectrum_members",
+                        _members_with_known_errors(ds, per_bin))
+    rep = ens.calibrate_workdir(cae_workdir, out_dir=tmp_path, eps=1e-30)
+    n = rep["log_kappa"]["n"]
+    for lvl, z in ((0.68, stats.norm.ppf(0.84)), (0.95, stats.norm.ppf(0.975))):
+        raw = 2 * stats.t.cdf(z * np.sqrt(2), 2) - 1
+        assert abs(rep["log_kappa"]["coverage_raw"][f"{lvl:g}"] - raw) < \
+            4 * np.sqrt(raw * (1 - raw) / n)
+        assert abs(rep["log_kappa"]["coverage_conformal"][f"{lvl:g}"] - lvl) < \
+            4 * np.sqrt(2 * lvl * (1 - lvl) / n)

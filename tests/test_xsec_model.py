@@ -69,11 +69,36 @@ def test_pinn_output_non_negative_branches_and_functional_form():
     hp, hm = xm.branch_factors(x[:, 2])
     want = jnp.log10((hp * A + hm * B) / x[:, 0])
     np.testing.assert_allclose(model.apply(params, x), want, rtol=1e-5, atol=1e-5)
-    # J = 0 has no J - 1 branch: B must not matter there.
-    j0 = x.at[:, 2].set(0.0)
-    g = jax.grad(lambda p: jnp.sum(model.apply(p, j0)))(params)
-    assert np.all(np.isfinite(np.concatenate(
-        [np.ravel(a) for a in jax.tree_util.tree_leaves(g)])))
+    # J = 0 has no J - 1 branch: B must not matter there, and must at J > 0. The last Dense
+    # layer's second output is b (B = softplus(b)); shifting its bias changes B alone.
+    last = sorted((k for k in params["params"] if k.startswith("Dense_")),
+                  key=lambda k: int(k.split("_")[1]))[-1]
+
+    def shifted(shift):
+        layer = dict(params["params"][last])
+        layer["bias"] = layer["bias"].at[1].add(shift)
+        return {"params": dict(params["params"], **{last: layer})}
+
+    j0, j2 = x.at[:, 2].set(0.0), x.at[:, 2].set(2.0)
+    A0, B0 = model.apply(params, j0, method=model.branches)
+    A3, B3 = model.apply(shifted(3.0), j0, method=model.branches)
+    assert bool(jnp.all(B3 > B0 + 1.0))                  # the shift really changes B ...
+    np.testing.assert_array_equal(A3, A0)                # ... and only B
+    np.testing.assert_array_equal(model.apply(shifted(3.0), j0), model.apply(params, j0))
+    # y(J = 0) = log10(A / lam): h+ = 1 and the B term is absent.
+    np.testing.assert_allclose(model.apply(params, j0), jnp.log10(A0 / x[:, 0]), rtol=1e-5,
+                               atol=1e-5)
+    # The gradient through b at J = 0 is the e^-80 of the finite stand-in for log h- = -inf.
+    dy_db0 = jax.grad(lambda s: jnp.sum(model.apply(shifted(s), j0)))(0.0)
+    assert abs(float(dy_db0)) < 1e-30
+    # At J = 2: dy/db = h- sigmoid(b) / (ln 10 (h+ A + h- B)), h+ = 3/5, h- = 2/5,
+    # b = log(e^B - 1).
+    dy_db2 = jax.vmap(jax.grad(lambda s, i: model.apply(shifted(s), j2)[i]), (None, 0))(
+        0.0, jnp.arange(x.shape[0]))
+    A2, B2 = model.apply(params, j2, method=model.branches)
+    want = 0.4 * jax.nn.sigmoid(jnp.log(jnp.expm1(B2))) / (jnp.log(10.0) * (0.6 * A2 + 0.4 * B2))
+    np.testing.assert_allclose(dy_db2, want, rtol=1e-3)
+    assert bool(jnp.all(dy_db2 > 0))
 
 
 def test_make_model_rejects_bad_arguments():
@@ -198,12 +223,78 @@ def test_ensemble_members_mean_std_and_calibration(tmp_path):
     np.testing.assert_allclose(sig, 10.0 ** ym.mean(0) * ref, rtol=1e-10)
     m = xe.evaluate_xsec(wd, make_figures=True)
     cal = m["ensemble_calibration"]
-    assert cal["members"] == 3 and cal["n"] > 0 and cal["n_val"] > 0 and cal["sigma_scale"] > 0
-    assert 0.0 <= cal["coverage_calibrated"]["0.95"] <= 1.0
+    # Recount by hand on the held-out points above the threshold: N and the raw coverage.
+    df, _ = xe.load_table(cfg.data, False)
+    mols, _, _ = xe.prepare_data(df, cfg.data, int(cfg.seed))
+    thr = float(cfg.eval.threshold)
+    r_all, s_all = [], []
+    for mol in mols:
+        y, sd = sur.log_sigma_rel(mol.name, mol.v, mol.J, mol.lam, return_std=True)
+        keep = mol.test & (mol.sigma > thr * mol.sigma.max(axis=1, keepdims=True))
+        r_all.append((y - np.log10(mol.sigma / mol.sigma_ref))[keep])
+        s_all.append(sd[keep])
+    r_all, s_all = np.concatenate(r_all), np.concatenate(s_all)
+    assert cal["members"] == 3 and cal["n"] == r_all.size > 0 and cal["n_val"] > 0
+    for lvl, z in (("0.68", 0.994457883), ("0.95", 1.959963985)):
+        assert cal["coverage_raw"][lvl] == pytest.approx(np.mean(np.abs(r_all) <= z * s_all),
+                                                         abs=1e-9)
     assert (wd / "eval" / "ensemble_reliability.png").exists()
     cfg.xsec.ensemble = 0
     with pytest.raises(ValueError, match="ensemble"):
         xe.validate(cfg)
+
+
+class _KnownErrorEnsemble:
+    """Stands in for an XsecSurrogate whose errors have a known distribution: on training points
+    it is exact, elsewhere mean - truth ~ N(0, tau^2) while the member spread is tau / 2 (too
+    small by 2, as for members that share their errors); below the threshold it is wildly off."""
+
+    members, meta = 3, {"model": "known"}
+
+    def __init__(self, mols, tau, seed):
+        rng = np.random.default_rng(seed)
+        self.out = {}
+        for m in mols:
+            truth = np.log10(m.sigma / m.sigma_ref)
+            err = np.where(m.train, 0.0, tau * rng.normal(size=truth.shape))
+            err = np.where(m.sigma > 0.01 * m.sigma.max(axis=1, keepdims=True), err, 50.0)
+            self.out[m.name] = (truth + err, np.full(truth.shape, tau / 2))
+
+    def log_sigma_rel(self, name, v, J, lam, return_std=False):
+        return self.out[name]
+
+
+def test_ensemble_calibration_on_known_error_distributions(tmp_path):
+    # 2 molecules x 100 levels x 60 wavelengths, points split 60/20/20 at random.
+    from scipy import stats
+    rng = np.random.default_rng(5)
+    mols = []
+    for name in ("A", "B"):
+        lam = np.linspace(50.0, 100.0, 60)
+        sigma = 1e-18 * 10.0 ** rng.uniform(-3, 0, (100, 60))
+        part = rng.choice(3, size=sigma.shape, p=(0.6, 0.2, 0.2))
+        v = np.arange(100) % 10
+        mols.append(xe.MoleculeData(name, v, np.arange(100) // 10, -1.0 + 0.01 * v, lam, sigma,
+                                    part == 0, part == 1, part == 2, 100.0, 9, -1.0,
+                                    float(sigma.max()), sigma.max(axis=1)))
+    sur = _KnownErrorEnsemble(mols, tau=0.3, seed=6)
+    cal = xe.ensemble_calibration(sur, mols, 0.01, tmp_path, make_figure=False)
+    above = [m.sigma > 0.01 * m.sigma.max(axis=1, keepdims=True) for m in mols]
+    n_test = sum(int((m.test & a).sum()) for m, a in zip(mols, above))
+    assert cal["n"] == n_test and cal["n_val"] == sum(int((m.val & a).sum())
+                                                      for m, a in zip(mols, above))
+    # With sigma too small by 2, the raw level-L interval covers P(|N(0,1)| <= z_L / 2) and the
+    # fitted scale is 2; binomial sd on n_test points (x 2 for the scale fitted on as many).
+    for lvl in (0.68, 0.95):
+        z = stats.norm.ppf(0.5 + lvl / 2)
+        raw = 2 * stats.norm.cdf(z / 2) - 1
+        tol = 4 * np.sqrt(2 * lvl * (1 - lvl) / n_test)
+        assert abs(cal["coverage_raw"][f"{lvl:g}"] - raw) < 4 * np.sqrt(raw * (1 - raw) / n_test)
+        assert abs(cal["coverage_calibrated"][f"{lvl:g}"] - lvl) < tol, lvl
+        assert abs(cal["coverage_conformal"][f"{lvl:g}"] - lvl) < tol, lvl
+    assert cal["sigma_scale"] == pytest.approx(2.0, rel=0.05)
+    # A calibration that leaked the (exact) training points, or the wild points below the
+    # threshold, would miss these by far more than the tolerances.
 
 
 def test_interpolation_baseline_is_exact_for_linear_log_sigma():

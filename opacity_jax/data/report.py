@@ -61,6 +61,8 @@ def dataset_report(output_dir, element="Nd", density_gcc: float = 1e-13,
     generate the full grid for one element at `n_energy` bins. `n_native` (a multiple of
     `n_energy`) is the reference resolution, 15000 like the NIST-LANL spectra.
     """
+    # Bad names fail before the folder exists.
+    _el.element_index(element)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = generator.OpacityGenerator(generator.GeneratorConfig(seed=seed))

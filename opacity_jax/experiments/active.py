@@ -104,14 +104,16 @@ class ActiveConfig:
             self.elements = tuple(s.strip() for s in self.elements.split(",") if s.strip())
         for s in self.elements:
             _el.element_index(int(s) if str(s).isdigit() else s)   # raises on unknown names
-        checks = [("n_initial", self.n_initial >= 2), ("rounds", self.rounds >= 1),
-                  ("k", self.k >= 1), ("members", self.members >= 2),
-                  ("test_fraction", 0 < self.test_fraction < 1), ("n_energy", self.n_energy >= 2),
-                  ("seeds", len(self.seeds) >= 1)]
-        for name, ok in checks:
+        checks = [("n_initial", self.n_initial >= 2, ">= 2"), ("rounds", self.rounds >= 1, ">= 1"),
+                  ("k", self.k >= 1, ">= 1"),
+                  ("members", self.members >= 2, ">= 2: disagreement needs two"),
+                  ("test_fraction", 0 < self.test_fraction < 1, "in (0, 1)"),
+                  ("n_energy", self.n_energy >= 2, ">= 2"),
+                  ("seeds", len(self.seeds) >= 1, "at least one seed")]
+        for name, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"active.{name} = {getattr(self, name)!r} is out of range "
-                                 "(members >= 2: disagreement needs two)")
+                                 f"(allowed: {allowed})")
         n_nodes = self.n_temperature * self.n_density
         n_test = int(round(self.test_fraction * n_nodes))
         need = self.n_initial + self.rounds * self.k

@@ -901,6 +901,10 @@ def run_report(root, base_config, pinn_config, splits: Sequence[str] = SPLITS,
     prior_configs: configs/xsec_prior.py configs added as arms (report_arms).
     """
     import shutil
+    # Before any folder or the (minutes-long) table generation.
+    bad = [s for s in splits if s not in SPLITS]
+    if bad or not splits:
+        raise ValueError(f"splits: unknown {bad or 'none given'}; allowed: {', '.join(SPLITS)}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     runs_root = Path(runs_root) if runs_root is not None else root
