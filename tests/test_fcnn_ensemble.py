@@ -122,6 +122,14 @@ def test_interval_is_the_conformal_band_on_hand_numbers(fcnn_ens_workdir, tmp_pa
     lo, hi = s.interval("kappa", "U", [0.1, 0.3], [1e-13, 1e-11], level=0.68)
     np.testing.assert_allclose(lo, 1.212002, rtol=5e-6)
     np.testing.assert_allclose(hi, 82.50810, rtol=5e-6)
+    # A level the calibration marked degenerate is refused, the others still served.
+    (tmp_path / "eval" / "ensemble_calibration.json").write_text(json.dumps(
+        {"members": 3, "eps": 0.0,
+         "quantities": {q: {"conformal_multipliers": mult, "degenerate_levels": ["0.95"]}
+                        for q in ("log_kappa", "log_planck", "log_rosseland")}}))
+    with pytest.raises(ValueError, match="degenerate"):
+        s.interval("kappa", "U", [0.1, 0.3], [1e-13, 1e-11], level=0.95)
+    assert s.interval("kappa", "U", [0.1], [1e-13], level=0.68)[0].shape == (1, 48)
     # The Planck band brackets the member mean and widens with the level.
     s = Surrogate.load(fcnn_ens_workdir)
     t, r = [0.1, 0.3], [1e-13, 1e-11]

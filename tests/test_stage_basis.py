@@ -13,6 +13,7 @@ from opacity_jax import evaluate
 from opacity_jax.data import atomic, generator, grid, io
 from opacity_jax.data.dataset import Dataset
 from opacity_jax.errors import DomainError
+from opacity_jax.experiments import ensemble as ens
 from opacity_jax.experiments import stage_basis as fam
 from opacity_jax.models import stage_basis as sb
 from opacity_jax.serve.stage_basis import StageBasisSurrogate
@@ -374,8 +375,12 @@ def test_jackknife_intervals_track_the_error(trained, tmp_path):
     (wd / "model.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="re-run bin/train_ensemble"):
         StageBasisSurrogate.load(wd)
-    assert fam.degenerate_levels({"0.68": 1.0, "0.95": float("inf"), "beta": 0.1}, [0.1]) == \
+    assert ens.degenerate_levels({"0.68": 1.0, "0.95": float("inf"), "beta": 0.1}, [0.1]) == \
         ["0.95"]
-    assert fam.degenerate_levels({"0.68": 1.0, "0.95": 2.0, "beta": 0.0}, [0.0, 0.0, 0.1]) == \
+    assert ens.degenerate_levels({"0.68": 1.0, "0.95": 2.0, "beta": 0.0}, [0.0, 0.0, 0.1]) == \
         ["0.68", "0.95"]
-    assert fam.degenerate_levels({"0.95": 2.0, "beta": 0.01}, [0.0, 0.02, 0.1]) == []
+    assert ens.degenerate_levels({"0.95": 2.0, "beta": 0.01}, [0.0, 0.02, 0.1]) == []
+    # The 200-bin Rosseland case of a CAE ensemble: half the spreads exactly 0, q = 3e302.
+    assert ens.degenerate_levels({"0.68": 3e302, "0.95": 3e302, "beta": 0.0},
+                                 [0.0, 0.0, 0.1, 0.2]) == ["0.68", "0.95"]
+    assert ens.degenerate_levels({"0.95": 3e302, "beta": 0.01}, [0.1]) == ["0.95"]

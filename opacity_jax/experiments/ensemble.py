@@ -341,6 +341,20 @@ def select_beta(residual, sigma, level: float = 0.95,
     return float(best)
 
 
+def degenerate_levels(multipliers: dict, sigma_cal) -> list:
+    """Levels (keys of `multipliers`) at which a conformal fit gives no usable interval: every
+    level when the calibration spread is zero at half the points or more with beta = 0 (the
+    members agree exactly, so the spread carries no information); otherwise the levels whose
+    multiplier is not finite (too few calibration points for the level) or above 1e100 (an
+    error divided by the 1e-300 floor of sigma + beta)."""
+    levels = [k for k in multipliers if k not in ("beta", "spread_weight")]
+    s = np.asarray(sigma_cal, np.float64)
+    if float(multipliers.get("beta", 0.0)) <= 0.0 and s.size > 0 and \
+            float(np.mean(s == 0)) >= 0.5:
+        return levels
+    return [k for k in levels if not (np.isfinite(multipliers[k]) and multipliers[k] <= 1e100)]
+
+
 def conformal_coverage(residual, sigma, multipliers: Dict[str, float]) -> Dict[str, float]:
     """Observed fraction of |residual| <= q_L (sigma + beta) for each level of `fit_conformal`."""
     r = np.abs(np.asarray(residual, np.float64)).ravel()
@@ -638,9 +652,9 @@ def calibrate_workdir(workdir, out_dir=None, eps: float = 1e-10) -> dict:
         rt, st = (np.concatenate(a) if a else np.zeros(0) for a in d["test"])
         scale = fit_sigma_scale(rv, sv)
         model = fit_sigma_model(rv, sv)
-        report[q] = dict(calibration_summary(rt, st, scale, model=model,
-                                             conformal=fit_conformal(rv, sv)),
-                         n_val=int(rv.size))
+        conf_cal = fit_conformal(rv, sv)
+        report[q] = dict(calibration_summary(rt, st, scale, model=model, conformal=conf_cal),
+                         n_val=int(rv.size), degenerate_levels=degenerate_levels(conf_cal, sv))
         conf = fit_conformal(rv, sv, DEFAULT_LEVELS)
         curves[f"{q} test (conformal)"] = (np.asarray(DEFAULT_LEVELS),
                                            np.asarray(list(conformal_coverage(rt, st, conf)

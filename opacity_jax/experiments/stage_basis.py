@@ -526,18 +526,6 @@ def interval_scores(residual, sigma, multipliers: dict) -> dict:
     return out
 
 
-def degenerate_levels(multipliers: dict, sigma_cal) -> list:
-    """Levels (keys of `multipliers`) at which a conformal fit gives no usable interval: every
-    level when the calibration spread is zero at more than half the points with beta = 0
-    (the members agree exactly, so the spread carries no information); otherwise the levels
-    whose multiplier is not finite (too few calibration points for the level)."""
-    levels = [k for k in multipliers if k not in ("beta", "spread_weight")]
-    s = np.asarray(sigma_cal, np.float64)
-    if float(multipliers.get("beta", 0.0)) <= 0.0 and s.size > 0 and float(np.mean(s == 0)) > 0.5:
-        return levels
-    return [k for k in levels if not np.isfinite(multipliers[k])]
-
-
 def calibrate(workdir, out_dir=None, make_figures: bool = True) -> dict:
     """Fit the conformal multipliers on the validation nodes and score them on the test nodes.
 
@@ -576,7 +564,7 @@ def calibrate(workdir, out_dir=None, make_figures: bool = True) -> dict:
                         spread_weight=0.0)
         else:
             conf["spread_weight"] = 1.0
-        report[q] = {"multipliers": conf, "degenerate_levels": degenerate_levels(conf, sv),
+        report[q] = {"multipliers": conf, "degenerate_levels": ens.degenerate_levels(conf, sv),
                      "test": interval_scores(rt, conf["spread_weight"] * st, conf),
                      "test_constant_width": interval_scores(rt, np.ones_like(rt), const),
                      "n_val": int(rv.size), "n_val_beta": int(half.sum())}

@@ -406,6 +406,10 @@ class Surrogate:
         if not conf or key not in conf:
             raise ValueError(f"{path} holds no conformal multiplier for level {key}; "
                              f"available: {sorted(k for k in (conf or {}) if k != 'beta')}")
+        if key in cal["quantities"][names[quantity]].get("degenerate_levels", []):
+            raise ValueError(f"{path}: the {names[quantity]} calibration at level {key} is "
+                             f"degenerate (the members agree exactly at most calibration "
+                             f"points, or too few points for the level); no interval")
         q, beta = float(conf[key]), float(conf.get("beta", 0.0))
         if quantity == "kappa":
             eps = float(cal.get("eps", 1e-10))
