@@ -58,6 +58,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 from absl import logging
 
+from opacity_jax import cli
 from opacity_jax.data import jlodk
 from opacity_jax.errors import DataFormatError
 from opacity_jax.experiments import ensemble as ens
@@ -346,6 +347,89 @@ def load_mask(mask, shape) -> np.ndarray:
                                   field="mask")
         m = m.astype(bool)
     return m
+
+
+# --------------------------------------------------------------------------------------------
+# new grid values
+# bin/complete flag -> JLODK axis (GridTable.axis_names of from_jlodk); text tables use --add.
+ADD_FLAGS = {"add-ye": "Ye", "add-time": "time_days", "add-log10-rho": "log10_rho",
+             "add-temperature": "temperature_k"}
+
+
+def insert_axis_values(table: GridTable, axis, values: Sequence[float],
+                       flag: str = "add") -> GridTable:
+    """A copy of `table` with new grid values on one axis, every entry there missing (NaN).
+
+    The new values must lie strictly inside the known range of the axis (completion never
+    extrapolates) and must not repeat a grid value (closer than COORD_RTOL relative).
+
+    Args:
+      table: GridTable. axis: axis index or name. values: new coordinates, raw units of the
+        axis (e.g. Ye; days; log10 rho [g/cm^3]; T [K]). flag: the command-line flag named in
+        errors (without the leading --).
+    Returns:
+      GridTable whose axis holds the old and new values, sorted; known entries copied.
+    Raises:
+      ValueError naming the flag, the value and the allowed open interval.
+    """
+    names = list(table.axis_names)
+    if isinstance(axis, str):
+        if axis not in names:
+            raise ValueError(f"--{flag}: the table has no axis {axis!r}; axes: {names}")
+        a = names.index(axis)
+    else:
+        a = int(axis)
+    old = table.axes[a]
+    vals = np.asarray(sorted(float(v) for v in values), np.float64)
+    if vals.size == 0:
+        return table
+    lo, hi = float(old[0]), float(old[-1])
+    for v in vals.tolist():
+        if not math.isfinite(v) or not lo < v < hi:
+            raise ValueError(f"--{flag}={v:g}: outside the known {names[a]} range; new values "
+                             f"must lie strictly between {lo:g} and {hi:g} (completion does not "
+                             "extrapolate)")
+        near = old[np.argmin(np.abs(old - v))]
+        if abs(near - v) <= COORD_RTOL * max(abs(near), abs(v)):
+            raise ValueError(f"--{flag}={v:g}: {names[a]} = {near:g} is already a grid value")
+    if np.any(np.diff(vals) <= COORD_RTOL * np.abs(vals[1:])):
+        raise ValueError(f"--{flag}: a new {names[a]} value is given twice: {vals.tolist()}")
+    axis_new = np.concatenate([old, vals])
+    order = np.argsort(axis_new, kind="stable")
+    axis_new = axis_new[order]
+    is_old = order < old.size
+    channels = {}
+    for n, v in table.channels.items():
+        shape = list(v.shape)
+        shape[a] = axis_new.size
+        out = np.full(shape, np.nan)
+        sl = [slice(None)] * v.ndim
+        sl[a] = np.flatnonzero(is_old)
+        out[tuple(sl)] = v
+        channels[n] = out
+    axes = list(table.axes)
+    axes[a] = axis_new
+    return GridTable(table.axis_names, tuple(axes), channels, table.log_axes, table.kind,
+                     table.source, dict(table.extra))
+
+
+def parse_add(specs: Sequence[str], table: GridTable) -> Dict[str, list]:
+    """{axis name: [values]} from --add entries 'AXIS=v1:v2:...' (any table's axis names)."""
+    out: Dict[str, list] = {}
+    for spec in specs or []:
+        name, sep, rest = str(spec).partition("=")
+        if not sep or not rest:
+            raise ValueError(f"--add={spec!r}: expected AXIS=v1:v2:... with AXIS one of "
+                             f"{list(table.axis_names)}")
+        if name not in table.axis_names:
+            raise ValueError(f"--add={spec!r}: the table has no axis {name!r}; axes: "
+                             f"{list(table.axis_names)}")
+        for v in rest.split(":"):
+            try:
+                out.setdefault(name, []).append(float(v))
+            except ValueError:
+                raise ValueError(f"--add={spec!r}: {v!r} is not a number") from None
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -1191,8 +1275,43 @@ def _plot_errors(results: dict, path) -> None:
 
 # --------------------------------------------------------------------------------------------
 # command line driver (bin/complete)
+def add_grid_values(table: GridTable, add: Optional[Dict[str, Sequence]]) -> GridTable:
+    """Apply bin/complete's --add-ye/--add-time/--add-log10-rho/--add-temperature (JLODK) and
+    --add=AXIS=v1:v2 (any table) to `table`; values along one axis per run.
+
+    Args:
+      add: {flag name without '--': values} (strings or floats), e.g. {"add-ye": ["0.15"]}.
+    Raises:
+      ValueError naming the flag (not a number, outside the known range, a repeated value,
+      an axis the table lacks, or values on more than one axis).
+    """
+    per_axis: Dict[str, tuple] = {}
+    for flag, vals in (add or {}).items():
+        if not vals:
+            continue
+        if flag == "add":
+            for name, v in parse_add(vals, table).items():
+                per_axis.setdefault(name, (f"add={name}", []))[1].extend(v)
+            continue
+        if flag not in ADD_FLAGS:
+            raise ValueError(f"unknown flag --{flag}; allowed: --add, "
+                             + ", ".join(f"--{f}" for f in ADD_FLAGS))
+        if table.kind != "jlodk":
+            raise ValueError(f"--{flag} applies to JLODK folders; for a text table use "
+                             f"--add=AXIS=v1:v2 with AXIS one of {list(table.axis_names)}")
+        per_axis.setdefault(ADD_FLAGS[flag], (flag, []))[1].extend(
+            cli.numbers(flag, vals, positive=False))
+    if len(per_axis) > 1:
+        raise ValueError(f"new grid values on {len(per_axis)} axes ({sorted(per_axis)}): add "
+                         "values along one axis per run, then run bin/complete again on its "
+                         "output table for the next axis")
+    for name, (flag, vals) in per_axis.items():
+        table = insert_axis_values(table, name, vals, flag)
+    return table
+
+
 def run(config, input_path, output, mask=None, scenarios: Sequence[str] = (),
-        progress: bool = False) -> dict:
+        progress: bool = False, add: Optional[Dict[str, Sequence]] = None) -> dict:
     """Complete a table (or evaluate on it) as configured by configs/complete.py.
 
     Args:
@@ -1201,6 +1320,8 @@ def run(config, input_path, output, mask=None, scenarios: Sequence[str] = (),
       input_path: JLODK root folder or text table. output: output folder (created).
       mask: optional .npy of the table's shape, True = missing. scenarios: if given (subset of
         SCENARIOS), hide known entries and score instead of completing.
+      add: new grid values, {flag: values} as in `add_grid_values` (after the mask, which
+        applies to the table as read).
     Returns:
       The report (completion) or the evaluation dict; both are also written under `output`.
     """
@@ -1215,6 +1336,11 @@ def run(config, input_path, output, mask=None, scenarios: Sequence[str] = (),
         raise FileNotFoundError(f"--output {out}: parent folder {out.parent} does not exist")
     vcols = [v.strip() for v in str(config.table.value_columns).split(",") if v.strip()]
     table = read_table(input_path, mask, vcols)
+    if any(add.values() if add else ()):
+        if scenarios:
+            raise ValueError("--evaluate scores hidden known entries; new grid values (--add*) "
+                             "belong to a completion run: give one or the other")
+        table = add_grid_values(table, add)
     ccfg = dict(config.completion.to_dict(), seed=int(config.seed))
     if not scenarios and not table.missing().any():
         raise ValueError(f"{input_path}: no missing entries (no NaN and no --mask); nothing to "
