@@ -51,6 +51,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -647,11 +648,30 @@ def rank_axes(interp, avail, target) -> list:
 
 # --------------------------------------------------------------------------------------------
 # masking patterns
+def missing_slices(missing: np.ndarray) -> Dict[int, list]:
+    """{axis: [indices]} of the slices (all entries at one index of that axis) that are
+    entirely missing, for every axis of a >= 2-D table that has such a slice (not all)."""
+    out = {}
+    if missing.ndim < 2:
+        return out
+    for a in range(missing.ndim):
+        full = missing.all(axis=tuple(i for i in range(missing.ndim) if i != a))
+        if full.any() and not full.all():
+            out[a] = np.flatnonzero(full).tolist()
+    return out
+
+
+def slice_axis(missing: np.ndarray) -> int:
+    """The axis whose whole slices are missing (the first such axis; 0 if none)."""
+    ms = missing_slices(missing)
+    return min(ms) if ms else 0
+
+
 def detect_pattern(missing: np.ndarray) -> str:
-    """'slice' if some index of the first axis is entirely missing, 'rows' if most holes form
-    whole rows along the second-to-last axis (all densities at one temperature), else
-    'random'. 'random' also for a table without holes."""
-    if missing.ndim >= 2 and np.any(missing.all(axis=tuple(range(1, missing.ndim)))):
+    """'slice' if some index of some axis is entirely missing (a new grid value; see
+    `slice_axis`), 'rows' if most holes form whole rows along the second-to-last axis (all
+    densities at one temperature), else 'random'. 'random' also for a table without holes."""
+    if missing_slices(missing):
         return "slice"
     if missing.ndim >= 2 and missing.any():
         rows = missing.all(axis=-2)
@@ -662,12 +682,12 @@ def detect_pattern(missing: np.ndarray) -> str:
 
 
 def draw_pattern(pattern: str, eligible: np.ndarray, fraction: float, rng,
-                 slice_index: Optional[int] = None) -> np.ndarray:
+                 slice_index: Optional[int] = None, axis: int = 0) -> np.ndarray:
     """A bool mask of entries to hide, drawn among `eligible` with the given pattern.
 
     random: each eligible entry with probability `fraction`; rows: whole rows along axis -2
     (all of one temperature in one file) with probability `fraction`, hiding their eligible
-    entries; slice: the eligible entries of first-axis slice `slice_index`.
+    entries; slice: the eligible entries of slice `slice_index` of `axis`.
     """
     if pattern == "random":
         return eligible & (rng.random(eligible.shape) < fraction)
@@ -676,10 +696,168 @@ def draw_pattern(pattern: str, eligible: np.ndarray, fraction: float, rng,
         pick = ok & (rng.random(ok.shape) < fraction)
         return np.broadcast_to(np.expand_dims(pick, -2), eligible.shape) & eligible
     if pattern == "slice":
-        m = np.zeros_like(eligible)
-        m[slice_index] = eligible[slice_index]
-        return m
+        return eligible & _slice_mask(eligible.shape, slice_index, axis)
     raise ValueError(f"unknown masking pattern {pattern!r}; allowed: {PATTERNS}")
+
+
+# --------------------------------------------------------------------------------------------
+# whole missing slices: held-out configurations, estimators, error versus gap size
+SLICE_ESTIMATORS = ("interp_total", "interp_channels", "network")
+SLICE_BASELINE = "interp_total"
+SLICE_SIGMAS = ("constant", "network")
+
+
+def gap_configs(visible: Sequence[int], run_lengths: Sequence[int]) -> list:
+    """Held-out configurations of visible slices: [(L, [indices])], one per run length L.
+
+    A configuration hides runs of L consecutive visible slices, each run with a visible slice
+    on both sides and one visible slice kept between runs, so every hidden slice is an
+    interior gap (neighbours 1..L visible steps away). Run lengths that fit nowhere are left
+    out.
+    """
+    vis = sorted(int(i) for i in visible)
+    out = []
+    for L in run_lengths:
+        L = int(L)
+        hide, p = [], 1
+        while p + L <= len(vis) - 1:
+            hide += vis[p:p + L]
+            p += L + 1
+        if hide:
+            out.append((L, hide))
+    return out
+
+
+def slice_gaps(ctx: np.ndarray, q: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarray:
+    """Gap size g = sqrt(d_lo * d_hi) of each queried entry along `axis`, in feature
+    coordinates (log10 for a log axis): d_lo, d_hi = distances to the nearest known entry
+    below / above. For linear interpolation of a smooth function the error is
+    f''/2 * d_lo * d_hi = f''/2 * g**2; NaN where one side has no known entry.
+
+    Args: ctx (*shape) bool known; q (N, nd) int indices; coords (shape[axis],).
+    Returns: (N,) float.
+    """
+    idx = _neighbour_indices(ctx, axis, 1)
+    lo, hi = idx["lo"][0][tuple(q.T)], idx["hi"][0][tuple(q.T)]
+    x = coords[q[:, axis]]
+    ok = (lo >= 0) & (hi >= 0)
+    d_lo = np.where(ok, x - coords[np.maximum(lo, 0)], np.nan)
+    d_hi = np.where(ok, coords[np.maximum(hi, 0)] - x, np.nan)
+    return np.sqrt(d_lo * d_hi)
+
+
+@dataclasses.dataclass
+class GapScaleModel:
+    """Sigma scale versus gap size: scale(g) = amplitude * g**exponent.
+
+    The factor that makes sigma's intervals reach the nominal coverage (`ens.fit_sigma_scale`)
+    is fitted separately on each gap size held out (`points`), then a power law through them
+    in log-log: its exponent is fitted when >= 2 gap sizes were measured, else the prior;
+    clipped to `bounds` (0: error independent of the gap; 2: the g**2 law of linear
+    interpolation of a smooth function, with g = sqrt(d_lo * d_hi)).
+    """
+
+    exponent: float
+    amplitude: float
+    exponent_source: str          # 'fit', 'fit (clipped)' or 'prior'
+    points: list                  # [{'gap', 'n', 'scale', 'median_abs_residual'}]
+    levels: tuple = (0.95,)
+
+    def scale(self, gap) -> np.ndarray:
+        """Sigma scale at gap(s) g (same units as the points' gaps)."""
+        return self.amplitude * np.asarray(gap, np.float64) ** self.exponent
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable summary."""
+        return {"exponent": self.exponent, "amplitude": self.amplitude,
+                "exponent_source": self.exponent_source, "levels": list(self.levels),
+                "points": self.points}
+
+
+def fit_gap_scale(gap, residual, sigma, levels=(0.95,), prior_exponent: float = 1.0,
+                  bounds=(0.0, 2.0)) -> GapScaleModel:
+    """Fit a GapScaleModel on held-out entries.
+
+    Args:
+      gap: (N,) gap size of each entry (`slice_gaps`; entries with NaN gap are ignored).
+      residual: (N,) prediction - truth; sigma: (N,) raw predicted sigma (same units).
+      levels: nominal coverages the per-gap scale matches; prior_exponent: used when fewer
+        than two distinct gap sizes were measured; bounds: allowed exponent range.
+    Returns:
+      GapScaleModel (amplitude 1, exponent prior, no points when nothing is usable).
+    """
+    g = np.asarray(gap, np.float64).ravel()
+    r = np.asarray(residual, np.float64).ravel()
+    sg = np.asarray(sigma, np.float64).ravel()
+    ok = np.isfinite(g) & (g > 0) & np.isfinite(r) & np.isfinite(sg)
+    g, r, sg = g[ok], r[ok], sg[ok]
+    if g.size == 0:
+        return GapScaleModel(float(prior_exponent), 1.0, "prior", [], tuple(levels))
+    key = np.round(np.log10(g), 6)      # one gap size = equal to 1e-6 relative
+    points = []
+    for k in np.unique(key):
+        m = key == k
+        points.append({"gap": float(np.median(g[m])), "n": int(m.sum()),
+                       "scale": ens.fit_sigma_scale(r[m], sg[m], levels=levels),
+                       "median_abs_residual": float(np.median(np.abs(r[m])))})
+    lg = np.log10([p["gap"] for p in points])
+    ls = np.log10([p["scale"] for p in points])
+    if len(points) >= 2:
+        p_fit = float(np.polyfit(lg, ls, 1)[0])
+        p = float(np.clip(p_fit, *bounds))
+        source = "fit" if p == p_fit else f"fit (clipped from {p_fit:.3g})"
+    else:
+        p, source = float(prior_exponent), "prior"
+    amp = float(10.0 ** np.mean(ls - p * lg))
+    return GapScaleModel(p, amp, source, points, tuple(levels))
+
+
+def interval_efficiency(residual, sigma, level: float = 0.95) -> float:
+    """Median half-width of the `level` Gaussian interval (z * sigma) / median |residual|.
+
+    1.96 / 0.674 = 2.91 for Gaussian residuals with sigma = their spread; larger = wider
+    intervals than the errors need. NaN without entries.
+    """
+    r = np.abs(np.asarray(residual, np.float64)).ravel()
+    if r.size == 0 or np.median(r) == 0:
+        return float("nan")
+    return float(ens.z_of_level([level])[0] * np.median(np.asarray(sigma)) / np.median(r))
+
+
+def _slice_estimates(fitted, ctx, q, axis, table: GridTable):
+    """Log10 means of every SLICE_ESTIMATORS entry and the network's raw sigma at q.
+
+    interp_channels: each channel interpolated (log-linear in the feature coordinate) along
+    `axis` from its nearest known entries (the network's reference there); interp_total: the
+    total interpolated the same way (for a midpoint of an evenly spaced axis: the geometric
+    mean of the two neighbouring slices), the channels rescaled by one common factor so that
+    they still sum to it; network: the ensemble mean.
+    Returns ({estimator: {name: (N,)}}, {name: (N,) sigma}) with names = channels + 'total'.
+    """
+    names = fitted.names
+    x, ref, interp, avail = features(fitted.spec, fitted.logv, ctx, q)
+    mu, var = ens.predict_members(fitted.model.apply, fitted.params, x)
+    mu = mu * fitted.y_scale + ref[None]
+    var = np.exp(var) * fitted.y_scale ** 2
+    est = {"network": {}}
+    sig = {}
+    for c, n in enumerate(names):
+        est["network"][n], sig[n] = ens.mixture_moments(mu[..., c], var[..., c])
+    est["network"]["total"], sig["total"] = fitted.total_moments(mu, var)
+    ch = {n: interp[:, axis, c] for c, n in enumerate(names)}
+    lin = sum(fitted.lt.inverse(n, ch[n]) for n in names)
+    tot_ch = np.log10(np.maximum(lin, 1e-300))
+    est["interp_channels"] = dict(ch, total=tot_ch)
+    total = np.where(ctx, table.total(), np.nan)
+    lt_tot = np.log10(np.maximum(np.nan_to_num(total), 1e-300))
+    qm = np.zeros_like(ctx)
+    qm[tuple(q.T)] = True
+    t_interp = interp_along_axis(lt_tot, ctx, fitted.spec.coords[axis], axis=axis,
+                                 query=qm)[tuple(q.T)]
+    shift = t_interp - tot_ch
+    est["interp_total"] = {n: ch[n] + shift for n in names}
+    est["interp_total"]["total"] = t_interp
+    return est, sig
 
 
 # --------------------------------------------------------------------------------------------
@@ -732,19 +910,29 @@ def _roles(pattern, known, cfg, rng):
     return cal, val
 
 
-def _slice_mask(shape, i) -> np.ndarray:
+def _slice_mask(shape, i, axis: int = 0) -> np.ndarray:
+    """(*shape) bool, True on index (or indices) i of `axis`."""
     m = np.zeros(shape, bool)
-    m[i] = True
+    sl = [slice(None)] * len(shape)
+    sl[axis] = i
+    m[tuple(sl)] = True
     return m
 
 
-def _realisations(pattern, known, missing, cfg, rng, cal, slices=None):
+def _realisations(pattern, known, missing, cfg, rng, cal, slices=None, axis: int = 0):
     """Training realisations [(context_known, hidden)]: hidden known entries with the holes'
-    pattern; calibration entries are never hidden (they stay context, never targets)."""
+    pattern; calibration entries are never hidden (they stay context, never targets). For
+    slices: one realisation per slice of `axis` in `slices` (a random subset of them when
+    more than needed to reach target_samples)."""
     frac = float(np.clip(missing.mean() if missing.any() else 0.2, 0.05, 0.5))
     if pattern == "slice":
-        return [(known & ~_slice_mask(known.shape, i), known & _slice_mask(known.shape, i))
-                for i in slices]
+        slices = list(slices)
+        per = max(1, int(known.sum()) // max(known.shape[axis], 1))
+        n_max = max(int(cfg["max_realisations"]), math.ceil(cfg["target_samples"] / per))
+        if len(slices) > n_max:
+            slices = sorted(rng.choice(slices, n_max, replace=False).tolist())
+        return [(known & ~_slice_mask(known.shape, i, axis),
+                 known & _slice_mask(known.shape, i, axis)) for i in slices]
     per = max(1.0, frac * int(known.sum()))
     n_real = int(np.clip(math.ceil(cfg["target_samples"] / per), 1, cfg["max_realisations"]))
     out = []
@@ -756,8 +944,9 @@ def _realisations(pattern, known, missing, cfg, rng, cal, slices=None):
 
 # The keys of a completion config, in report order; their values live only in configs/complete.py.
 CONFIG_KEYS = ("members", "hidden", "beta", "rank", "pattern", "cal_fraction", "val_fraction",
-               "calibration_levels", "slice_select", "target_samples", "max_realisations", "seed",
-               "train")
+               "calibration_levels", "slice_select", "slice_select_margin", "gap_runs",
+               "gap_exponent_prior", "gap_exponent_bounds", "target_samples",
+               "max_realisations", "seed", "train")
 
 
 def completion_config(config) -> dict:
@@ -768,9 +957,12 @@ def completion_config(config) -> dict:
     widths), beta (beta-NLL), rank (known neighbours per side and axis), pattern ('auto',
     'random', 'rows', 'slice'), cal_fraction / val_fraction (of the known entries),
     calibration_levels (nominal coverages the sigma scale matches on the calibration split),
-    slice_select (for whole missing slices, fall back to the reference interpolant when it beat
-    the network on the cross-fit slice), target_samples / max_realisations (training set size),
-    seed, and train (LoopConfig fields).
+    slice_select (for whole missing slices, choose among SLICE_ESTIMATORS by the held-out
+    score; else the network), slice_select_margin (another estimator replaces the baseline
+    SLICE_BASELINE only when its held-out median error is this fraction lower), gap_runs
+    (run lengths of the held-out slice configurations, `gap_configs`; one fit each),
+    gap_exponent_prior / gap_exponent_bounds (`fit_gap_scale`), target_samples /
+    max_realisations (training set size), seed, and train (LoopConfig fields).
     Raises:
       ValueError naming missing or unknown keys, or a value out of range.
     """
@@ -798,8 +990,27 @@ def completion_config(config) -> dict:
         if not 0 < float(cfg[k]) < 0.5:
             raise ValueError(f"completion.{k} = {cfg[k]} must lie in (0, 0.5)")
     ens.z_of_level(cfg["calibration_levels"])   # validates the levels
+    if not 0 <= float(cfg["slice_select_margin"]) < 1:
+        raise ValueError(f"completion.slice_select_margin = {cfg['slice_select_margin']} must "
+                         "lie in [0, 1)")
+    runs = cfg["gap_runs"]
+    if not isinstance(runs, list) or not runs or any(int(r) != r or r < 1 for r in runs):
+        raise ValueError(f"completion.gap_runs = {runs!r} must be a non-empty list of "
+                         "integers >= 1")
+    lo_hi = cfg["gap_exponent_bounds"]
+    if (not isinstance(lo_hi, list) or len(lo_hi) != 2 or not lo_hi[0] <= lo_hi[1]
+            or not lo_hi[0] <= float(cfg["gap_exponent_prior"]) <= lo_hi[1]):
+        raise ValueError(f"completion.gap_exponent_bounds = {lo_hi!r} must be [low, high] with "
+                         f"low <= gap_exponent_prior ({cfg['gap_exponent_prior']}) <= high")
     loop.LoopConfig.from_config(cfg["train"])   # validates the loop section early
     return cfg
+
+
+def _stage(progress: bool, message: str) -> None:
+    """One line on stderr when progress is on (a long run says what it is doing)."""
+    if progress:
+        sys.stderr.write(f"complete: {message}\n")
+        sys.stderr.flush()
 
 
 @dataclasses.dataclass
@@ -899,6 +1110,7 @@ def _calibrate(fitted: _Fitted, cal_sets, table: GridTable, levels,
         scales[n] = ens.fit_sigma_scale(r, s, levels=levels)
         calib[n] = ens.calibration_summary(r, s, scales[n])
         calib[n]["median_abs_residual"] = float(np.median(np.abs(r))) if r.size else None
+        calib[n]["efficiency_95"] = interval_efficiency(r, s * scales[n])
         calib[n]["reliability"] = [a.tolist() for a in ens.reliability_curve(r, s * scales[n])]
     return scales, calib
 
@@ -931,8 +1143,10 @@ def complete(table: GridTable, cfg, workdir=None, progress: bool = False,
                      for n in names])
     pattern = detect_pattern(missing) if cfg["pattern"] == "auto" else cfg["pattern"]
     cal, val = _roles(pattern, known, cfg, rng)
-    visible = [i for i in range(known.shape[0]) if known[i].any()]
-    reals = _realisations(pattern, known, missing, cfg, rng, cal, slices=visible)
+    s_axis = slice_axis(missing)
+    visible = np.flatnonzero(known.any(axis=tuple(i for i in range(known.ndim)
+                                                  if i != s_axis))).tolist()
+    reals = _realisations(pattern, known, missing, cfg, rng, cal, slices=visible, axis=s_axis)
     spec = make_spec(table, logv, known, int(cfg["rank"]))
     # Rank the axes by how well each interpolates the training realisations' hidden entries.
     probe = []
@@ -943,72 +1157,175 @@ def complete(table: GridTable, cfg, workdir=None, progress: bool = False,
     spec.order = rank_axes(*(np.concatenate(p) for p in zip(*probe)))
     digest = _digest(known, logv, cfg)
     t1 = time.perf_counter()
+    _stage(progress, f"fitting the {cfg['members']}-member ensemble ({pattern} holes, "
+                     f"{len(reals)} training realisations)")
     fitted = _fit(spec, logv, names, lt, reals, val, cal, cfg, workdir, f"{label}-{digest}",
                   progress)
     t_train = time.perf_counter() - t1
     levels = tuple(cfg["calibration_levels"])
-    cal_note = "calibration split of known entries hidden with the holes' pattern"
-    use_ref, selection, network_log_total = False, None, None
-    if pattern == "slice":
-        # Cross-fit: an ensemble that never had slice c as a target predicts it; its residuals
-        # set the scale. c = the visible slice with visible slices on both sides nearest to
-        # the holes (the configuration most like an interior missing slice).
-        holes = [i for i in range(known.shape[0]) if i not in visible] or [known.shape[0] // 2]
-        inner = [i for i in visible if any(j < i for j in visible) and any(j > i for j in visible)]
-        cands = inner or visible
-        c = min(cands, key=lambda i: min(abs(i - h) for h in holes))
-        rest = [i for i in visible if i != c]
-        if rest:
-            cal_fit = _fit(spec, logv, names, lt,
-                           _realisations("slice", known, missing, cfg, rng, cal, slices=rest),
-                           val, cal, cfg, workdir, f"{label}-cal-{digest}", progress)
-            sl = _slice_mask(known.shape, c)
-            cal_set = [(known & ~sl, known & sl)]
-            scales, calib = _calibrate(cal_fit, cal_set, table, levels)
-            cal_note = (f"cross-fit: an ensemble trained without slice {c} "
-                        f"({table.axis_names[0]} = {table.axes[0][c]:g}) as a target predicts it")
-            if cfg["slice_select"]:
-                # Model selection on the same held-out slice: keep the network only if it
-                # beat its own reference interpolant (along the first axis) there.
-                s_ref, c_ref = _calibrate(cal_fit, cal_set, table, levels, use_reference=True)
-                m_net = calib["total"]["median_abs_residual"]
-                m_ref = c_ref["total"]["median_abs_residual"]
-                selection = {"network_median_abs_dex": m_net, "reference_median_abs_dex": m_ref}
-                if m_ref is not None and m_net is not None and m_ref < m_net:
-                    use_ref, scales, calib = True, s_ref, c_ref
-                selection["chosen"] = "reference" if use_ref else "network"
-        else:
-            scales = {n: 1.0 for n in names + ["total"]}
-            calib = {n: {"n": 0, "sigma_scale": 1.0, "reliability": [[], []]} for n in scales}
-            cal_note = "uncalibrated: a single visible slice leaves nothing to cross-fit"
-    else:
-        scales, calib = _calibrate(fitted, [(known & ~cal, cal)], table, levels)
-    # Fill the holes from all known entries.
     out = {n: np.array(table.channels[n]) for n in names}
     log_mean = {n: np.full(table.shape, np.nan) for n in names + ["total"]}
     sigma = {n: np.zeros(table.shape) for n in names + ["total"]}
     sigma_raw = {n: np.zeros(table.shape) for n in names + ["total"]}
-    q = np.argwhere(missing)
-    if len(q):
-        mu, var = fitted.predict(known, q, use_ref)
+    selection, network_log_total, parts = None, None, []
+
+    def put(sel_mask, means, sig_raw, scale):
+        """Write estimator means / raw sigma / scale (per name, (N,) or scalar) at sel."""
+        q = np.argwhere(sel_mask)
         idx = tuple(q.T)
-        for c, n in enumerate(names):
-            m, s = ens.mixture_moments(mu[..., c], var[..., c])
-            log_mean[n][idx] = m
-            sigma_raw[n][idx] = s
-            sigma[n][idx] = s * scales[n]
+        for n in names:
+            log_mean[n][idx] = means[n]
+            sigma_raw[n][idx] = sig_raw[n]
+            sigma[n][idx] = sig_raw[n] * scale[n]
             # Only NaN channels are replaced: a known channel of a partly known entry stays.
             vals = out[n][idx]
             hole = np.isnan(vals)
-            vals[hole] = lt.inverse(n, m)[hole]
+            vals[hole] = lt.inverse(n, means[n])[hole]
             out[n][idx] = vals
-        m, s = fitted.total_moments(mu, var)
-        log_mean["total"][idx] = m
-        sigma_raw["total"][idx] = s
-        sigma["total"][idx] = s * scales["total"]
-        if use_ref:
-            network_log_total = np.full(table.shape, np.nan)
-            network_log_total[idx] = fitted.total_moments(*fitted.predict(known, q))[0]
+        log_mean["total"][idx] = means["total"]
+        sigma_raw["total"][idx] = sig_raw["total"]
+        sigma["total"][idx] = sig_raw["total"] * scale["total"]
+
+    if pattern == "slice":
+        axis = slice_axis(missing)
+        axname = table.axis_names[axis]
+        coords = spec.coords[axis]
+        holes_sl = missing_slices(missing).get(axis, [])
+        slice_holes = (_slice_mask(table.shape, holes_sl, axis) if holes_sl
+                       else np.zeros(table.shape, bool)) & missing
+        configs = gap_configs(visible, cfg["gap_runs"])
+        _stage(progress, f"{axname}: {len(holes_sl)} missing slice(s); held-out "
+                         f"configurations {[[float(table.axes[axis][i]) for i in h] for _, h in configs]}")
+        res_by = {e: {n: [] for n in names + ["total"]} for e in SLICE_ESTIMATORS}
+        sig_by = {n: [] for n in names + ["total"]}
+        gap_by, cfg_rows = [], []
+        for k, (L, hidden) in enumerate(configs):
+            rest = [i for i in visible if i not in hidden]
+            _stage(progress, f"held-out fit {k + 1}/{len(configs)}: {axname} = "
+                             f"{[float(table.axes[axis][i]) for i in hidden]} hidden")
+            cal_fit = _fit(spec, logv, names, lt,
+                           _realisations("slice", known, missing, cfg, rng, cal, slices=rest,
+                                         axis=axis),
+                           val, cal, cfg, workdir, f"{label}-cal{k}-{digest}", progress)
+            hm = _slice_mask(table.shape, hidden, axis) & known
+            ctx = known & ~hm
+            q = np.argwhere(hm)
+            est, sg = _slice_estimates(cal_fit, ctx, q, axis, table)
+            truth = {n: logv[c][tuple(q.T)] for c, n in enumerate(names)}
+            truth["total"] = np.log10(np.maximum(table.total()[tuple(q.T)], 1e-300))
+            gaps = slice_gaps(ctx, q, coords, axis)
+            row = {"run_length": L, "hidden": [float(table.axes[axis][i]) for i in hidden],
+                   "gaps": sorted({round(float(x), 9) for x in gaps[np.isfinite(gaps)]}),
+                   "median_abs_dex_total": {}}
+            for e in SLICE_ESTIMATORS:
+                for n in names + ["total"]:
+                    res_by[e][n].append(est[e][n] - truth[n])
+                row["median_abs_dex_total"][e] = float(np.median(np.abs(
+                    est[e]["total"] - truth["total"])))
+            for n in names + ["total"]:
+                sig_by[n].append(sg[n])
+            gap_by.append(gaps)
+            cfg_rows.append(row)
+        chosen, scores = "network", {}
+        if configs:
+            # Score on the configurations with the shortest runs: the geometry nearest to
+            # one new value between two known ones.
+            short = [k for k, (L, _) in enumerate(configs) if L == configs[0][0]]
+            for e in SLICE_ESTIMATORS:
+                scores[e] = float(np.median(np.abs(np.concatenate(
+                    [res_by[e]["total"][k] for k in short]))))
+            if cfg["slice_select"]:
+                best = min(scores, key=scores.get)
+                # The baseline stays unless another estimator beats it clearly.
+                chosen = (best if scores[best] < (1 - cfg["slice_select_margin"])
+                          * scores[SLICE_BASELINE] else SLICE_BASELINE)
+        gap_all = np.concatenate(gap_by) if gap_by else np.zeros(0)
+
+        def raw_sigma(kind, sg_net):
+            # 'constant': one sigma per channel and gap size (1 dex times the gap model's
+            # scale); 'network': the ensemble's per-entry spread and variance heads.
+            return np.ones_like(sg_net) if kind == "constant" else sg_net
+
+        sigma_kinds = {}
+        for kind in SLICE_SIGMAS:
+            r = np.concatenate(res_by[chosen]["total"]) if configs else np.zeros(0)
+            sg = raw_sigma(kind, np.concatenate(sig_by["total"])) if configs else np.zeros(0)
+            m = fit_gap_scale(gap_all, r, sg, levels, cfg["gap_exponent_prior"],
+                              tuple(cfg["gap_exponent_bounds"]))
+            sigma_kinds[kind] = (interval_efficiency(r, sg * m.scale(gap_all)) if r.size
+                                 else float("nan"))
+        # Sharper intervals at the same (fitted) coverage: the lower held-out efficiency.
+        sigma_kind = min(SLICE_SIGMAS, key=lambda k: (np.nan_to_num(sigma_kinds[k], nan=np.inf),
+                                                      SLICE_SIGMAS.index(k)))
+        models, calib = {}, {}
+        for n in names + ["total"]:
+            r = np.concatenate(res_by[chosen][n]) if configs else np.zeros(0)
+            sg = raw_sigma(sigma_kind, np.concatenate(sig_by[n])) if configs else np.zeros(0)
+            models[n] = fit_gap_scale(gap_all, r, sg, levels, cfg["gap_exponent_prior"],
+                                      tuple(cfg["gap_exponent_bounds"]))
+            sc = models[n].scale(gap_all) if r.size else np.zeros(0)
+            calib[n] = ens.calibration_summary(r, sg, 1.0)
+            calib[n]["coverage_gap_scaled"] = ens.interval_coverage(r, sg * sc)
+            calib[n]["efficiency_95"] = interval_efficiency(r, sg * sc)
+            calib[n]["median_abs_residual"] = float(np.median(np.abs(r))) if r.size else None
+            calib[n]["sigma_scale"] = float(np.median(sc)) if r.size else 1.0
+            calib[n]["reliability"] = [a.tolist() for a in ens.reliability_curve(r, sg * sc)]
+        cal_note = (f"held-out {axname} slices (networks that never had them as targets), "
+                    f"sigma scale versus gap size fitted on them (gap_model)")
+        if slice_holes.any():
+            q = np.argwhere(slice_holes)
+            est, sg = _slice_estimates(fitted, known, q, axis, table)
+            gaps = slice_gaps(known, q, coords, axis)
+            scale = {n: models[n].scale(gaps) for n in names + ["total"]}
+            put(slice_holes, est[chosen], {n: raw_sigma(sigma_kind, v) for n, v in sg.items()},
+                scale)
+            if chosen != "network":
+                network_log_total = np.full(table.shape, np.nan)
+                network_log_total[tuple(q.T)] = est["network"]["total"]
+            real_gaps = sorted({round(float(x), 9) for x in gaps[np.isfinite(gaps)]})
+            parts.append({
+                "what": f"{axname} = " + ", ".join(f"{table.axes[axis][i]:g}" for i in holes_sl)
+                        + f" (whole slices, {int(slice_holes.sum())} entries)",
+                "n": int(slice_holes.sum()), "estimator": chosen, "sigma": sigma_kind,
+                "held_out": {"median_abs_dex_total": scores,
+                             "configurations": cfg_rows},
+                "gaps": real_gaps,
+                "sigma_scale_total": [float(models["total"].scale(g)) for g in real_gaps]})
+        selection = {"axis": axname, "chosen": chosen, "baseline": SLICE_BASELINE,
+                     "sigma": sigma_kind, "sigma_efficiency_held_out": sigma_kinds,
+                     "margin": float(cfg["slice_select_margin"]), "scores": scores,
+                     "configurations": cfg_rows,
+                     "gap_model": {n: m.to_dict() for n, m in models.items()},
+                     "gap_units": (f"log10 {axname}" if table.log_axes[axis] else axname)}
+        rest_holes = missing & ~slice_holes
+        if rest_holes.any():
+            # Holes outside the missing slices: the network, sigma scaled as the slices'
+            # smallest held-out gap (their geometry differs; score them in a separate run).
+            q = np.argwhere(rest_holes)
+            est, sg = _slice_estimates(fitted, known, q, axis, table)
+            g0 = min((p["gap"] for p in models["total"].points), default=1.0)
+            put(rest_holes, est["network"], {n: raw_sigma(sigma_kind, v) for n, v in sg.items()},
+                {n: float(models[n].scale(g0)) for n in names + ["total"]})
+            parts.append({"what": f"{int(rest_holes.sum())} other holes", "n":
+                          int(rest_holes.sum()), "estimator": "network",
+                          "held_out": "not scored: calibrated as the slices"})
+    else:
+        scales, calib = _calibrate(fitted, [(known & ~cal, cal)], table, levels)
+        cal_note = "calibration split of known entries hidden with the holes' pattern"
+        q = np.argwhere(missing)
+        if len(q):
+            mu, var = fitted.predict(known, q)
+            means, sg = {}, {}
+            for c, n in enumerate(names):
+                means[n], sg[n] = ens.mixture_moments(mu[..., c], var[..., c])
+            means["total"], sg["total"] = fitted.total_moments(mu, var)
+            put(missing, means, sg, scales)
+        ct = calib["total"]
+        parts.append({"what": f"{int(missing.sum())} {pattern} holes", "n": int(missing.sum()),
+                      "estimator": "network",
+                      "held_out": {"median_abs_dex_total": ct["median_abs_residual"],
+                                   "coverage": ct["coverage_calibrated"],
+                                   "efficiency_95": ct["efficiency_95"], "n": ct["n"]}})
     total = sum(out.values())
     report = {
         "source": table.source, "kind": table.kind, "shape": list(table.shape),
@@ -1022,7 +1339,7 @@ def complete(table: GridTable, cfg, workdir=None, progress: bool = False,
         "n_train_samples": fitted.n_train, "n_val_samples": fitted.n_val,
         "n_realisations": len(reals), "n_features": fitted.n_features,
         "config": cfg, "calibration": calib, "calibration_method": cal_note,
-        "slice_selection": selection,
+        "slice_selection": selection, "parts": parts,
         "train": {"epochs_run": fitted.result.result.epochs_run, "seconds": round(t_train, 1),
                   "best_val": fitted.result.result.best_val.tolist(),
                   "label": f"{label}-{digest}"},
@@ -1069,6 +1386,16 @@ def write_outputs(table: GridTable, result: CompletionResult, out_dir) -> dict:
             np.savez_compressed(fh, **arrays)
     workdir_lib.atomic_write(npz, write_npz)
     paths["uncertainty_npz"] = npz
+    sel = result.report.get("slice_selection")
+    if sel:
+        gm = {"axis": sel["axis"], "gap_units": sel["gap_units"], "chosen": sel["chosen"],
+              "sigma": sel["sigma"], "gap_model": sel["gap_model"],
+              "configurations": sel["configurations"],
+              "filled": [{k: p[k] for k in ("what", "gaps", "sigma_scale_total") if k in p}
+                         for p in result.report["parts"]]}
+        paths["gap_model"] = workdir_lib.write_json(out_dir / "gap_model.json", gm)
+        paths["gap_model_plot"] = plot_gap_model(gm, out_dir / "gap_model.png")
+    result.report["uncertainty_meaning"] = uncertainty_note(result.report)
     curves = {f"{n} (calibration split)": (np.asarray(c["reliability"][0]),
                                            np.asarray(c["reliability"][1]))
               for n, c in result.report["calibration"].items()}
@@ -1080,29 +1407,93 @@ def write_outputs(table: GridTable, result: CompletionResult, out_dir) -> dict:
     return paths
 
 
+def uncertainty_note(rep: dict) -> str:
+    """What the written sigma means, with the held-out numbers behind it (a few sentences)."""
+    cal = rep["calibration"]["total"]
+    lv = rep["config"]["calibration_levels"]
+    sel = rep.get("slice_selection")
+    cov = cal.get("coverage_gap_scaled" if sel else "coverage_calibrated", {})
+    z = float(ens.z_of_level([lv[0]])[0])
+    text = (f"sigma = 1-sigma uncertainty of log10 kappa [dex] (0 = a known entry, copied "
+            f"from the input). Its scale is fitted so that kappa lies within a factor "
+            f"10**({z:.2f} sigma) of the table value for {lv[0]:.0%} of known entries hidden "
+            f"like the holes. ")
+    if cov:
+        text += (f"On those held-out entries (the ones the scale was fitted on) the factor "
+                 f"10**({z:.2f} sigma) covered {cov.get('0.95', float('nan')):.1%} and the "
+                 f"factor 10**sigma covered {cov.get('0.68', float('nan')):.1%}; a Gaussian "
+                 f"would give 68 %, so read sigma through the 95 % interval. Median 95 % "
+                 f"half-width / median |error| = "
+                 f"{cal.get('efficiency_95', float('nan')):.2f}. ")
+    if sel:
+        g = sel["gap_model"]["total"]
+        gaps = [p["gap"] for p in g["points"]]
+        filled = [x for p in rep.get("parts", []) for x in p.get("gaps", [])]
+        text += (f"Whole missing {sel['axis']} slices: filled by {sel['chosen']}; the sigma "
+                 f"scale follows {g['amplitude']:.3g} * gap**{g['exponent']:.3g} (exponent: "
+                 f"{g['exponent_source']}), gap = sqrt(d_lo * d_hi) in {sel['gap_units']} to "
+                 f"the nearest known slices, measured at gaps "
+                 f"{[round(x, 4) for x in gaps]}; the filled slices have gaps "
+                 f"{[round(x, 4) for x in filled]}, so their intervals are extrapolated with "
+                 f"that law (see gap_model.json / gap_model.png). ")
+    return text + "Details: report.json."
+
+
+def plot_gap_model(gm: dict, path) -> Path:
+    """Log-log plot of the held-out sigma scale per gap size, the fitted law and the filled
+    gaps (gm: the gap_model.json dict). Returns the path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    allg = [p["gap"] for m in gm["gap_model"].values() for p in m["points"]]
+    allg += [g for f in gm["filled"] for g in f.get("gaps", [])]
+    if allg:
+        xs = np.geomspace(min(allg) / 1.3, max(allg) * 1.3, 50)
+        for k, (n, m) in enumerate(gm["gap_model"].items()):
+            col = f"C{k}"
+            pts = m["points"]
+            ax.plot([p["gap"] for p in pts], [p["scale"] for p in pts], "o", color=col,
+                    label=f"{n}: held out")
+            ax.plot(xs, m["amplitude"] * xs ** m["exponent"], "-", color=col, lw=1,
+                    label=f"{n}: {m['amplitude']:.3g} gap^{m['exponent']:.2g}")
+        for f in gm["filled"]:
+            for g, sc in zip(f.get("gaps", []), f.get("sigma_scale_total", [])):
+                ax.plot([g], [sc], "k*", ms=10)
+        ax.plot([], [], "k*", label="filled slices (total)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel(f"gap sqrt(d_lo d_hi) [{gm['gap_units']}]")
+    ax.set_ylabel(f"sigma scale ({gm['sigma']} sigma)")
+    ax.set_title(f"{gm['axis']} slices: estimator {gm['chosen']}", fontsize=9)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return ens.save_figure(fig, path)
+
+
 def _write_jlodk_sigma(table: GridTable, result: CompletionResult, root) -> None:
     root = Path(root)
     lr, tk = table.axes[2], table.axes[3]
     grid_cols = [f"{a:10.2f}{b:21.1f}" for a in lr.tolist() for b in tk.tolist()]
-    readme = ("Per-entry 1-sigma uncertainty of log10 kappa [dex] for the completed JLODK "
-              "table in ../table: columns log10 rho, T [K], sigma bb, sigma es, sigma total. "
-              "0 = a known entry (copied from the input). kappa lies within a factor 10**sigma "
-              "of the table value with ~68 % probability (calibrated on held-out known "
-              "entries; see ../report.json).\n")
+    readme = ("Per-entry uncertainty of log10 kappa [dex] for the completed JLODK table in "
+              "../table: columns log10 rho, T [K], sigma bb, sigma es, sigma total.\n"
+              + uncertainty_note(result.report) + "\n")
     root.mkdir(parents=True, exist_ok=True)
     workdir_lib.write_text(root / "README.txt", readme)
     for i, ye in enumerate(table.axes[0].tolist()):
-        folder = root / f"Ye{ye:.2f}"
+        ye_s = jlodk.format_label(ye, 2)
+        folder = root / f"Ye{ye_s}"
         folder.mkdir(parents=True, exist_ok=True)
         for j, t in enumerate(table.axes[1].tolist()):
-            lines = [f"# Ye = {ye:.2f},  time = {t:.1f}day",
+            t_s = jlodk.format_label(t, 1)
+            lines = [f"# Ye = {ye_s},  time = {t_s}day",
                      "# [1] Density in Logspace [g cm^-3]", "# [2] Temperature [K]",
                      "# [3] sigma log10 Bound-Bound Opacity [dex]",
                      "# [4] sigma log10 Electron Scatter Opacity [dex]",
                      "# [5] sigma log10 Planck Mean Opacity [dex]"]
             s = [result.sigma[n][i, j].ravel().tolist() for n in ("bb", "es", "total")]
             lines += [g + f"{a:21.6E}{b:21.6E}{c:26.6E}" for g, a, b, c in zip(grid_cols, *s)]
-            workdir_lib.write_text(folder / f"Uncertainty_Log10_Ye{ye:.2f}_Time{t:.1f}.txt",
+            workdir_lib.write_text(folder / f"Uncertainty_Log10_Ye{ye_s}_Time{t_s}.txt",
                                   "\n".join(lines) + "\n")
 
 
@@ -1201,10 +1592,16 @@ def evaluate(table: GridTable, scenarios=SCENARIOS, cfg=None, out_dir=None, seed
             resid = res.log_mean["total"][idx] - truth_log["total"][idx]
             model["coverage_holes"] = ens.interval_coverage(resid, res.sigma["total"][idx])
             model["coverage_holes_raw"] = ens.interval_coverage(resid, res.sigma_raw["total"][idx])
+            model["efficiency_95"] = interval_efficiency(resid, res.sigma["total"][idx])
+            # The factor the 95 % half-widths would need to cover exactly 95 % of these holes:
+            # 1 = right, 2 = twice too narrow, 0.5 = twice too wide.
+            model["needed_scale_95"] = ens.fit_sigma_scale(resid, res.sigma["total"][idx],
+                                                           levels=(0.95,))
             model["coverage_holes_bb"] = ens.interval_coverage(
                 res.log_mean[names[0]][idx] - truth_log[names[0]][idx], res.sigma[names[0]][idx])
             entry["methods"]["model"] = model
             entry["slice_selection"] = res.report.get("slice_selection")
+            entry["parts"] = res.report.get("parts")
             if res.network_log_total is not None:
                 nl = res.network_log_total[idx]
                 entry["methods"]["model_network_only"] = {
@@ -1238,9 +1635,19 @@ def evaluate(table: GridTable, scenarios=SCENARIOS, cfg=None, out_dir=None, seed
                 entry["target"] = {
                     "baseline": ref_name,
                     "ratio_median_rel_error": model["total"]["median"] / ref["median"],
-                    "ratio_target": 0.5,
+                    "ratio_median_abs_dex": (model["total_dex"]["median"]
+                                             / entry["methods"][ref_name]["total_dex"]["median"]),
                     "coverage_95": model["coverage_holes"]["0.95"],
-                    "coverage_95_target": [0.90, 0.98]}
+                    "coverage_95_target": [0.90, 0.98],
+                    "efficiency_95": model["efficiency_95"], "efficiency_target": 4.0}
+                if name.startswith("ye_slice"):
+                    entry["target"].update(
+                        no_worse_than_baseline=bool(
+                            model["total"]["median"] <= ref["median"]
+                            and model["total_dex"]["median"]
+                            <= entry["methods"][ref_name]["total_dex"]["median"]),
+                        needed_scale_95=model["needed_scale_95"],
+                        needed_scale_target=[0.5, 2.0])
             results["scenarios"][name] = entry
             if out_dir:
                 workdir_lib.write_json(Path(out_dir) / "evaluation.json", results)
@@ -1365,14 +1772,37 @@ def summary_text(rep: dict) -> str:
         for name, e in rep["scenarios"].items():
             parts = [f"{m}: median rel err {v['total'].get('median', float('nan')):.4g}"
                      for m, v in e["methods"].items()]
-            cov = e["methods"]["model"]["coverage_holes"]
-            lines.append(f"{name} ({e['n_hidden']} hidden): " + "; ".join(parts)
-                         + f"; coverage 68%={cov['0.68']:.3f} 95%={cov['0.95']:.3f}")
+            m = e["methods"]["model"]
+            cov = m["coverage_holes"]
+            est = ", ".join(f"{p['estimator']}" for p in (e.get("parts") or []))
+            lines.append(f"{name} ({e['n_hidden']} hidden; filled by {est}): " + "; ".join(parts)
+                         + f"; coverage 68%={cov['0.68']:.3f} 95%={cov['0.95']:.3f}; "
+                         f"efficiency {m['efficiency_95']:.2f}; needed 95 % scale "
+                         f"{m['needed_scale_95']:.2f}")
         return "\n".join(lines)
-    cal = rep["calibration"]["total"]
     lines.append(f"filled {rep['n_missing']} of {rep['n_entries']} entries (pattern "
                  f"{rep['pattern']}) in {rep['seconds_total']} s")
-    lines.append(f"sigma scale {cal['sigma_scale']:.3g}; calibration-split coverage "
-                 f"{cal.get('coverage_calibrated', {})}")
+    for p in rep.get("parts", []):
+        lines.append(f"  {p['what']}: filled by {p['estimator']}")
+        h = p["held_out"]
+        if isinstance(h, str):
+            lines.append(f"    held-out score: {h}")
+        elif "configurations" in h:
+            for c in h["configurations"]:
+                sc = ", ".join(f"{k} {v:.3g}" for k, v in c["median_abs_dex_total"].items())
+                lines.append(f"    held out {c['hidden']} (gaps {c['gaps']}): median |error| "
+                             f"of log10 total [dex]: {sc}")
+            lines.append(f"    sigma scale at the filled gaps {p['gaps']}: "
+                         f"{[round(v, 3) for v in p['sigma_scale_total']]}")
+        else:
+            cov = h["coverage"]
+            lines.append(f"    held-out ({h['n']} known entries hidden alike): median |error| "
+                         f"{h['median_abs_dex_total']:.3g} dex; coverage 68 % {cov['0.68']:.3f}, "
+                         f"95 % {cov['0.95']:.3f}; efficiency {h['efficiency_95']:.2f}")
+    sel = rep.get("slice_selection")
+    if sel:
+        g = sel["gap_model"]["total"]
+        lines.append(f"gap model (total): sigma scale = {g['amplitude']:.3g} * gap^"
+                     f"{g['exponent']:.3g} ({g['exponent_source']}; gap in {sel['gap_units']})")
     lines += [f"{k}: {v}" for k, v in rep.get("outputs", {}).items()]
     return "\n".join(lines)
