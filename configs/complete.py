@@ -2,11 +2,13 @@
 
   bin/complete --input=../shared/data/jlodk_planck_mean --mask=holes.npy --output=runs/jlodk_filled
   bin/complete --input=my_table.txt --output=runs/my_table_filled      # NaN entries are holes
+  bin/complete --input=../shared/data/jlodk_planck_mean --add-ye=0.15,0.25,0.35 \
+      --output=runs/jlodk_ye                        # new Ye slices (main fit + one per gap_runs)
   bin/complete --input=../shared/data/jlodk_planck_mean --output=runs/jlodk_eval \
       --evaluate=random20,rows,ye_slice                               # score vs baselines
 
 Presets: default (K = 5 members, <= 80 epochs: ~3-4 min per fit of the 126,000-entry JLODK
-table on a 2-core CPU), `quick` (K = 2, 10 epochs; smoke tests), `thorough` (K = 8, <= 200
+table on an idle 2-core CPU; whole missing slices need 1 + len(gap_runs) fits), `quick` (K = 2, 10 epochs; smoke tests), `thorough` (K = 8, <= 200
 epochs). Override any field, e.g. --config.completion.members=8.
 """
 

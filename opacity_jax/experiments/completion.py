@@ -20,21 +20,32 @@ Model (trained in log10 space on the known entries only):
   values are smooth power laws, then T, rho, Ye). The network predicts the correction to the
   reference, so it learns a multi-axis interpolation rule, not the whole table.
 * Self-supervised training data: "realisations" hide extra known entries with the same
-  pattern as the real holes (random entries, whole temperature rows, whole slices of the first
+  pattern as the real holes (random entries, whole temperature rows, whole slices of one
   axis - detected from the mask, or set by `pattern`), and the hidden known entries become
   (features, target) pairs. Known entries are split up front into train-target, validation
   (early stopping) and calibration sets; calibration entries are never training targets.
 * A K-member `GaussianMLP` ensemble (mean + log-variance heads, beta-NLL) trained at once with
   the shared loop (`ensemble.train_ensemble`: K entities on the vmap axis). Predictive
   sigma^2 = mean member variance + member spread; then one scale factor per channel and for
-  the total, fitted on the calibration realisation (`ensemble.fit_sigma_scale`, matched at the
+  the total, fitted on the calibration realisation (`ens.fit_sigma_scale`, matched at the
   95 % level by default: the residuals are heavier-tailed than Gaussian, so one factor cannot
-  match 68 % and 95 % at once; the 68 % intervals then over-cover). Whole missing slices are
-  calibrated by cross-fitting instead: a second ensemble that never trained on one visible
-  slice predicts it (calibration entries inside slices the model trained on are far too easy);
-  on that slice the network is also compared with its reference interpolant (the Ye
-  interpolation = the neighbour-slice mean for an evenly spaced axis) and the better of the two
-  fills the holes (`slice_select`).
+  match 68 % and 95 % at once; the +-1 sigma intervals then cover more than 68 % - the
+  report and uncertainty/README.txt give both measured coverages).
+* Whole missing slices of any axis (a new grid value, e.g. bin/complete --add-ye=0.15; the
+  first axis with such slices): held-out configurations hide runs of 1 and 2 known interior
+  slices (`gap_configs`); for each, an ensemble that never had them as targets is trained and
+  three estimators predict them (`SLICE_ESTIMATORS`): interp_total (the total interpolated
+  log-linearly along the axis - for a midpoint the geometric mean of the neighbouring
+  slices; the baseline), interp_channels (each channel so), network. The estimator with the
+  lowest held-out median error on the shortest runs fills the slices, replacing the baseline
+  only when `slice_select_margin` better. A new value between two known slices is closer to
+  them than any held-out slice can be (JLODK Ye: 0.05 against 0.1 - 0.14), so the sigma scale
+  is modelled as a power law of the gap g = sqrt(d_lo * d_hi) to the nearest known slices
+  (`fit_gap_scale`: fitted per gap size held out, exponent fitted with >= 2 sizes, else
+  `gap_exponent_prior`) and extrapolated to the filled gaps; sigma itself is one constant per
+  channel or the network's spread, whichever gives the sharper held-out intervals
+  (`SLICE_SIGMAS`). gap_model.json / gap_model.png show the law, its points and the filled
+  gaps.
 
 Evaluation scenarios (`evaluate`, bin/complete --evaluate): random20 = a random 20 % of the
 entries; rows = whole temperature rows, i.e. every density at one (interior) temperature of one
