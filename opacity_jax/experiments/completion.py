@@ -1268,6 +1268,8 @@ def complete(table: GridTable, cfg, workdir=None, progress: bool = False,
         # Sharper intervals at the same (fitted) coverage: the lower held-out efficiency.
         sigma_kind = min(SLICE_SIGMAS, key=lambda k: (np.nan_to_num(sigma_kinds[k], nan=np.inf),
                                                       SLICE_SIGMAS.index(k)))
+        if not configs:      # nothing held out: the network's own (uncalibrated) sigma
+            sigma_kind = "network"
         models, calib = {}, {}
         for n in names + ["total"]:
             r = np.concatenate(res_by[chosen][n]) if configs else np.zeros(0)
@@ -1282,7 +1284,8 @@ def complete(table: GridTable, cfg, workdir=None, progress: bool = False,
             calib[n]["sigma_scale"] = float(np.median(sc)) if r.size else 1.0
             calib[n]["reliability"] = [a.tolist() for a in ens.reliability_curve(r, sg * sc)]
         cal_note = (f"held-out {axname} slices (networks that never had them as targets), "
-                    f"sigma scale versus gap size fitted on them (gap_model)")
+                    f"sigma scale versus gap size fitted on them (gap_model)" if configs else
+                    f"uncalibrated: no interior known {axname} slice to hold out")
         if slice_holes.any():
             q = np.argwhere(slice_holes)
             est, sg = _slice_estimates(fitted, known, q, axis, table)
@@ -1804,7 +1807,8 @@ def summary_text(rep: dict) -> str:
                 lines.append(f"    held out {c['hidden']} (gaps {c['gaps']}): median |error| "
                              f"of log10 total [dex]: {sc}")
             lines.append(f"    sigma scale at the filled gaps {p['gaps']}: "
-                         f"{[round(v, 3) for v in p['sigma_scale_total']]}")
+                         f"{[float(f'{v:.3g}') for v in p['sigma_scale_total']]} "
+                         f"({p['sigma']} sigma)")
         else:
             cov = h["coverage"]
             lines.append(f"    held-out ({h['n']} known entries hidden alike): median |error| "
