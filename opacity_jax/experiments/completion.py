@@ -1055,6 +1055,18 @@ class _Fitted:
             mu = mu - mu.mean(0, keepdims=True) + ref[None]
         return mu, np.exp(lv) * self.y_scale ** 2
 
+    def moments(self, mu, var):
+        """Per channel and total: mixture means and sigmas, and each channel's share of the
+        total (kappa_c / total, from the mixture means): ({name: (N,)}, {name: (N,)},
+        {channel: (N,)})."""
+        means, sg, lin = {}, {}, {}
+        for c, n in enumerate(self.names):
+            means[n], sg[n] = ens.mixture_moments(mu[..., c], var[..., c])
+            lin[n] = self.lt.inverse(n, means[n])
+        tot = np.maximum(sum(lin.values()), 1e-300)
+        means["total"], sg["total"] = self.total_moments(mu, var)
+        return means, sg, {n: lin[n] / tot for n in self.names}
+
     def total_moments(self, mu, var):
         """Mixture mean and sigma of log10(sum of channels), (N,) each."""
         lin = [self.lt.inverse(n, mu[..., c]) for c, n in enumerate(self.names)]
@@ -1101,26 +1113,38 @@ def _calibrate(fitted: _Fitted, cal_sets, table: GridTable, levels,
     names = fitted.names
     res_c = {n: [] for n in names + ["total"]}
     sig_c = {n: [] for n in names + ["total"]}
+    w_c = {n: [] for n in names}
     for ctx, sel in cal_sets:
         q = np.argwhere(sel)
         if not len(q):
             continue
         mu, var = fitted.predict(ctx, q, use_reference)
         truth = fitted.logv[(slice(None),) + tuple(q.T)].T
+        means, sg, w = fitted.moments(mu, var)
         for c, n in enumerate(names):
-            m, s = ens.mixture_moments(mu[..., c], var[..., c])
-            res_c[n].append(m - truth[:, c])
-            sig_c[n].append(s)
-        m, s = fitted.total_moments(mu, var)
+            res_c[n].append(means[n] - truth[:, c])
+            sig_c[n].append(sg[n])
+            w_c[n].append(w[n])
         tot_true = np.log10(np.maximum(sum(table.channels[n][tuple(q.T)] for n in names),
                                        1e-300))
-        res_c["total"].append(m - tot_true)
-        sig_c["total"].append(s)
+        res_c["total"].append(means["total"] - tot_true)
+        sig_c["total"].append(sg["total"])
     calib, scales = {}, {}
+    cat = {n: (np.concatenate(v) if v else np.zeros(0)) for n, v in sig_c.items()}
+    wcat = {n: (np.concatenate(v) if v else np.zeros(0)) for n, v in w_c.items()}
     for n in res_c:
         r = np.concatenate(res_c[n]) if res_c[n] else np.zeros(0)
-        s = np.concatenate(sig_c[n]) if sig_c[n] else np.zeros(0)
+        s = cat[n]
         scales[n] = fit_sigma_power(r, s, levels)
+        if n == "total":
+            # Candidate: the total's sigma from the recalibrated channel sigmas, weighted by
+            # each channel's share of the total (d log total / d log channel); kept when its
+            # intervals are sharper on this split.
+            s_ch = total_sigma_from_channels({c: scales[c] for c in names}, cat, wcat)
+            alt = fit_sigma_power(r, s_ch, levels)
+            if r.size and (interval_efficiency(r, alt.apply(s_ch))
+                           < interval_efficiency(r, scales[n].apply(s))):
+                scales[n], s = dataclasses.replace(alt, source="channels"), s_ch
         sc = scales[n].apply(s)
         calib[n] = ens.calibration_summary(r, s, 1.0)
         calib[n]["coverage_calibrated"] = ens.interval_coverage(r, sc)
@@ -1134,21 +1158,32 @@ def _calibrate(fitted: _Fitted, cal_sets, table: GridTable, levels,
 
 # Exponents tried by fit_sigma_power: 0 = one sigma for every entry, 1 = the ensemble's sigma
 # scaled (the plain recalibration), in between = its ranking kept but its range compressed.
-SIGMA_GAMMAS = tuple(float(g) for g in np.round(np.linspace(0.0, 1.5, 16), 3))
+SIGMA_GAMMAS = tuple(float(g) for g in np.round(np.linspace(0.0, 3.0, 31), 3))
 
 
 @dataclasses.dataclass
 class SigmaPower:
-    """Recalibrated sigma' = scale * sigma_median * (sigma / sigma_median)**gamma [dex]."""
+    """Recalibrated sigma' = scale * sigma_median * (sigma / sigma_median)**gamma [dex].
+
+    source: which raw sigma it applies to: 'ensemble' (the entry's own), or for the total
+    'channels' (`total_sigma_from_channels`)."""
 
     gamma: float
     scale: float
     sigma_median: float
+    source: str = "ensemble"
 
     def apply(self, sigma) -> np.ndarray:
         """sigma' for raw sigma (any shape) [dex]."""
         s = np.maximum(np.asarray(sigma, np.float64), 1e-300)
         return self.scale * self.sigma_median * (s / self.sigma_median) ** self.gamma
+
+
+def total_sigma_from_channels(powers: Dict[str, "SigmaPower"], sigma: Dict[str, np.ndarray],
+                              weight: Dict[str, np.ndarray]) -> np.ndarray:
+    """sqrt(sum_c (w_c * sigma'_c)**2) [dex]: the total's raw sigma built from each channel's
+    recalibrated sigma (powers[c].apply(sigma[c])) and its share w_c = kappa_c / total."""
+    return np.sqrt(sum((weight[c] * powers[c].apply(sigma[c])) ** 2 for c in powers))
 
 
 def fit_sigma_power(residual, sigma, levels=(0.95,), gammas=SIGMA_GAMMAS) -> SigmaPower:
@@ -1382,12 +1417,13 @@ def complete(table: GridTable, cfg, workdir=None, progress: bool = False,
         q = np.argwhere(missing)
         if len(q):
             mu, var = fitted.predict(known, q)
-            means, sg = {}, {}
-            for c, n in enumerate(names):
-                means[n], sg[n] = ens.mixture_moments(mu[..., c], var[..., c])
-            means["total"], sg["total"] = fitted.total_moments(mu, var)
-            put(missing, means, sg, {n: scales[n].apply(sg[n]) / np.maximum(sg[n], 1e-300)
-                                     for n in sg})
+            means, sg, w = fitted.moments(mu, var)
+            cal_sg = {n: scales[n].apply(sg[n]) for n in names}
+            st = scales["total"]
+            cal_sg["total"] = st.apply(
+                total_sigma_from_channels({c: scales[c] for c in names}, sg, w)
+                if st.source == "channels" else sg["total"])
+            put(missing, means, sg, {n: cal_sg[n] / np.maximum(sg[n], 1e-300) for n in sg})
         ct = calib["total"]
         parts.append({"what": f"{int(missing.sum())} {pattern} holes", "n": int(missing.sum()),
                       "estimator": "network",
