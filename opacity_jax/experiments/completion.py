@@ -1703,6 +1703,18 @@ def evaluate(table: GridTable, scenarios=SCENARIOS, cfg=None, out_dir=None, seed
                                                            levels=(0.95,))
             model["coverage_holes_bb"] = ens.interval_coverage(
                 res.log_mean[names[0]][idx] - truth_log[names[0]][idx], res.sigma[names[0]][idx])
+            # Per channel, on entries whose true value is positive (an exact zero has no
+            # log10 error to speak of): coverage, efficiency, median |error| [dex].
+            model["per_channel"] = {}
+            for n in names:
+                pos = table.channels[n][idx] > 0
+                r_n = (res.log_mean[n][idx] - np.log10(np.where(pos, table.channels[n][idx],
+                                                                1.0)))[pos]
+                s_n = res.sigma[n][idx][pos]
+                model["per_channel"][n] = {
+                    "n": int(pos.sum()), "median_abs_dex": float(np.median(np.abs(r_n))),
+                    "coverage": ens.interval_coverage(r_n, s_n),
+                    "efficiency_95": interval_efficiency(r_n, s_n)}
             entry["methods"]["model"] = model
             entry["slice_selection"] = res.report.get("slice_selection")
             entry["parts"] = res.report.get("parts")
