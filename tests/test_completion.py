@@ -277,6 +277,28 @@ def test_add_ye_fills_new_slices_between_neighbours_and_rejects_extrapolation():
         C.add_grid_values(table, {"add-ye": ["0.15"]})
 
 
+def test_new_temperature_value_is_a_slice_of_that_axis():
+    # The synthetic table's log bb is quadratic in T: a new T between two known ones is a
+    # whole missing slice of the T axis, held out and filled along T, not along Ye.
+    table, _, bb, es = _synthetic(holes=0.0)
+    new = C.add_grid_values(table, {"add": ["temperature_k=3250"]})
+    i = int(np.flatnonzero(new.axes[2] == 3250.0)[0])
+    assert C.missing_slices(new.missing()) == {2: [i]}
+    res = C.complete(new, dict(TINY, gap_runs=[1]))
+    sel = res.report["slice_selection"]
+    assert sel["axis"] == "temperature_k"
+    assert all(c["hidden"] and all(h not in (1000.0, 5000.0) for h in c["hidden"])
+               for c in sel["configurations"])
+    y, tt = np.meshgrid(new.axes[0], new.axes[1], indexing="ij")
+    truth = np.log10(10 ** (1.0 - 3 * y - 0.5 * np.log10(tt) + (3250 / 5000.0) ** 2)
+                     + 1e-3 * (3250 / 5000.0) ** 3)
+    lo, hi = np.log10(res.total[..., i - 1]), np.log10(res.total[..., i + 1])
+    err = np.abs(np.log10(res.total[..., i]) - truth)
+    err_gm = np.abs(0.5 * (lo + hi) - truth)
+    assert np.median(err_gm) > 1e-3
+    assert np.median(err) <= 1.05 * np.median(err_gm)
+
+
 def test_bin_complete_add_ye_out_of_range_is_one_clear_error(tmp_path):
     if not JLODK.is_dir():
         pytest.skip(f"reference data not found at {JLODK} (../shared/data is not shipped)")
