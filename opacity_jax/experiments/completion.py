@@ -881,11 +881,15 @@ class CompletionResult:
 
     channels: name -> (*shape) completed values [cm^2/g] (known entries copied bit for bit).
     total: (*shape) sum of the channels [cm^2/g].
-    log_mean: name -> (*shape) ensemble mean of log10 (NaN at known entries), also 'total'.
-    sigma: name -> (*shape) calibrated 1-sigma of log10 [dex] (0 at known), also 'total'.
-    sigma_raw: same before the calibration scale. missing: (*shape) bool, the filled entries.
-    report: JSON-serialisable summary (pattern, axis order, calibration, timings, ...).
-    network_log_total: when slice selection chose the reference interpolant, the network's own
+    log_mean: name -> (*shape) log10 of the filling estimator (the ensemble mean, or for
+      whole slices the chosen SLICE_ESTIMATORS entry; NaN at known entries), also 'total'.
+    sigma: name -> (*shape) calibrated 1-sigma of log10 [dex] (0 at known), also 'total';
+      its +-1.96 sigma interval is the one fitted to cover 95 % (see `uncertainty_note`).
+    sigma_raw: same before calibration (the ensemble's, or 1 dex for a constant sigma).
+    missing: (*shape) bool, the filled entries.
+    report: JSON-serialisable summary (pattern, axis order, calibration, `parts`: estimator
+      and held-out score per filled part, `slice_selection` with the gap model, timings...).
+    network_log_total: when slice selection chose an interpolant, the network's own
       log10 total (*shape) for comparison; else None.
     """
 
@@ -910,7 +914,7 @@ def _digest(*parts) -> str:
 def _roles(pattern, known, cfg, rng):
     """Disjoint calibration / validation sets of known entries (never training targets).
 
-    For the slice pattern the calibration set is empty: a slice is calibrated by cross-fitting
+    For the slice pattern the calibration set is empty: a slice is calibrated on held-out slices
     (a second ensemble that never saw one visible slice as a target), because entries of a
     slice the model trained on are far easier than an unseen slice.
     """
