@@ -1541,8 +1541,8 @@ def uncertainty_note(rep: dict) -> str:
                  f"scale follows {g['amplitude']:.3g} * gap**{g['exponent']:.3g} (exponent: "
                  f"{g['exponent_source']}), gap = sqrt(d_lo * d_hi) in {sel['gap_units']} to "
                  f"the nearest known slices, measured at gaps "
-                 f"{[round(x, 4) for x in gaps]}; the filled slices have gaps "
-                 f"{[round(x, 4) for x in filled]}, so their intervals are extrapolated with "
+                 f"{_short(gaps)}; the filled slices have gaps "
+                 f"{_short(filled)}, so their intervals are extrapolated with "
                  f"that law (see gap_model.json / gap_model.png). ")
     return text + "Details: report.json."
 
@@ -1885,6 +1885,14 @@ def run(config, input_path, output, mask=None, scenarios: Sequence[str] = (),
         raise
 
 
+def _short(values, keep: int = 6) -> str:
+    """A list of numbers for a summary line (4 significant digits; long ones elided)."""
+    v = [f"{float(x):.4g}" for x in values]
+    if len(v) > keep:
+        v = v[:3] + ["..."] + v[-2:] + [f"({len(values)} values)"]
+    return "[" + ", ".join(v) + "]"
+
+
 def summary_text(rep: dict) -> str:
     """A few human-readable lines from a completion report or an evaluation dict."""
     lines = []
@@ -1910,11 +1918,10 @@ def summary_text(rep: dict) -> str:
         elif "configurations" in h:
             for c in h["configurations"]:
                 sc = ", ".join(f"{k} {v:.3g}" for k, v in c["median_abs_dex_total"].items())
-                lines.append(f"    held out {c['hidden']} (gaps {c['gaps']}): median |error| "
-                             f"of log10 total [dex]: {sc}")
-            lines.append(f"    sigma scale at the filled gaps {p['gaps']}: "
-                         f"{[float(f'{v:.3g}') for v in p['sigma_scale_total']]} "
-                         f"({p['sigma']} sigma)")
+                lines.append(f"    held out {_short(c['hidden'])} (gaps {_short(c['gaps'])}): "
+                             f"median |error| of log10 total [dex]: {sc}")
+            lines.append(f"    sigma scale at the filled gaps {_short(p['gaps'])}: "
+                         f"{_short(p['sigma_scale_total'])} ({p['sigma']} sigma)")
         else:
             cov = h["coverage"]
             lines.append(f"    held-out ({h['n']} known entries hidden alike): median |error| "
