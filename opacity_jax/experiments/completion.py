@@ -776,8 +776,8 @@ class GapScaleModel:
     points: list                  # [{'gap', 'n', 'scale', 'median_abs_residual'}]
     levels: tuple = (0.95,)
 
-    def scale(self, gap) -> np.ndarray:
-        """Sigma scale at gap(s) g (same units as the points' gaps)."""
+    def scale(self, gap, position=None) -> np.ndarray:
+        """Sigma scale at gap(s) g (same units as the points' gaps); position is ignored."""
         return self.amplitude * np.asarray(gap, np.float64) ** self.exponent
 
     def to_dict(self) -> dict:
@@ -823,6 +823,79 @@ def fit_gap_scale(gap, residual, sigma, levels=(0.95,), prior_exponent: float = 
         p, source = float(prior_exponent), "prior"
     amp = float(10.0 ** np.mean(ls - p * lg))
     return GapScaleModel(p, amp, source, points, tuple(levels))
+
+
+LOCAL_GAP_MIN_POSITIONS = 4     # held-out slices of the shortest runs needed for a local law
+
+
+@dataclasses.dataclass
+class LocalGapScaleModel:
+    """Sigma scale versus gap size, per position along the axis:
+    scale(g, x) = s_ref(x) * (g / g_ref(x))**exponent, s_ref and g_ref interpolated
+    (log-linearly, constant past the ends) between the held-out slices of the shortest runs
+    at positions x_ref. Where gap size goes with position (a log axis of evenly spaced raw
+    values: JLODK T), one power law mixes the two; this one compares gaps only at one place.
+    exponent: the median slope log(s2 / s1) / log(g2 / g1) between gaps held out at the same
+    position (a slice hidden alone and inside a longer run), else the global law's.
+    """
+
+    exponent: float
+    exponent_source: str
+    ref: list                     # [{'position', 'gap', 'scale', 'n'}] sorted by position
+    global_law: GapScaleModel
+
+    def scale(self, gap, position=None) -> np.ndarray:
+        """Sigma scale at gap(s) and positions (feature coordinates); the global law
+        without positions."""
+        g = np.asarray(gap, np.float64)
+        if position is None:
+            return self.global_law.scale(g)
+        xs = np.array([p["position"] for p in self.ref])
+        ls = np.interp(position, xs, np.log([p["scale"] for p in self.ref]))
+        lg = np.interp(position, xs, np.log([p["gap"] for p in self.ref]))
+        return np.exp(ls + self.exponent * (np.log(g) - lg))
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable summary (the global law's fields plus the local ones)."""
+        return dict(self.global_law.to_dict(), kind="local", local_exponent=self.exponent,
+                    local_exponent_source=self.exponent_source, local_ref=self.ref)
+
+
+def fit_local_gap_scale(position, gap, residual, sigma, global_law: GapScaleModel,
+                        bounds=(0.0, 2.0)) -> Optional[LocalGapScaleModel]:
+    """A LocalGapScaleModel from held-out entries, or None with fewer than
+    LOCAL_GAP_MIN_POSITIONS positions (the global law then stands).
+
+    Args: position, gap, residual, sigma (N,) per held-out entry (position = feature
+    coordinate of its slice); global_law: its levels are used, and its exponent when no
+    position was held out at two gap sizes; bounds: allowed exponent range.
+    """
+    x = np.asarray(position, np.float64).ravel()
+    g = np.asarray(gap, np.float64).ravel()
+    r = np.asarray(residual, np.float64).ravel()
+    sg = np.asarray(sigma, np.float64).ravel()
+    ok = np.isfinite(x) & np.isfinite(g) & (g > 0)
+    x, g, r, sg = x[ok], g[ok], r[ok], sg[ok]
+    groups = {}
+    for key in sorted(set(zip(np.round(x, 9).tolist(), np.round(np.log10(g), 6).tolist()))):
+        m = (np.round(x, 9) == key[0]) & (np.round(np.log10(g), 6) == key[1])
+        groups.setdefault(key[0], []).append(
+            {"position": float(key[0]), "gap": float(np.median(g[m])), "n": int(m.sum()),
+             "scale": ens.fit_sigma_scale(r[m], sg[m], levels=global_law.levels)})
+    if len(groups) < LOCAL_GAP_MIN_POSITIONS:
+        return None
+    ref = [min(v, key=lambda p: p["gap"]) for _, v in sorted(groups.items())]
+    slopes = [np.log(b["scale"] / a["scale"]) / np.log(b["gap"] / a["gap"])
+              for v in groups.values() if len(v) >= 2
+              for a, b in [sorted(v, key=lambda p: p["gap"])[:2]] if b["gap"] > a["gap"]]
+    if slopes:
+        p_fit = float(np.median(slopes))
+        p = float(np.clip(p_fit, *bounds))
+        src = (f"median of {len(slopes)} same-position pairs" if p == p_fit else
+               f"median of {len(slopes)} same-position pairs (clipped from {p_fit:.3g})")
+    else:
+        p, src = global_law.exponent, "global law"
+    return LocalGapScaleModel(p, src, ref, global_law)
 
 
 def interval_efficiency(residual, sigma, level: float = 0.95) -> float:
@@ -1300,7 +1373,7 @@ def complete(table: GridTable, cfg, workdir=None, progress: bool = False,
                          f"configurations {[[float(table.axes[axis][i]) for i in h] for _, h in configs]}")
         res_by = {e: {n: [] for n in names + ["total"]} for e in SLICE_ESTIMATORS}
         sig_by = {n: [] for n in names + ["total"]}
-        gap_by, cfg_rows = [], []
+        gap_by, pos_by, cfg_rows = [], [], []
         for k, (L, hidden) in enumerate(configs):
             rest = [i for i in visible if i not in hidden]
             _stage(progress, f"held-out fit {k + 1}/{len(configs)}: {axname} = "
@@ -1327,6 +1400,7 @@ def complete(table: GridTable, cfg, workdir=None, progress: bool = False,
             for n in names + ["total"]:
                 sig_by[n].append(sg[n])
             gap_by.append(gaps)
+            pos_by.append(coords[q[:, axis]])
             cfg_rows.append(row)
         chosen, scores = "network", {}
         if configs:
@@ -1342,6 +1416,7 @@ def complete(table: GridTable, cfg, workdir=None, progress: bool = False,
                 chosen = (best if scores[best] < (1 - cfg["slice_select_margin"])
                           * scores[SLICE_BASELINE] else SLICE_BASELINE)
         gap_all = np.concatenate(gap_by) if gap_by else np.zeros(0)
+        pos_all = np.concatenate(pos_by) if pos_by else np.zeros(0)
 
         def raw_sigma(kind, sg_net):
             # 'constant': one sigma per channel and gap size (1 dex times the gap model's
@@ -1368,7 +1443,11 @@ def complete(table: GridTable, cfg, workdir=None, progress: bool = False,
             sg = raw_sigma(sigma_kind, np.concatenate(sig_by[n])) if configs else np.zeros(0)
             models[n] = fit_gap_scale(gap_all, r, sg, levels, cfg["gap_exponent_prior"],
                                       tuple(cfg["gap_exponent_bounds"]))
-            sc = models[n].scale(gap_all) if r.size else np.zeros(0)
+            local = fit_local_gap_scale(pos_all, gap_all, r, sg, models[n],
+                                        tuple(cfg["gap_exponent_bounds"]))
+            if local is not None:
+                models[n] = local
+            sc = models[n].scale(gap_all, pos_all) if r.size else np.zeros(0)
             calib[n] = ens.calibration_summary(r, sg, 1.0)
             calib[n]["coverage_gap_scaled"] = ens.interval_coverage(r, sg * sc)
             calib[n]["efficiency_95"] = interval_efficiency(r, sg * sc)
@@ -1382,7 +1461,8 @@ def complete(table: GridTable, cfg, workdir=None, progress: bool = False,
             q = np.argwhere(slice_holes)
             est, sg = _slice_estimates(fitted, known, q, axis, table)
             gaps = slice_gaps(known, q, coords, axis)
-            scale = {n: models[n].scale(gaps) for n in names + ["total"]}
+            pos = coords[q[:, axis]]
+            scale = {n: models[n].scale(gaps, pos) for n in names + ["total"]}
             put(slice_holes, est[chosen], {n: raw_sigma(sigma_kind, v) for n, v in sg.items()},
                 scale)
             if chosen != "network":
@@ -1396,7 +1476,8 @@ def complete(table: GridTable, cfg, workdir=None, progress: bool = False,
                 "held_out": {"median_abs_dex_total": scores,
                              "configurations": cfg_rows},
                 "gaps": real_gaps,
-                "sigma_scale_total": [float(models["total"].scale(g)) for g in real_gaps]})
+                "sigma_scale_total": [float(np.median(scale["total"][np.isclose(gaps, g)]))
+                                      for g in real_gaps]})
         selection = {"axis": axname, "chosen": chosen, "baseline": SLICE_BASELINE,
                      "sigma": sigma_kind, "sigma_efficiency_held_out": sigma_kinds,
                      "margin": float(cfg["slice_select_margin"]), "scores": scores,
@@ -1409,7 +1490,7 @@ def complete(table: GridTable, cfg, workdir=None, progress: bool = False,
             # smallest held-out gap (their geometry differs; score them in a separate run).
             q = np.argwhere(rest_holes)
             est, sg = _slice_estimates(fitted, known, q, axis, table)
-            g0 = min((p["gap"] for p in models["total"].points), default=1.0)
+            g0 = min((p["gap"] for p in models["total"].to_dict()["points"]), default=1.0)
             put(rest_holes, est["network"], {n: raw_sigma(sigma_kind, v) for n, v in sg.items()},
                 {n: float(models[n].scale(g0)) for n in names + ["total"]})
             parts.append({"what": f"{int(rest_holes.sum())} other holes", "n":
@@ -1537,9 +1618,13 @@ def uncertainty_note(rep: dict) -> str:
         g = sel["gap_model"]["total"]
         gaps = [p["gap"] for p in g["points"]]
         filled = [x for p in rep.get("parts", []) for x in p.get("gaps", [])]
+        law = (f"the scale of the nearest held-out slices times (gap / their gap)**"
+               f"{g['local_exponent']:.3g} ({g['local_exponent_source']})"
+               if g.get("kind") == "local" else
+               f"{g['amplitude']:.3g} * gap**{g['exponent']:.3g} (exponent: "
+               f"{g['exponent_source']})")
         text += (f"Whole missing {sel['axis']} slices: filled by {sel['chosen']}; the sigma "
-                 f"scale follows {g['amplitude']:.3g} * gap**{g['exponent']:.3g} (exponent: "
-                 f"{g['exponent_source']}), gap = sqrt(d_lo * d_hi) in {sel['gap_units']} to "
+                 f"scale follows {law}, gap = sqrt(d_lo * d_hi) in {sel['gap_units']} to "
                  f"the nearest known slices, measured at gaps "
                  f"{_short(gaps)}; the filled slices have gaps "
                  f"{_short(filled)}, so their intervals are extrapolated with "
@@ -1930,7 +2015,13 @@ def summary_text(rep: dict) -> str:
     sel = rep.get("slice_selection")
     if sel:
         g = sel["gap_model"]["total"]
-        lines.append(f"gap model (total): sigma scale = {g['amplitude']:.3g} * gap^"
-                     f"{g['exponent']:.3g} ({g['exponent_source']}; gap in {sel['gap_units']})")
+        if g.get("kind") == "local":
+            lines.append(f"gap model (total): per position, scale of the nearest held-out "
+                         f"slices x (gap / their gap)^{g['local_exponent']:.3g} "
+                         f"({g['local_exponent_source']}; gap in {sel['gap_units']})")
+        else:
+            lines.append(f"gap model (total): sigma scale = {g['amplitude']:.3g} * gap^"
+                         f"{g['exponent']:.3g} ({g['exponent_source']}; gap in "
+                         f"{sel['gap_units']})")
     lines += [f"{k}: {v}" for k, v in rep.get("outputs", {}).items()]
     return "\n".join(lines)
