@@ -358,6 +358,33 @@ def test_sigma_power_compresses_an_overspread_sigma():
     assert C.interval_efficiency(0.3 * z, np.full(z.size, 0.3)) == pytest.approx(2.91, rel=0.03)
 
 
+def test_local_gap_law_separates_position_from_gap_size():
+    # The error scale depends on position x (10 ** x) and on the gap as gap**1.5, and the held-out
+    # gaps grow with x (as log T gaps shrink with T): one power law mixes the two, the local one
+    # recovers the exponent from same-position pairs and predicts a small gap at x = 0.5.
+    rng = np.random.default_rng(7)
+    xs, gs = [], []
+    for x in np.linspace(0.0, 1.0, 6):
+        g1 = 0.5 + x
+        xs += [x, x]
+        gs += [g1, np.sqrt(2) * g1]        # a slice alone and inside a run of two
+
+    def draw(x, g, n=3000):
+        return (np.full(n, x), np.full(n, g),
+                10 ** x * g ** 1.5 * rng.standard_normal(n), np.ones(n))
+    pos, gap, r, s = (np.concatenate(v) for v in zip(*(draw(x, g) for x, g in zip(xs, gs))))
+    glob = C.fit_gap_scale(gap, r, s, levels=(0.95,), bounds=(0.0, 3.0))
+    loc = C.fit_local_gap_scale(pos, gap, r, s, glob, bounds=(0.0, 3.0))
+    assert loc is not None and loc.exponent == pytest.approx(1.5, abs=0.15)
+    assert abs(glob.exponent - 1.5) > 0.5          # the pooled law is fooled
+    x0, g0 = 0.5, 0.4                              # a new value: smaller gap than held out
+    true = 10 ** x0 * g0 ** 1.5
+    assert loc.scale(np.array([g0]), np.array([x0]))[0] == pytest.approx(true, rel=0.15)
+    # Too few positions: no local law.
+    few = pos < 0.3
+    assert C.fit_local_gap_scale(pos[few], gap[few], r[few], s[few], glob) is None
+
+
 def test_gap_configs_and_gap_sizes():
     assert C.gap_configs([0, 1, 2, 3], [1, 2]) == [(1, [1]), (2, [1, 2])]
     assert C.gap_configs([0, 2, 3], [1, 2]) == [(1, [2])]
