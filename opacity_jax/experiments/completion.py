@@ -44,7 +44,9 @@ Model (trained in log10 space on the known entries only):
   them than any held-out slice can be (JLODK Ye: 0.05 against 0.1 - 0.14), so the sigma scale
   is modelled as a power law of the gap g = sqrt(d_lo * d_hi) to the nearest known slices
   (`fit_gap_scale`: fitted per gap size held out, exponent fitted with >= 2 sizes, else
-  `gap_exponent_prior`) and extrapolated to the filled gaps; sigma itself is one constant per
+  `gap_exponent_prior`; with >= 4 held-out positions a law per position,
+  `LocalGapScaleModel`, because gap size can go with position) and extrapolated to the
+  filled gaps; sigma itself is one constant per
   channel and gap size for the interpolants (the law is one of interpolation error), the
   network's spread when the network fills (`SLICE_SIGMAS`). gap_model.json / gap_model.png
   show the law, its points and the filled gaps.
