@@ -1219,11 +1219,13 @@ def _calibrate(fitted: _Fitted, cal_sets, table: GridTable, levels,
             # Candidate: the total's sigma from the recalibrated channel sigmas, weighted by
             # each channel's share of the total (d log total / d log channel); kept when its
             # intervals are sharper on this split.
-            s_ch = total_sigma_from_channels({c: scales[c] for c in names}, cat, wcat)
-            alt = fit_sigma_power(r, s_ch, levels)
-            if r.size and (interval_efficiency(r, alt.apply(s_ch))
-                           < interval_efficiency(r, scales[n].apply(s))):
-                scales[n], s = dataclasses.replace(alt, source="channels"), s_ch
+            for source in ("channels", "channels_correlated"):
+                s_ch = total_sigma_from_channels({c: scales[c] for c in names}, cat, wcat,
+                                                 correlated=source.endswith("correlated"))
+                alt = fit_sigma_power(r, s_ch, levels)
+                if r.size and (interval_efficiency(r, alt.apply(s_ch))
+                               < interval_efficiency(r, scales[n].apply(s))):
+                    scales[n], s = dataclasses.replace(alt, source=source), s_ch
         sc = scales[n].apply(s)
         calib[n] = ens.calibration_summary(r, s, 1.0)
         calib[n]["coverage_calibrated"] = ens.interval_coverage(r, sc)
@@ -1245,7 +1247,7 @@ class SigmaPower:
     """Recalibrated sigma' = scale * sigma_median * (sigma / sigma_median)**gamma [dex].
 
     source: which raw sigma it applies to: 'ensemble' (the entry's own), or for the total
-    'channels' (`total_sigma_from_channels`)."""
+    'channels' / 'channels_correlated' (`total_sigma_from_channels`)."""
 
     gamma: float
     scale: float
@@ -1259,10 +1261,13 @@ class SigmaPower:
 
 
 def total_sigma_from_channels(powers: Dict[str, "SigmaPower"], sigma: Dict[str, np.ndarray],
-                              weight: Dict[str, np.ndarray]) -> np.ndarray:
-    """sqrt(sum_c (w_c * sigma'_c)**2) [dex]: the total's raw sigma built from each channel's
+                              weight: Dict[str, np.ndarray],
+                              correlated: bool = False) -> np.ndarray:
+    """sqrt(sum_c (w_c * sigma'_c)**2) [dex] (independent channel errors), or
+    sum_c w_c * sigma'_c when `correlated`: the total's raw sigma built from each channel's
     recalibrated sigma (powers[c].apply(sigma[c])) and its share w_c = kappa_c / total."""
-    return np.sqrt(sum((weight[c] * powers[c].apply(sigma[c])) ** 2 for c in powers))
+    parts = [weight[c] * powers[c].apply(sigma[c]) for c in powers]
+    return sum(parts) if correlated else np.sqrt(sum(p ** 2 for p in parts))
 
 
 def fit_sigma_power(residual, sigma, levels=(0.95,), gammas=SIGMA_GAMMAS) -> SigmaPower:
@@ -1508,8 +1513,9 @@ def complete(table: GridTable, cfg, workdir=None, progress: bool = False,
             cal_sg = {n: scales[n].apply(sg[n]) for n in names}
             st = scales["total"]
             cal_sg["total"] = st.apply(
-                total_sigma_from_channels({c: scales[c] for c in names}, sg, w)
-                if st.source == "channels" else sg["total"])
+                total_sigma_from_channels({c: scales[c] for c in names}, sg, w,
+                                          correlated=st.source == "channels_correlated")
+                if st.source.startswith("channels") else sg["total"])
             put(missing, means, sg, {n: cal_sg[n] / np.maximum(sg[n], 1e-300) for n in sg})
         ct = calib["total"]
         parts.append({"what": f"{int(missing.sum())} {pattern} holes", "n": int(missing.sum()),
