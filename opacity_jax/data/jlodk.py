@@ -21,7 +21,7 @@ from opacity_jax.data.parsing import (check_nonnegative, first_bad_opacity, pars
 from opacity_jax.errors import DataFormatError
 from opacity_jax.train.workdir import write_text
 
-__all__ = ["JLODK_COLUMNS", "JlodkTable", "read_jlodk", "write_jlodk"]
+__all__ = ["JLODK_COLUMNS", "JlodkTable", "format_label", "read_jlodk", "write_jlodk"]
 
 JLODK_COLUMNS = ("log10_rho", "temperature_k", "bb", "es", "total")
 
@@ -260,8 +260,11 @@ def read_jlodk(root, *, allow_nan: bool = False, total_rtol: float = 1e-6) -> Jl
                       kappa_total=out["total"], source=source, root=str(root))
 
 
-def _label(x: float, minimum_decimals: int) -> str:
+def format_label(x: float, minimum_decimals: int) -> str:
+    """x in fixed point with the fewest decimals (>= minimum_decimals) that reproduce it: the
+    Ye and time labels of folder and file names ('0.15', '1.5')."""
     return f"{x:.{_decimals([x], minimum_decimals)}f}"
+
 
 
 def write_jlodk(table: JlodkTable, root, *, total_rtol: float = 1e-6,
@@ -319,11 +322,11 @@ def write_jlodk(table: JlodkTable, root, *, total_rtol: float = 1e-6,
 
     written = []
     for i, ye in enumerate(table.ye.tolist()):
-        ye_s = _label(ye, 2)
+        ye_s = format_label(ye, 2)
         folder = root / f"Ye{ye_s}"
         folder.mkdir(parents=True, exist_ok=True)
         for j, t in enumerate(table.time_days.tolist()):
-            t_s = _label(t, 1)
+            t_s = format_label(t, 1)
             lines = [f"# Ye = {ye_s},  time = {t_s}day",
                      "# [1] Density in Logspace [g cm^-3]",
                      "# [2] Temperature [K]",
