@@ -270,6 +270,8 @@ def test_benchmark_times_the_served_function(trained):
     assert rows[1]["max_abs_dlnk_vs_full"] < FAST_TOL
     # 16 T knots -> 15 x 64 + 1 grid rows of (n_stages, 32) ln A, float32.
     assert rows[1]["table_bytes"] >= (15 * 64 + 1) * s.spec.n_stages * 32 * 4
+    md = benchmark.markdown({"environment": benchmark.environment(), "inference": rows})
+    assert "| 4 | " in md and "time full / fast" in md
 
 
 # Max |ln kappa_fast - ln kappa_full| at 64 cells per knot interval (the benchmark's setting).

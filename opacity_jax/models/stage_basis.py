@@ -52,6 +52,9 @@ NEG = -1.0e4          # "log of zero" that keeps gradients finite (exp underflow
 N_BOUNDARIES = _el.MAX_STAGES - 1
 # float32 ln n_e: a ~2e3-wide bracket halved 36 times is ~3e-8 wide before the Newton polish.
 BISECTION_STEPS = 36
+# The fast path's solve: a bracket <= ~2e3 wide halved 16 times is < 0.04 wide, from where the
+# two Newton steps (quadratic) reach float32 resolution as well; 36 is the conservative default.
+FAST_BISECTION_STEPS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,11 +174,12 @@ def _log_kernel_bin_mean(edges, t):
 
 
 def corrected_ionization(consts: ElementConsts, spec: StageBasisSpec, log10_t, log10_rho,
-                         dphi_t):
+                         dphi_t, bisection_steps: int = BISECTION_STEPS):
     """Prior Saha boundaries + corrections, solved for charge neutrality at one point.
 
     Args: log10_t: scalar log10 T [eV]; log10_rho: scalar log10 rho [g/cm^3];
-      dphi_t: (n_stages + 1,) boundary corrections at this T (ignored unless spec.correction).
+      dphi_t: (n_stages + 1,) boundary corrections at this T (ignored unless spec.correction);
+      bisection_steps: halvings of the ln n_e bracket before the Newton polish.
     Returns: (log_x (n_stages,) ln window fractions, the `saha.SahaResult` of the solve).
     """
     phi = prior_phi(10.0 ** log10_t, consts.ionization_energies_ev)
@@ -184,7 +188,7 @@ def corrected_ionization(consts: ElementConsts, spec: StageBasisSpec, log10_t, l
         phi = phi.at[b_idx].add(jnp.where(consts.boundary_mask, dphi_t, 0.0))
     res = saha.solve_mixture_phi(10.0 ** log10_rho, jnp.ones((1,)),
                                  jnp.reshape(consts.atomic_weight, (1,)), phi[None],
-                                 bisection_steps=BISECTION_STEPS)
+                                 bisection_steps=bisection_steps)
     q = jnp.clip(consts.q_lo + jnp.arange(spec.n_stages), 0, _el.MAX_STAGES - 1)
     log_x = jnp.where(consts.stage_mask, res.log_fractions[0][q], NEG)
     return log_x, res
@@ -446,11 +450,12 @@ def tabulate(params, consts: ElementConsts, spec: StageBasisSpec,
 
 
 def fast_point(tables: FastTables, consts: ElementConsts, spec: StageBasisSpec, log10_t,
-               log10_rho):
+               log10_rho, bisection_steps: int = FAST_BISECTION_STEPS):
     """`point`'s ln kappa from `tabulate`d tables at one (log10 T [eV], log10 rho [g/cm^3]).
 
     Per query: a linear interpolation in log10 T between two grid rows (no knot search, no
-    cubic), the exact corrected Saha solve, and the stage mixing. Returns (nE,) ln kappa
+    cubic, no per-bin free-free kernel), the corrected Saha solve with `bisection_steps`
+    halvings before the same Newton polish, and the stage mixing. Returns (nE,) ln kappa
     [ln cm^2/g].
     """
     g = tables.log_a.shape[0]
@@ -458,7 +463,8 @@ def fast_point(tables: FastTables, consts: ElementConsts, spec: StageBasisSpec, 
     i = jnp.minimum(jnp.floor(s).astype(jnp.int32), g - 2)
     w = s - i
     lerp = lambda tab: tab[i] + w * (tab[i + 1] - tab[i])
-    log_x, res = corrected_ionization(consts, spec, log10_t, log10_rho, lerp(tables.dphi))
+    log_x, res = corrected_ionization(consts, spec, log10_t, log10_rho, lerp(tables.dphi),
+                                      bisection_steps)
     log_f = res.log_fractions[0]
     charges = jnp.arange(_el.MAX_STAGES, dtype=log_f.dtype)
     log_q2 = jnp.where(charges > 0, 2.0 * jnp.log(jnp.maximum(charges, 1.0)), NEG)

@@ -210,7 +210,8 @@ class StageBasisSurrogate:
         """(fn, args) as `log_kappa_function`, for the fast path (`models.stage_basis.tabulate`):
         ln A, the boundary corrections and the T-only free-free terms tabulated once on a
         log10 T grid of `points_per_interval` cells per knot interval, so a query costs a
-        linear interpolation of those tables, the Saha solve and the stage mixing. Differs from
+        linear interpolation of those tables, the Saha solve (16 bisection steps before the
+        Newton polish instead of 36: `sb.FAST_BISECTION_STEPS`) and the stage mixing. Differs from
         the full model by the linear-vs-PCHIP interpolation error, which falls as
         points_per_interval^-2 (tests/test_stage_basis.py states the tolerance); the tables
         take G x n_stages x nE float32 (G = (valid knots - 1) x points_per_interval + 1)."""
