@@ -24,6 +24,7 @@ def get_config(arg=None):
     c.preset = preset
     c.workdir = ""                       # trained workdir; empty = random weights of `model`
     c.stage_basis_workdir = ""           # also time a trained stage_basis model (its first element)
+    c.stage_basis_fast_points_per_interval = 64   # + its tabulated fast path (0 = off)
     c.matmul_precision = ""              # "" = jax default; or "highest", "high", "bfloat16"
 
     c.model = ml_collections.ConfigDict()

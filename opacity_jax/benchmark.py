@@ -231,28 +231,52 @@ def bench_inference(cfg, env: dict) -> list:
 def bench_stage_basis(cfg) -> list:
     """Rows (as `bench_inference`'s) for a trained Saha-structured surrogate
     (`cfg.stage_basis_workdir`): jit'd ln kappa of its first element at random (T, rho) in its
-    domain, float32 (the Saha solve runs in float32 only), per batch size."""
+    domain, float32 (the Saha solve runs in float32 only), per batch size; the full model
+    ('stage_basis') and the tabulated fast path ('stage_basis_fast',
+    `StageBasisSurrogate.fast_log_kappa_function` with
+    `cfg.stage_basis_fast_points_per_interval`), whose rows also hold the max and 99th
+    percentile |ln kappa_fast - ln kappa_full| over the timed queries and the tables' bytes."""
     from opacity_jax.serve.stage_basis import StageBasisSurrogate
     s = StageBasisSurrogate.load(cfg.stage_basis_workdir)
-    fn, args = s.log_kappa_function(int(s.elements[0]))
-    batched = jax.vmap(fn, in_axes=(None, 0, 0))
+    z = int(s.elements[0])
+    variants = [("stage_basis", s.log_kappa_function(z))]
+    ppi = int(cfg.get("stage_basis_fast_points_per_interval", 0))
+    if ppi > 0:
+        t0 = time.perf_counter()
+        fast = s.fast_log_kappa_function(z, ppi)
+        jax.block_until_ready(fast[1])
+        tabulate_s = time.perf_counter() - t0
+        variants.append(("stage_basis_fast", fast))
     rng = np.random.default_rng(0)
     rows = []
     for batch in cfg.inference.batch_sizes:
         batch = int(batch)
         lt = jnp.asarray(rng.uniform(*np.log10(s.domain["temperature_ev"]), batch), jnp.float32)
         lr = jnp.asarray(rng.uniform(*np.log10(s.domain["density_gcc"]), batch), jnp.float32)
-        res = time_compiled(batched, (args, lt, lr), int(cfg.inference.n_runs),
-                            int(cfg.inference.warmup))
-        row = {"model": "stage_basis", "dtype": "float32", "batch": batch, **res,
-               "spectra_per_s": batch / res["median_s"], "n_stages": s.spec.n_stages,
-               "n_bins": s.spec.n_energy}
-        if res["flops"]:
-            row["flops_per_spectrum"] = res["flops"] / batch
-            row["achieved_flops_per_s"] = res["flops"] / res["median_s"]
-        rows.append(row)
-        print(f"  {'stage_basis':18s} float32  batch {batch:7d}: {row['spectra_per_s']:.4g} "
-              f"spectra/s, compile {res['compile_s']:.2f} s")
+        ref = None
+        for name, (fn, args) in variants:
+            batched = jax.vmap(fn, in_axes=(None, 0, 0))
+            res = time_compiled(batched, (args, lt, lr), int(cfg.inference.n_runs),
+                                int(cfg.inference.warmup))
+            row = {"model": name, "dtype": "float32", "batch": batch, **res,
+                   "spectra_per_s": batch / res["median_s"], "n_stages": s.spec.n_stages,
+                   "n_bins": s.spec.n_energy, "element": z}
+            out = np.asarray(jax.jit(batched)(args, lt, lr))
+            if ref is None:
+                ref = out
+            else:
+                d = np.abs(out - ref)
+                row.update(points_per_interval=ppi, tabulate_s=tabulate_s,
+                           table_bytes=int(sum(np.asarray(a).nbytes
+                                               for a in jax.tree_util.tree_leaves(args[0]))),
+                           max_abs_dlnk_vs_full=float(d.max()),
+                           p99_abs_dlnk_vs_full=float(np.percentile(d, 99)))
+            if res["flops"]:
+                row["flops_per_spectrum"] = res["flops"] / batch
+                row["achieved_flops_per_s"] = res["flops"] / res["median_s"]
+            rows.append(row)
+            print(f"  {name:18s} float32  batch {batch:7d}: {row['spectra_per_s']:.4g} "
+                  f"spectra/s, compile {res['compile_s']:.2f} s")
     return rows
 
 
@@ -504,6 +528,20 @@ def markdown(result: dict) -> str:
                   f"measured {n_gemm}^3 matmul in the same dtype. FLOPs from XLA "
                   "`cost_analysis()`; times are medians after warm-up, each call ended by "
                   "`block_until_ready`.", ""]
+        fast = [r for r in result["inference"] if r["model"] == "stage_basis_fast"]
+        if fast:
+            lines += [f"stage_basis_fast: the tabulated fast path ({fast[0]['points_per_interval']}"
+                      f" cells per knot interval, tables {fast[0]['table_bytes'] / 1e6:.3g} MB, "
+                      f"built in {fast[0]['tabulate_s']:.2f} s) against the full model at the "
+                      "same queries:", "",
+                      "| batch | max abs d ln kappa | p99 abs d ln kappa | time full / fast |",
+                      "| ---: | ---: | ---: | ---: |"]
+            full = {r["batch"]: r for r in result["inference"] if r["model"] == "stage_basis"}
+            for r in fast:
+                ratio = full[r["batch"]]["median_s"] / r["median_s"]
+                lines.append(f"| {r['batch']} | {r['max_abs_dlnk_vs_full']:.3g} | "
+                             f"{r['p99_abs_dlnk_vs_full']:.3g} | {ratio:.3g} |")
+            lines.append("")
         if result.get("pipeline_over_decoder"):
             lines += ["| pipeline | dtype | batch | time pipeline / decoder-only |",
                       "| --- | --- | ---: | ---: |"]

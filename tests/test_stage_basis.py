@@ -263,9 +263,42 @@ def test_benchmark_times_the_served_function(trained):
     c.stage_basis_workdir = str(trained)
     c.inference.batch_sizes = (4,)
     c.inference.n_runs, c.inference.warmup = 2, 1
+    c.stage_basis_fast_points_per_interval = 64
     rows = benchmark.bench_stage_basis(c)
-    assert [(row["model"], row["batch"]) for row in rows] == [("stage_basis", 4)]
+    assert [(row["model"], row["batch"]) for row in rows] == [("stage_basis", 4),
+                                                              ("stage_basis_fast", 4)]
     assert rows[0]["spectra_per_s"] > 0 and rows[0]["n_bins"] == s.spec.n_energy
+    assert rows[1]["max_abs_dlnk_vs_full"] < FAST_TOL
+    # 16 T knots -> 15 x 64 + 1 grid rows of (n_stages, 32) ln A, float32.
+    assert rows[1]["table_bytes"] >= (15 * 64 + 1) * s.spec.n_stages * 32 * 4
+    md = benchmark.markdown({"environment": benchmark.environment(), "inference": rows})
+    assert "| 4 | " in md and "time full / fast" in md
+
+
+# Max |ln kappa_fast - ln kappa_full| at 64 cells per knot interval (the benchmark's setting).
+FAST_TOL = 5e-3
+
+
+def test_fast_path_equals_full_model(trained):
+    # Random in-domain points, including beyond the end knots (both clamp in T), against the
+    # served full model; the linear-interpolation error must fall as h^2 (halving the cells
+    # quarters it), so an off-by-one in the grid index or weight cannot hide under FAST_TOL.
+    s = StageBasisSurrogate.load(trained)
+    rng = np.random.default_rng(7)
+    t = 10.0 ** rng.uniform(*np.log10(s.domain["temperature_ev"]), 400)
+    r = 10.0 ** rng.uniform(*np.log10(s.domain["density_gcc"]), 400)
+    full = s.log_spectrum("Eu", t, r)
+    lt, lr = (jnp.asarray(np.log10(a), jnp.float32) for a in (t, r))
+    err = {}
+    for ppi in (8, 64):
+        fn, args = s.fast_log_kappa_function("Eu", points_per_interval=ppi)
+        got = np.asarray(jax.jit(jax.vmap(fn, in_axes=(None, 0, 0)))(args, lt, lr))
+        assert got.shape == full.shape
+        err[ppi] = float(np.max(np.abs(got - full)))
+    assert err[64] < FAST_TOL
+    assert err[64] < err[8] / 20          # ideal h^2 scaling: / 64
+    with pytest.raises(ValueError, match="points_per_interval"):
+        s.fast_log_kappa_function("Eu", points_per_interval=0)
 
 
 def test_portable_weights_numpy_forward_matches_jax(trained, tmp_path):

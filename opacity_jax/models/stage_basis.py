@@ -52,6 +52,9 @@ NEG = -1.0e4          # "log of zero" that keeps gradients finite (exp underflow
 N_BOUNDARIES = _el.MAX_STAGES - 1
 # float32 ln n_e: a ~2e3-wide bracket halved 36 times is ~3e-8 wide before the Newton polish.
 BISECTION_STEPS = 36
+# The fast path's solve: a bracket <= ~2e3 wide halved 16 times is < 0.04 wide, from where the
+# two Newton steps (quadratic) reach float32 resolution as well; 36 is the conservative default.
+FAST_BISECTION_STEPS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +173,27 @@ def _log_kernel_bin_mean(edges, t):
     return jnp.log(integral) - jnp.log(edges[1:] - edges[:-1])
 
 
+def corrected_ionization(consts: ElementConsts, spec: StageBasisSpec, log10_t, log10_rho,
+                         dphi_t, bisection_steps: int = BISECTION_STEPS):
+    """Prior Saha boundaries + corrections, solved for charge neutrality at one point.
+
+    Args: log10_t: scalar log10 T [eV]; log10_rho: scalar log10 rho [g/cm^3];
+      dphi_t: (n_stages + 1,) boundary corrections at this T (ignored unless spec.correction);
+      bisection_steps: halvings of the ln n_e bracket before the Newton polish.
+    Returns: (log_x (n_stages,) ln window fractions, the `saha.SahaResult` of the solve).
+    """
+    phi = prior_phi(10.0 ** log10_t, consts.ionization_energies_ev)
+    if spec.correction:
+        b_idx = jnp.clip(consts.q_lo - 1 + jnp.arange(spec.n_stages + 1), 0, N_BOUNDARIES - 1)
+        phi = phi.at[b_idx].add(jnp.where(consts.boundary_mask, dphi_t, 0.0))
+    res = saha.solve_mixture_phi(10.0 ** log10_rho, jnp.ones((1,)),
+                                 jnp.reshape(consts.atomic_weight, (1,)), phi[None],
+                                 bisection_steps=bisection_steps)
+    q = jnp.clip(consts.q_lo + jnp.arange(spec.n_stages), 0, _el.MAX_STAGES - 1)
+    log_x = jnp.where(consts.stage_mask, res.log_fractions[0][q], NEG)
+    return log_x, res
+
+
 def ionization_and_continuum(consts: ElementConsts, spec: StageBasisSpec, log10_t, log10_rho,
                              dphi_t, log_s_ff=0.0, log_s_es=0.0):
     """Corrected LTE ionization and the closed-form continuum at one (log10 T, log10 rho).
@@ -182,16 +206,8 @@ def ionization_and_continuum(consts: ElementConsts, spec: StageBasisSpec, log10_
     # float32 unless the query is float64 (jax x64 mode: the float64 reference evaluation)
     edges = jnp.asarray(spec.energy_edges_ev, jnp.result_type(log10_t, jnp.float32))
     t = 10.0 ** log10_t
-    phi = prior_phi(t, consts.ionization_energies_ev)
-    if spec.correction:
-        b_idx = jnp.clip(consts.q_lo - 1 + jnp.arange(spec.n_stages + 1), 0, N_BOUNDARIES - 1)
-        phi = phi.at[b_idx].add(jnp.where(consts.boundary_mask, dphi_t, 0.0))
-    res = saha.solve_mixture_phi(10.0 ** log10_rho, jnp.ones((1,)),
-                                 jnp.reshape(consts.atomic_weight, (1,)), phi[None],
-                                 bisection_steps=BISECTION_STEPS)
+    log_x, res = corrected_ionization(consts, spec, log10_t, log10_rho, dphi_t)
     log_f = res.log_fractions[0]
-    q = jnp.clip(consts.q_lo + jnp.arange(spec.n_stages), 0, _el.MAX_STAGES - 1)
-    log_x = jnp.where(consts.stage_mask, log_f[q], NEG)
     log_mass = jnp.log(consts.atomic_weight * C.ATOMIC_MASS_UNIT_G)
     charges = jnp.arange(_el.MAX_STAGES, dtype=log_f.dtype)
     log_q2 = jnp.where(charges > 0, 2.0 * jnp.log(jnp.maximum(charges, 1.0)), NEG)
@@ -367,3 +383,93 @@ def element_consts(z: int, n_stages: int, q_lo: int, knot_mask) -> ElementConsts
 def stack_consts(consts) -> ElementConsts:
     """Stack a list of ElementConsts along a new leading entity axis."""
     return ElementConsts(*(np.stack(f) for f in zip(*consts)))
+
+
+# --------------------------------------------------------------------------------------------
+# Fast inference: everything that depends on T alone tabulated once on a fine log10 T grid.
+class FastTables(NamedTuple):
+    """One element's T-only parts of `point` on a uniform log10 T grid of G points.
+
+    log10_t0: () first grid point [log10 eV]; inv_step: () 1 / spacing [1/dex] (0 when the
+    element has a single valid knot); log_a: (G, n_stages, nE) ln A [ln cm^2/g], the PCHIP
+    of the knots at the grid points; dphi: (G, n_stages + 1) boundary corrections [ln cm^-3];
+    log_ff_t: (G, nE) the T-only terms of ln free-free [ln(cm^2/g / cm^-3)], learned scale
+    included; log_es_t: () the constant terms of ln Thomson [ln cm^2/g].
+    """
+
+    log10_t0: jax.Array
+    inv_step: jax.Array
+    log_a: jax.Array
+    dphi: jax.Array
+    log_ff_t: jax.Array
+    log_es_t: jax.Array
+
+
+def _log_ff_t(consts, spec, log10_t, log_s_ff):
+    """Terms of ln free-free (`ionization_and_continuum`) that depend on T only, (nE,)."""
+    edges = jnp.asarray(spec.energy_edges_ev, jnp.float32)
+    t = 10.0 ** log10_t
+    log_mass = jnp.log(consts.atomic_weight * C.ATOMIC_MASS_UNIT_G)
+    return (np.log(C.KRAMERS_FF_CGS) - log_mass - 0.5 * jnp.log(t / C.K_BOLTZMANN_EV_K)
+            + 3.0 * np.log(C.H_PLANCK_EV_S) + _log_kernel_bin_mean(edges, t) + log_s_ff)
+
+
+def tabulate(params, consts: ElementConsts, spec: StageBasisSpec,
+             points_per_interval: int = 64) -> FastTables:
+    """`FastTables` of one element (unstacked params/consts, numpy knot mask).
+
+    The grid spans the element's valid knots with `points_per_interval` cells per knot
+    interval (G = (n_valid - 1) * points_per_interval + 1); outside it `point` clamps to the
+    end knots, and `fast_point` clamps to the end grid points, which hold the same values.
+    Linear interpolation of the tables differs from the PCHIP by <= h^2 max|f''| / 8 per cell
+    of width h, so halving h quarters the difference.
+    """
+    if int(points_per_interval) < 1:
+        raise ValueError(f"points_per_interval={points_per_interval}: must be >= 1")
+    knots_np = np.asarray(spec.knots_log10_t, np.float64)
+    valid = knots_np[np.asarray(consts.knot_mask, bool)]
+    if valid.size == 0:
+        raise ValueError("the element has no valid temperature knots")
+    lo, hi = float(valid.min()), float(valid.max())
+    n = max(2, (valid.size - 1) * int(points_per_interval) + 1)
+    grid = np.linspace(lo, hi, n)
+    knots = jnp.asarray(spec.knots_log10_t, jnp.float32)
+    mask = jnp.asarray(consts.knot_mask)
+    log_a_kt = jnp.asarray(params["log_a"]).transpose(0, 2, 1)          # (S, nE, K)
+
+    def one(x):
+        interp = lambda v: interp_values(knots, mask, x, v)
+        return (interp(log_a_kt), interp(jnp.asarray(params["dphi"])),
+                _log_ff_t(consts, spec, x, params["log_s_ff"]))
+
+    log_a, dphi, log_ff_t = jax.jit(jax.vmap(one))(jnp.asarray(grid, jnp.float32))
+    log_mass = jnp.log(consts.atomic_weight * C.ATOMIC_MASS_UNIT_G)
+    return FastTables(
+        log10_t0=jnp.float32(lo), inv_step=jnp.float32((n - 1) / (hi - lo) if hi > lo else 0.0),
+        log_a=log_a, dphi=dphi, log_ff_t=log_ff_t,
+        log_es_t=np.log(C.THOMSON_CM2) - log_mass + params["log_s_es"])
+
+
+def fast_point(tables: FastTables, consts: ElementConsts, spec: StageBasisSpec, log10_t,
+               log10_rho, bisection_steps: int = FAST_BISECTION_STEPS):
+    """`point`'s ln kappa from `tabulate`d tables at one (log10 T [eV], log10 rho [g/cm^3]).
+
+    Per query: a linear interpolation in log10 T between two grid rows (no knot search, no
+    cubic, no per-bin free-free kernel), the corrected Saha solve with `bisection_steps`
+    halvings before the same Newton polish, and the stage mixing. Returns (nE,) ln kappa
+    [ln cm^2/g].
+    """
+    g = tables.log_a.shape[0]
+    s = jnp.clip((log10_t - tables.log10_t0) * tables.inv_step, 0.0, g - 1.0)
+    i = jnp.minimum(jnp.floor(s).astype(jnp.int32), g - 2)
+    w = s - i
+    lerp = lambda tab: tab[i] + w * (tab[i + 1] - tab[i])
+    log_x, res = corrected_ionization(consts, spec, log10_t, log10_rho, lerp(tables.dphi),
+                                      bisection_steps)
+    log_f = res.log_fractions[0]
+    charges = jnp.arange(_el.MAX_STAGES, dtype=log_f.dtype)
+    log_q2 = jnp.where(charges > 0, 2.0 * jnp.log(jnp.maximum(charges, 1.0)), NEG)
+    log_ff = lerp(tables.log_ff_t) + res.log_ne[()] + jax.nn.logsumexp(log_f + log_q2)
+    log_cont = jnp.logaddexp(log_ff, tables.log_es_t + res.log_zbar[0])
+    log_bbbf = jax.nn.logsumexp(log_x[:, None] + lerp(tables.log_a), axis=0)
+    return jnp.logaddexp(log_bbbf, log_cont)

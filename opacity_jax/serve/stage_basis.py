@@ -137,6 +137,11 @@ def _point_fn(spec):
     return lambda args, lt, lr: sb.point(args[0], args[1], spec, lt, lr)["log_kappa"]
 
 
+@functools.lru_cache(maxsize=8)
+def _fast_point_fn(spec):
+    return lambda args, lt, lr: sb.fast_point(args[0], args[1], spec, lt, lr)
+
+
 class StageBasisSurrogate:
     """A trained Saha-structured surrogate (see module docstring).
 
@@ -332,6 +337,21 @@ class StageBasisSurrogate:
         p = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[pos], self.params)
         c = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[pos], self.consts)
         return _point_fn(self.spec), (p, c)
+
+    def fast_log_kappa_function(self, element, points_per_interval: int = 64):
+        """(fn, args) as `log_kappa_function`, for the fast path (`models.stage_basis.tabulate`):
+        ln A, the boundary corrections and the T-only free-free terms tabulated once on a
+        log10 T grid of `points_per_interval` cells per knot interval, so a query costs a
+        linear interpolation of those tables, the Saha solve (16 bisection steps before the
+        Newton polish instead of 36: `sb.FAST_BISECTION_STEPS`) and the stage mixing. Differs from
+        the full model by the linear-vs-PCHIP interpolation error, which falls as
+        points_per_interval^-2 (tests/test_stage_basis.py states the tolerance); the tables
+        take G x n_stages x nE float32 (G = (valid knots - 1) x points_per_interval + 1)."""
+        pos = self.element_position(element)
+        p = jax.tree_util.tree_map(lambda a: np.asarray(a)[pos], self.params)
+        c = jax.tree_util.tree_map(lambda a: np.asarray(a)[pos], self.consts)
+        tables = sb.tabulate(p, c, self.spec, points_per_interval)
+        return _fast_point_fn(self.spec), (tables, jax.tree_util.tree_map(jnp.asarray, c))
 
     def derivatives(self, element, temperature_ev, density_gcc):
         """(dkappa/dT [cm^2/g/eV], dkappa/drho [cm^5/g^2]), each (N, nE), by autodiff through
