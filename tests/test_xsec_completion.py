@@ -155,9 +155,9 @@ def _cases(tmp, good):
         edit(d)
         out = output(d) if output else tmp / f"{d.name}_out"
         cases.append(bad_inputs.Case(
-            "per-level tables (bin/complete_xsec)", name,
-            lambda: xc.run(config or _config(), d, out, verbose=False), expect,
-            debris=lambda: [out] if out != d else []))
+            "per-level tables (bin/complete_xsec)", name, f"xsec_completion.run on {d.name}",
+            lambda ctx: xc.run(config or _config(), d, out, verbose=False), expect,
+            debris=lambda ctx: [out] if out != d else []))
 
     def rewrite(fname, old, new):
         def edit(d):
@@ -195,7 +195,8 @@ def test_bad_inputs_give_one_clear_error(tmp_path):
         write_xsec_table(good / f"heh_{v}_{J}.txt",
                          XsecTable("HeH+", v, J, lam, np.array([1e-19, np.nan, 2e-19])),
                          allow_missing=True)
-    results = bad_inputs.run_corpus(_cases(tmp_path, good))
+    ctx = bad_inputs.Context(tmp_path, None)
+    results = [(c, *bad_inputs.outcome(c, ctx)) for c in _cases(tmp_path, good)]
     bad = [(c.name, o, m) for c, o, m in results if o != "clear"]
     assert not bad, bad
 
