@@ -20,6 +20,36 @@ def _bin_integrals(edges_ev, t_ev, log_kernel, nodes=16):
     return np.sum(0.5 * (hi - lo) * w[None] * np.exp(log_kernel(x) + edges_ev[0] / t_ev), -1)
 
 
+def _check_against_quadrature(gen, z, t, rho, n_coarse, n_fine):
+    """report.binning_bias(gen, z, t, rho) against the means recomputed here from the native
+    spectrum with their definitions: kappa_P = sum kappa W / sum W with W the bin integral of
+    x^3/(e^x - 1), kappa_R = [sum W' / kappa / sum W']^-1 with x^4 e^x/(e^x-1)^2, the coarse
+    spectrum the width-weighted average of the native bins it holds (rtol 1e-6). Returns the
+    report."""
+    out = report.binning_bias(gen, z, t, rho, n_coarse=n_coarse, n_fine=n_fine)
+    fine, coarse = grid.energy_edges_ev(n_fine), grid.energy_edges_ev(n_coarse)
+    spec = gen.spectra(z, t, np.full_like(t, rho), fine)
+    absorption = spec["bb"] + spec["bf"] + spec["ff"]
+    total = absorption + spec["es"]
+    k, width = n_fine // n_coarse, np.diff(fine)
+
+    def rebin(kappa):
+        return (kappa * width).reshape(kappa.shape[0], n_coarse, k).sum(-1) / np.diff(coarse)
+
+    planck_k = lambda x: 3 * np.log(x) - x - np.log(-np.expm1(-x))          # noqa: E731
+    ross_k = lambda x: 4 * np.log(x) - x - 2 * np.log(-np.expm1(-x))        # noqa: E731
+    for i, ti in enumerate(t):
+        for edges, a, tot, tag in ((fine, absorption[i], total[i], "native"),
+                                   (coarse, rebin(absorption)[i], rebin(total)[i], "binned")):
+            wp, wr = _bin_integrals(edges, ti, planck_k), _bin_integrals(edges, ti, ross_k)
+            np.testing.assert_allclose(out[f"planck_{tag}"][i], np.sum(a * wp) / np.sum(wp),
+                                       rtol=1e-6, err_msg=f"Planck {tag} at {ti} eV")
+            np.testing.assert_allclose(out[f"rosseland_{tag}"][i],
+                                       np.sum(wr) / np.sum(wr / tot), rtol=1e-6,
+                                       err_msg=f"Rosseland {tag} at {ti} eV")
+    return out
+
+
 def test_binning_bias_matches_an_independent_quadrature():
     # The within-bin bound [1/r, r] (r = max/min of B_nu inside any coarse bin) is ~3e7 at
     # 0.05 eV, so it cannot fail. Instead the binned and native means are recomputed here from
@@ -31,29 +61,8 @@ def test_binning_bias_matches_an_independent_quadrature():
     gen = generator.OpacityGenerator(SMALL)
     t = np.array([0.05, 0.5, 3.0])
     n_coarse, n_fine = 50, 1500
-    out = report.binning_bias(gen, 60, t, 1e-12, n_coarse=n_coarse, n_fine=n_fine)
-    fine, coarse = grid.energy_edges_ev(n_fine), grid.energy_edges_ev(n_coarse)
-    spec = gen.spectra(60, t, np.full_like(t, 1e-12), fine)
-    absorption = spec["bb"] + spec["bf"] + spec["ff"]
-    total = absorption + spec["es"]
-    k = n_fine // n_coarse
-    width = np.diff(fine)
-
-    def rebin(kappa):
-        return (kappa * width).reshape(kappa.shape[0], n_coarse, k).sum(-1) / np.diff(coarse)
-
-    planck_k = lambda x: 3 * np.log(x) - x - np.log(-np.expm1(-x))          # noqa: E731
-    ross_k = lambda x: 4 * np.log(x) - x - 2 * np.log(-np.expm1(-x))        # noqa: E731
-    for i, ti in enumerate(t):
-        for edges, a, tot, tag in ((fine, absorption[i], total[i], "native"),
-                                   (coarse, rebin(absorption)[i], rebin(total)[i], "binned")):
-            wp, wr = _bin_integrals(edges, ti, planck_k), _bin_integrals(edges, ti, ross_k)
-            want_p = np.sum(a * wp) / np.sum(wp)
-            want_r = np.sum(wr) / np.sum(wr / tot)
-            np.testing.assert_allclose(out[f"planck_{tag}"][i], want_p, rtol=1e-6,
-                                       err_msg=f"Planck {tag} at {ti} eV")
-            np.testing.assert_allclose(out[f"rosseland_{tag}"][i], want_r, rtol=1e-6,
-                                       err_msg=f"Rosseland {tag} at {ti} eV")
+    out = _check_against_quadrature(gen, 60, t, 1e-12, n_coarse, n_fine)
+    for i in range(t.size):
         np.testing.assert_allclose(out["planck_rel_bias"][i],
                                    out["planck_binned"][i] / out["planck_native"][i] - 1,
                                    rtol=1e-12)
@@ -88,25 +97,5 @@ def test_binning_bias_at_native_resolution_matches_an_independent_quadrature():
     gen = generator.OpacityGenerator(generator.GeneratorConfig(seed=0))
     t = np.array([0.02, 0.1, 0.5, 2.0, 5.0])
     n_coarse, n_fine = 200, grid.NATIVE_POINTS
-    out = report.binning_bias(gen, 60, t, 1e-13, n_coarse=n_coarse, n_fine=n_fine)
-    fine, coarse = grid.energy_edges_ev(n_fine), grid.energy_edges_ev(n_coarse)
-    spec = gen.spectra(60, t, np.full_like(t, 1e-13), fine)
-    absorption = spec["bb"] + spec["bf"] + spec["ff"]
-    total = absorption + spec["es"]
-    k, width = n_fine // n_coarse, np.diff(fine)
-
-    def rebin(kappa):
-        return (kappa * width).reshape(kappa.shape[0], n_coarse, k).sum(-1) / np.diff(coarse)
-
-    planck_k = lambda x: 3 * np.log(x) - x - np.log(-np.expm1(-x))          # noqa: E731
-    ross_k = lambda x: 4 * np.log(x) - x - 2 * np.log(-np.expm1(-x))        # noqa: E731
-    for i, ti in enumerate(t):
-        for edges, a, tot, tag in ((fine, absorption[i], total[i], "native"),
-                                   (coarse, rebin(absorption)[i], rebin(total)[i], "binned")):
-            wp, wr = _bin_integrals(edges, ti, planck_k), _bin_integrals(edges, ti, ross_k)
-            np.testing.assert_allclose(out[f"planck_{tag}"][i], np.sum(a * wp) / np.sum(wp),
-                                       rtol=1e-6, err_msg=f"Planck {tag} at {ti} eV")
-            np.testing.assert_allclose(out[f"rosseland_{tag}"][i],
-                                       np.sum(wr) / np.sum(wr / tot), rtol=1e-6,
-                                       err_msg=f"Rosseland {tag} at {ti} eV")
+    out = _check_against_quadrature(gen, 60, t, 1e-13, n_coarse, n_fine)
     assert np.all(out["rosseland_rel_bias"] > 0)                         # Jensen, as above
