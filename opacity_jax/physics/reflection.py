@@ -43,9 +43,11 @@ and wavelength, including levels and wavelengths absent from any table.
 Cost: levels are binned by how far their wavefunctions reach; per bin and J' one (n_E x n_R)
 Airy kernel on an energy grid shared by the bin's levels with J = J' +- 1, then a matrix product
 with the bound functions and a cubic spline in E per level. No Numerov integration, but the
-kernel is dense: seconds for a few levels or for the light ions' whole tables, many minutes for
-the heavy ions' (Li2+, Na2+: fine R grids, many v), which is why xsec_experiment caches the
-prior of a table on disk.
+kernel is dense: seconds for a few levels or for the light ions' whole tables, minutes for the
+heavy ions' (Li2+, Na2+: fine R grids, many v), which is why xsec_experiment caches the prior of
+a table on disk. Most kernel points lie many wavelengths past the turning point and take the
+oscillating series straight from the WKB phase; scipy's Airy function (~2 us a point) is
+replaced by a Hermite table near the turning point (`airy_ai_neg`).
 
 Accuracy against the exact sigma: tests/test_reflection.py (< 1 % median, < 2 % at the peak,
 on low levels of H2+, HeH+ and Li2+); over the whole seven-ion table see
@@ -68,32 +70,75 @@ from opacity_jax.physics import constants as _c
 from opacity_jax.physics import molecular as mol_
 
 __all__ = ["FORMS", "prior_cross_sections", "prior_features", "perturbed_molecule",
-           "airy_ai_neg"]
+           "airy_ai_neg", "oscillating_branch"]
 
 FORMS = ("airy", "reflection")
 
 _ASYMPTOTIC_Z = 10.0      # Ai(-z) from its two-term asymptotic series above this (error < 2e-4)
+_DECAY_Z = -5.0           # ... and from its decaying series below this
+_AI_NODES = 15001         # cubic Hermite nodes in between
+_AI_TABLE: list = []
+_XI_ASYMPTOTIC = (2.0 / 3.0) * _ASYMPTOTIC_Z ** 1.5
+_U = (1.0, 5.0 / 72.0, 385.0 / 10368.0, 85085.0 / 2239488.0)   # A&S 10.4.58 u_k
 _EDGE = 1e-6              # bound functions trimmed where |chi| < _EDGE x max|chi|
 
 
-def airy_ai_neg(z):
-    """Ai(-z) for real z (any shape), float64.
+def _ai_table():
+    """Nodes, Ai(-z) and d/dz Ai(-z) on [_DECAY_Z, _ASYMPTOTIC_Z] for the cubic Hermite
+    interpolant of airy_ai_neg (built once, from scipy's airy)."""
+    if not _AI_TABLE:
+        z = np.linspace(_DECAY_Z, _ASYMPTOTIC_Z, _AI_NODES)
+        ai, aip, _, _ = airy(-z)
+        _AI_TABLE.extend([z, ai, -aip])
+    return _AI_TABLE
 
-    scipy's airy where z <= 10; above, the asymptotic series Ai(-z) ~ pi^{-1/2} z^{-1/4}
-    [sin(xi + pi/4) (1 - c2 / xi^2) - c1 / xi cos(xi + pi/4)], xi = (2/3) z^{3/2},
-    c1 = 5/72, c2 = 385/10368 (Abramowitz & Stegun 10.4.60; relative error < 2e-4 at z = 10,
-    falling like xi^-3), ~30x cheaper than airy() where most of the kernel lies.
+
+def airy_ai_neg(z):
+    """Ai(-z) for real z (any shape), float64; absolute error < 2e-4 x the envelope
+    pi^{-1/2} max(|z|, 1)^{-1/4} (tests/test_reflection.py).
+
+    Three branches, because scipy's airy costs ~2 us per point and the prior evaluates it on
+    ~1e8 points for a heavy ion:
+    * z > 10: the two-term oscillating series (`oscillating_branch`; Abramowitz & Stegun
+      10.4.60; relative error < 2e-4 at z = 10, falling like xi^-3);
+    * z < -5: the decaying series Ai(x) ~ e^{-xi} / (2 pi^{1/2} x^{1/4}) sum_k (-1)^k u_k / xi^k,
+      x = -z, xi = (2/3) x^{3/2}, k <= 3 (A&S 10.4.59; relative error < 3e-5 at x = 5);
+    * in between: cubic Hermite interpolation of scipy's Ai and Ai' on 15,001 nodes (error
+      about h^4 max|d^4 Ai| / 384 < 1e-12).
     """
     z = np.asarray(z, dtype=np.float64)
     out = np.empty_like(z)
     big = z > _ASYMPTOTIC_Z
-    out[~big] = airy(-z[~big])[0]
+    small = z < _DECAY_Z
+    mid = ~(big | small)
     zb = z[big]
-    xi = (2.0 / 3.0) * zb ** 1.5
-    ph = xi + 0.25 * math.pi
-    out[big] = (np.sin(ph) * (1.0 - (385.0 / 10368.0) / xi ** 2)
-                - (5.0 / 72.0) / xi * np.cos(ph)) / (math.sqrt(math.pi) * zb ** 0.25)
+    out[big] = oscillating_branch((2.0 / 3.0) * zb ** 1.5) / zb ** 0.25
+    x = -z[small]
+    xi = (2.0 / 3.0) * x ** 1.5
+    series = 1.0 - (_U[1] - (_U[2] - _U[3] / xi) / xi) / xi
+    out[small] = np.exp(-xi) * series / (2.0 * math.sqrt(math.pi) * x ** 0.25)
+    zn, f, df = _ai_table()
+    zm = z[mid]
+    h = zn[1] - zn[0]
+    i = np.clip(((zm - zn[0]) / h).astype(np.int64), 0, zn.size - 2)
+    t = (zm - zn[i]) / h
+    t2, t3 = t * t, t * t * t
+    out[mid] = ((2 * t3 - 3 * t2 + 1) * f[i] + (t3 - 2 * t2 + t) * h * df[i]
+                + (-2 * t3 + 3 * t2) * f[i + 1] + (t3 - t2) * h * df[i + 1])
     return out
+
+
+def oscillating_branch(xi):
+    """z^{1/4} Ai(-z) for z > 10, written in xi = (2/3) z^{3/2} (any shape, dimensionless):
+    pi^{-1/2} [sin(xi + pi/4) (1 - c2 / xi^2) - c1 / xi cos(xi + pi/4)], c1 = 5/72,
+    c2 = 385/10368 (A&S 10.4.60).
+
+    The prior's kernel has xi (the WKB phase from the turning point) directly, so it skips
+    z = (3 xi / 2)^{2/3} and the z^{1/4} factors that cancel.
+    """
+    ph = xi + 0.25 * math.pi
+    return (np.sin(ph) * (1.0 - (385.0 / 10368.0) / (xi * xi))
+            - (5.0 / 72.0) / xi * np.cos(ph)) / math.sqrt(math.pi)
 
 
 def perturbed_molecule(molecule, upper_shift_ev: float = 0.0, dipole_scale: float = 1.0):
@@ -190,28 +235,38 @@ def _kernels(mol, jp: int, R: np.ndarray, energies: np.ndarray):
     force = np.maximum((q1 - q0) / (2 * mu * h), 1e-12)      # -dV/dR at R_c
     ell = (2 * mu * force) ** (-1.0 / 3.0)
     k = np.sqrt(np.maximum(q, 0.0))
-    kap = np.sqrt(np.maximum(-q, 0.0))
     ck = np.concatenate([np.zeros((energies.size, 1)), np.cumsum(0.5 * h * (k[:, 1:] + k[:, :-1]),
                                                                  axis=1)], axis=1)
+    # The forbidden-side phase is needed only left of each R_c: columns up to the largest ic.
+    nl = int(ic.max()) + 1
+    kap = np.sqrt(np.maximum(-q[:, :nl], 0.0))
     cq = np.concatenate([np.zeros((energies.size, 1)),
                          np.cumsum(0.5 * h * (kap[:, 1:] + kap[:, :-1]), axis=1)], axis=1)
     # Linear V inside the interval holding R_c: its phase pieces exactly.
     s0 = 2.0 / 3.0 * np.sqrt(2 * mu * force)
     first = s0 * (Rx[ic] - r_c) ** 1.5          # int_{R_c}^{R_ic} k
     last = s0 * (r_c - Rx[ic - 1]) ** 1.5       # int_{R_{ic-1}}^{R_c} kappa
-    idx = np.arange(Rx.size)[None, :]
-    right = idx >= ic[:, None]
-    S = ck - ck[rows, ic][:, None] + first[:, None]
-    T = cq[rows, ic - 1][:, None] - cq + last[:, None]
-    zeta = np.where(right, np.cbrt((1.5 * np.maximum(S, 0.0)) ** 2),
-                    -np.cbrt((1.5 * np.maximum(T, 0.0)) ** 2))
-    zeta, q = zeta[:, off:], q[:, off:]
+    S = (ck - (ck[rows, ic] - first)[:, None])[:, off:]
+    q = q[:, off:]
+    right = np.arange(off, Rx.size)[None, :] >= ic[:, None]
+    # Most of the kernel lies many wavelengths past R_c, where Ai(-zeta) is its oscillating
+    # series in xi = (2/3) zeta^{3/2} = S (airy_ai_neg's branch): evaluated there from S
+    # directly, without forming zeta.
+    osc = right & (S > _XI_ASYMPTOTIC) & (q > 0)
+    chi = np.empty(q.shape)
+    chi[osc] = math.sqrt(2 * mu) * oscillating_branch(S[osc]) / np.sqrt(np.sqrt(q[osc]))
+    er, cr = np.nonzero(~osc)
+    rr = right[er, cr]
+    cx = np.minimum(cr + off, nl - 1)
+    t_left = cq[er, ic[er] - 1] - cq[er, cx] + last[er]
+    zeta = np.where(rr, np.cbrt((1.5 * np.maximum(S[er, cr], 0.0)) ** 2),
+                    -np.cbrt((1.5 * np.maximum(t_left, 0.0)) ** 2))
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = zeta / q
+        ratio = zeta / q[er, cr]
     # At the turning point (0/0) and beyond a barrier (sign mismatch): the linear limit l^2.
     ratio = np.where(np.isfinite(ratio) & (ratio > 0) & (np.abs(zeta) > 1e-6), ratio,
-                     (ell ** 2)[:, None])
-    chi = math.sqrt(2 * mu) * ratio ** 0.25 * airy_ai_neg(zeta)
+                     (ell ** 2)[er])
+    chi[er, cr] = math.sqrt(2 * mu) * ratio ** 0.25 * airy_ai_neg(zeta)
     d = (R[None, :] - r_c[:, None]) / ell[:, None]
     gauss = np.exp(-0.5 * d * d) / (math.sqrt(2 * math.pi) * ell[:, None])
     return chi, gauss, r_c, force
