@@ -350,3 +350,17 @@ def test_calibrate_workdir_on_members_with_known_errors(cae_workdir, monkeypatch
             4 * np.sqrt(raw * (1 - raw) / n)
         assert abs(rep["log_kappa"]["coverage_conformal"][f"{lvl:g}"] - lvl) < \
             4 * np.sqrt(2 * lvl * (1 - lvl) / n)
+
+
+def test_interval_scores_hand_values():
+    # |r| = 0.1, 0.2, 0.3, 0.4 with half-width 0.7 x (0.5 + 0) = 0.35: three of four inside,
+    # median |r| 0.25, so efficiency 0.35 / 0.25 = 1.4; beta widens every half-width.
+    r = np.array([0.1, -0.2, 0.3, 0.4])
+    s = np.full(4, 0.5)
+    out = ens.interval_scores(r, s, {"0.95": 0.7, "beta": 0.0, "spread_weight": 1.0})
+    assert out["coverage_0.95"] == pytest.approx(0.75)
+    assert out["median_half_width_0.95_dex"] == pytest.approx(0.35)
+    assert out["efficiency_0.95"] == pytest.approx(1.4)
+    wide = ens.interval_scores(r, s, {"0.95": 0.7, "beta": 0.1})
+    assert wide["coverage_0.95"] == pytest.approx(1.0)
+    assert wide["efficiency_0.95"] == pytest.approx(0.7 * 0.6 / 0.25)

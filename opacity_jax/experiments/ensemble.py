@@ -276,6 +276,28 @@ def fit_sigma_model(residual, sigma, levels=DEFAULT_LEVELS, n_scale: int = 97,
     return best
 
 
+def interval_scores(residual, sigma, multipliers: dict) -> dict:
+    """Coverage at each conformal level and the efficiencies (median half-width / median
+    |residual|) of intervals +- q_L (sigma + beta).
+
+    residual, sigma: (N,) evaluation residuals and spreads (same units, e.g. dex);
+    multipliers: `fit_conformal` output (extra keys 'spread_weight' ignored). Returns
+    {n, median_abs_error_dex, coverage_<L>, median_half_width_<L>_dex, efficiency_<L>}.
+    """
+    r = np.abs(np.asarray(residual, np.float64))
+    s = np.asarray(sigma, np.float64) + float(multipliers.get("beta", 0.0))
+    med = float(np.median(r)) if r.size else float("nan")
+    out = {"n": int(r.size), "median_abs_error_dex": med}
+    for k, q in multipliers.items():
+        if k in ("beta", "spread_weight"):
+            continue
+        half = q * s
+        out[f"coverage_{k}"] = float(np.mean(r <= half)) if r.size else float("nan")
+        out[f"median_half_width_{k}_dex"] = float(np.median(half)) if r.size else float("nan")
+        out[f"efficiency_{k}"] = (float(np.median(half)) / med) if med > 0 else float("inf")
+    return out
+
+
 def fit_conformal(residual, sigma, levels=(0.68, 0.95), beta: Optional[float] = None
                   ) -> Dict[str, float]:
     """Normalised split-conformal intervals mean +- q_L (sigma + beta), fitted on a calibration

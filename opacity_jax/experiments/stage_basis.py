@@ -509,30 +509,13 @@ def residuals_and_spreads(s, ds, mask) -> dict:
             for q, pair in acc.items()}
 
 
-def interval_scores(residual, sigma, multipliers: dict) -> dict:
-    """Coverage at each conformal level and the efficiencies (median half-width / median
-    |residual|) of intervals +- q_L (sigma + beta)."""
-    r = np.abs(np.asarray(residual, np.float64))
-    s = np.asarray(sigma, np.float64) + float(multipliers.get("beta", 0.0))
-    med = float(np.median(r)) if r.size else float("nan")
-    out = {"n": int(r.size), "median_abs_error_dex": med}
-    for k, q in multipliers.items():
-        if k in ("beta", "spread_weight"):
-            continue
-        half = q * s
-        out[f"coverage_{k}"] = float(np.mean(r <= half)) if r.size else float("nan")
-        out[f"median_half_width_{k}_dex"] = float(np.median(half)) if r.size else float("nan")
-        out[f"efficiency_{k}"] = (float(np.median(half)) / med) if med > 0 else float("inf")
-    return out
-
-
 def calibrate(workdir, out_dir=None, make_figures: bool = True) -> dict:
     """Fit the conformal multipliers on the validation nodes and score them on the test nodes.
 
     Writes <out_dir or workdir/eval>/ensemble_calibration.json (read by
     `StageBasisSurrogate.interval`) and ensemble_reliability.png. Returns the report dict:
-    {quantity: {'multipliers', 'degenerate_levels', 'test' (interval_scores), 'test_constant_width'
-    (the same with sigma = 1, fitted on the same validation nodes), 'n_val'}}.
+    {quantity: {'multipliers', 'degenerate_levels', 'test' (ensemble.interval_scores),
+    'test_constant_width' (the same with sigma = 1, fitted on the same validation nodes), 'n_val'}}.
     """
     workdir = Path(workdir)
     s = StageBasisSurrogate.load(workdir, on_domain_error="warn", outside="ignore")
@@ -565,8 +548,8 @@ def calibrate(workdir, out_dir=None, make_figures: bool = True) -> dict:
         else:
             conf["spread_weight"] = 1.0
         report[q] = {"multipliers": conf, "degenerate_levels": ens.degenerate_levels(conf, sv),
-                     "test": interval_scores(rt, conf["spread_weight"] * st, conf),
-                     "test_constant_width": interval_scores(rt, np.ones_like(rt), const),
+                     "test": ens.interval_scores(rt, conf["spread_weight"] * st, conf),
+                     "test_constant_width": ens.interval_scores(rt, np.ones_like(rt), const),
                      "n_val": int(rv.size), "n_val_beta": int(half.sum())}
         lv = np.asarray(ens.DEFAULT_LEVELS)
         full = ens.fit_conformal(rv[~half], conf["spread_weight"] * sv[~half],

@@ -760,7 +760,9 @@ def ensemble_calibration(sur: XsecSurrogate, mols: Sequence[MoleculeData], thres
     Residual = member mean of log10 sigma - log10 sigma_true at points with sigma > threshold x
     its curve's max; sigma = member standard deviation [dex]. One scale on sigma is fitted on the
     validation points (disjoint from the test points) and judged on the test points.
-    Returns {sigma_scale, coverage_raw, coverage_calibrated, n, n_val}; writes
+    Returns {sigma_scale, coverage_raw, coverage_calibrated, n, n_val, intervals_conformal
+    (coverage, median half-width [dex] and efficiency of the conformal 68 / 95 % intervals on
+    the test points, `ensemble.interval_scores`)}; writes
     ensemble_reliability.png.
     """
     from opacity_jax.experiments import ensemble as ens
@@ -777,8 +779,9 @@ def ensemble_calibration(sur: XsecSurrogate, mols: Sequence[MoleculeData], thres
     rt, st = (np.concatenate(a) for a in parts["test"])
     scale = ens.fit_sigma_scale(rv, sv)
     model = ens.fit_sigma_model(rv, sv)
-    out = dict(ens.calibration_summary(rt, st, scale, model=model,
-                                       conformal=ens.fit_conformal(rv, sv)),
+    conformal = ens.fit_conformal(rv, sv)
+    out = dict(ens.calibration_summary(rt, st, scale, model=model, conformal=conformal),
+               intervals_conformal=ens.interval_scores(rt, st, conformal),
                n_val=int(rv.size),
                members=sur.members, scale_fitted_on="validation points (disjoint from test)")
     if make_figure:
