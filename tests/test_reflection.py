@@ -47,7 +47,7 @@ def test_airy_branches_match_scipy():
     got = rf.airy_ai_neg(z)
     assert np.max(np.abs(got - ai) / env) < 2e-4
     # Between the series the table is exact to the interpolation error; on the decaying side
-    # the error is relative (Ai falls to 1e-73 at z = -40, far below the envelope).
+    # the error is relative (Ai falls below 1e-73 at z = -40, far below the envelope).
     mid = (z >= -5.0) & (z <= 10.0)
     assert np.max(np.abs(got[mid] - ai[mid])) < 1e-10
     dec = z < -5.0

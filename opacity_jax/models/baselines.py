@@ -187,28 +187,3 @@ def bilinear_log_points(kappa: np.ndarray, log_t: np.ndarray, log_r: np.ndarray,
     except ValueError:
         raise ValueError("bilinear_log_points: query outside the table's (T, rho) range") from None
 
-
-def bilinear_points_jax(log_values, x_axis, y_axis, query_x, query_y):
-    """jit-able JAX twin of `bilinear_points` for the clamped, already-logged case: bilinear
-    interpolation of a complete (nX, nY, ...) table of log values (e.g. ln kappa [ln cm^2/g])
-    at (N,) query coordinates in the axes' transform (e.g. log10 T [eV], log10 rho [g/cm^3]),
-    queries clamped to the table edges (no extrapolation, as `outside='clamp'`).
-
-    Returns (N, ...) interpolated log values in the table's dtype. Equal to
-    `bilinear_points(exp(log_values), ..., outside='clamp')` up to float rounding
-    (tests/test_baselines_lookup.py). Kept in log space: a lookup serves ln kappa, and the
-    exp is the caller's choice.
-    """
-    import jax.numpy as jnp
-
-    v = jnp.asarray(log_values)
-    lx, ly = jnp.asarray(x_axis, v.dtype), jnp.asarray(y_axis, v.dtype)
-    qx = jnp.clip(jnp.asarray(query_x, v.dtype), lx[0], lx[-1])
-    qy = jnp.clip(jnp.asarray(query_y, v.dtype), ly[0], ly[-1])
-    i = jnp.clip(jnp.searchsorted(lx, qx, side="right") - 1, 0, lx.shape[0] - 2)
-    j = jnp.clip(jnp.searchsorted(ly, qy, side="right") - 1, 0, ly.shape[0] - 2)
-    extra = (slice(None),) + (None,) * (v.ndim - 2)
-    u = ((qx - lx[i]) / (lx[i + 1] - lx[i]))[extra]
-    w = ((qy - ly[j]) / (ly[j + 1] - ly[j]))[extra]
-    return ((1 - u) * (1 - w) * v[i, j] + u * (1 - w) * v[i + 1, j]
-            + (1 - u) * w * v[i, j + 1] + u * w * v[i + 1, j + 1])

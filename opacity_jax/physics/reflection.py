@@ -58,6 +58,7 @@ per cent.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Optional
 
@@ -77,20 +78,18 @@ FORMS = ("airy", "reflection")
 _ASYMPTOTIC_Z = 10.0      # Ai(-z) from its two-term asymptotic series above this (error < 2e-4)
 _DECAY_Z = -5.0           # ... and from its decaying series below this
 _AI_NODES = 15001         # cubic Hermite nodes in between
-_AI_TABLE: list = []
 _XI_ASYMPTOTIC = (2.0 / 3.0) * _ASYMPTOTIC_Z ** 1.5
 _U = (1.0, 5.0 / 72.0, 385.0 / 10368.0, 85085.0 / 2239488.0)   # A&S 10.4.58 u_k
 _EDGE = 1e-6              # bound functions trimmed where |chi| < _EDGE x max|chi|
 
 
+@functools.lru_cache(maxsize=1)
 def _ai_table():
     """Nodes, Ai(-z) and d/dz Ai(-z) on [_DECAY_Z, _ASYMPTOTIC_Z] for the cubic Hermite
     interpolant of airy_ai_neg (built once, from scipy's airy)."""
-    if not _AI_TABLE:
-        z = np.linspace(_DECAY_Z, _ASYMPTOTIC_Z, _AI_NODES)
-        ai, aip, _, _ = airy(-z)
-        _AI_TABLE.extend([z, ai, -aip])
-    return _AI_TABLE
+    z = np.linspace(_DECAY_Z, _ASYMPTOTIC_Z, _AI_NODES)
+    ai, aip, _, _ = airy(-z)
+    return z, ai, -aip
 
 
 def airy_ai_neg(z):
@@ -137,8 +136,7 @@ def oscillating_branch(xi):
     z = (3 xi / 2)^{2/3} and the z^{1/4} factors that cancel.
     """
     ph = xi + 0.25 * math.pi
-    return (np.sin(ph) * (1.0 - (385.0 / 10368.0) / (xi * xi))
-            - (5.0 / 72.0) / xi * np.cos(ph)) / math.sqrt(math.pi)
+    return (np.sin(ph) * (1.0 - _U[2] / (xi * xi)) - _U[1] / xi * np.cos(ph)) / math.sqrt(math.pi)
 
 
 def perturbed_molecule(molecule, upper_shift_ev: float = 0.0, dipole_scale: float = 1.0):
@@ -257,7 +255,7 @@ def _kernels(mol, jp: int, R: np.ndarray, energies: np.ndarray):
     chi[osc] = math.sqrt(2 * mu) * oscillating_branch(S[osc]) / np.sqrt(np.sqrt(q[osc]))
     er, cr = np.nonzero(~osc)
     rr = right[er, cr]
-    cx = np.minimum(cr + off, nl - 1)
+    cx = np.minimum(cr + off, nl - 1)       # in range; t_left is used only where not rr
     t_left = cq[er, ic[er] - 1] - cq[er, cx] + last[er]
     zeta = np.where(rr, np.cbrt((1.5 * np.maximum(S[er, cr], 0.0)) ** 2),
                     -np.cbrt((1.5 * np.maximum(t_left, 0.0)) ** 2))
